@@ -65,10 +65,12 @@ class RunStarted:
     out_path: str
     versions: dict[str, str] = field(default_factory=dict)
     started_at: float = field(default_factory=time.time)
+    max_steps: int = 0  # train.max_steps: 0 = no cap
 
     @property
     def total_steps(self) -> int:
-        return self.epochs * self.steps_per_epoch
+        full = self.epochs * self.steps_per_epoch
+        return min(full, self.max_steps) if self.max_steps else full
 
 
 @dataclass

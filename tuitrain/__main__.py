@@ -1,0 +1,5 @@
+"""``python -m tuitrain``."""
+
+from tuitrain.cli import main
+
+main()

@@ -1,0 +1,262 @@
+"""The training loop. Reads top to bottom: set up, announce, train with probes, validate, test, finish.
+
+Every number a person sees leaves this module as an event to the sinks (run file, live queue,
+console); the loop itself knows nothing about where they go. Host synchronisations happen only where
+the numbers are needed on the host: once per epoch for validation and the epoch means, and never per
+step (the monitor reads per-step values back a few steps late on CUDA).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import platform
+import time
+import traceback
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+import tuitrain
+from tuitrain.config import ConfigError, RunConfig, to_toml
+from tuitrain.events import Alert, EpochEnd, RunFinished, RunStarted, Sink, StatusChanged, TestResult
+from tuitrain.train.data import DeviceData, load_data
+from tuitrain.train.models import build_model
+from tuitrain.train.monitor import Monitor
+from tuitrain.train.summary import layer_infos, model_summary
+
+
+class Control(Protocol):
+    """Commands from whoever watches the run (the dashboard): "pause", "resume", "stop"."""
+
+    def poll(self, timeout: float = 0.0) -> str | None: ...
+
+
+class StopTraining(Exception):
+    """Raised inside the loop when a stop was asked for; the run ends as ``stopped``."""
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("`train.device` = 'cuda' but no CUDA device is available here; allowed here: auto, cpu.")
+    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ConfigError("`train.device` = 'mps' but MPS is not available here; allowed here: auto, cpu.")
+    return torch.device(name)
+
+
+def build_optimizer(cfg: RunConfig, params: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
+    o = cfg.optim
+    if o.name == "sgd":
+        return torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, nesterov=o.nesterov and o.momentum > 0,
+                               weight_decay=o.weight_decay)
+    betas = (o.betas[0], o.betas[1])
+    if o.name == "adam":
+        return torch.optim.Adam(params, lr=o.lr, betas=betas, weight_decay=o.weight_decay)
+    return torch.optim.AdamW(params, lr=o.lr, betas=betas, weight_decay=o.weight_decay)
+
+
+def lr_factor(cfg: RunConfig, steps_per_epoch: int, total_steps: int):
+    """Learning-rate multiplier per step: warm-up, then none / cosine to zero / step decay by epochs."""
+    s = cfg.schedule
+    warmup = s.warmup_epochs * steps_per_epoch
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        if s.name == "cosine":
+            span = max(1, total_steps - warmup)
+            return 0.5 * (1.0 + math.cos(math.pi * min(step - warmup, span) / span))
+        if s.name == "step":
+            return s.gamma ** ((step // steps_per_epoch) // s.step_size)
+        return 1.0
+
+    return factor
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, data: DeviceData, split: str, batch_size: int, autocast) -> tuple[float, float]:
+    model.eval()
+    device = next(model.parameters()).device
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    n = 0
+    for x, y in data.eval_batches(split, batch_size):
+        with autocast():
+            logits = model(x)
+        loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
+        correct += (logits.argmax(1) == y).sum()
+        n += y.numel()
+    model.train()
+    if n == 0:
+        return math.nan, math.nan
+    # Host sync: the epoch summary needs these two numbers on the host, once per epoch.
+    return loss_sum.item() / n, correct.item() / n
+
+
+def _wait_if_paused(control: Control | None, monitor: Monitor) -> None:
+    if control is None:
+        return
+    cmd = control.poll()
+    if cmd == "stop":
+        raise StopTraining
+    if cmd != "pause":
+        return
+    monitor.flush(force=True)
+    monitor.emit(StatusChanged("paused", monitor.step))
+    while True:  # really stop stepping until told otherwise
+        cmd = control.poll(timeout=0.2)
+        if cmd == "stop":
+            raise StopTraining
+        if cmd == "resume":
+            monitor.emit(StatusChanged("running", monitor.step))
+            monitor.pause_clock()
+            return
+
+
+def train(cfg: RunConfig, sinks: list[Sink], control: Control | None = None, out_path: str = "") -> RunFinished:
+    """Run one training job described by ``cfg``, sending every event to ``sinks``.
+
+    Always ends by emitting :class:`RunFinished` and closing the sinks, whatever happened. A
+    :class:`ConfigError` found while setting up (e.g. CIFAR absent offline) is re-raised after that, so
+    the CLI can print it as bad input.
+    """
+    monitor: Monitor | None = None
+    checkpoint = ""
+    finished: RunFinished
+    pending_error: BaseException | None = None
+    try:
+        # ---- setup ---------------------------------------------------------------------------
+        t = cfg.train
+        torch.manual_seed(t.seed)
+        np.random.seed(t.seed)
+        device = pick_device(t.device)
+        cuda = device.type == "cuda"
+        if cuda:
+            torch.backends.cudnn.benchmark = t.cudnn_benchmark
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+        data = load_data(cfg.data, device)
+        model = build_model(cfg.model, data.input_shape, data.num_classes).to(device)
+        channels_last = cuda and t.channels_last and len(data.input_shape) == 3
+        if channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        layers = layer_infos(model)
+        flops, modules = model_summary(model, data.input_shape)
+        params = [p for p in model.parameters() if p.requires_grad]
+        forward = torch.compile(model) if t.compile else model
+        optimizer = build_optimizer(cfg, params)
+        steps_per_epoch = data.steps_per_epoch(t.batch_size)
+        total_steps = t.epochs * steps_per_epoch
+        if t.max_steps:
+            total_steps = min(total_steps, t.max_steps)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(cfg, steps_per_epoch, total_steps))
+
+        def autocast() -> contextlib.AbstractContextManager:
+            if cuda and t.bf16:
+                return torch.autocast("cuda", dtype=torch.bfloat16)
+            return contextlib.nullcontext()
+
+        generator = torch.Generator(device=device)
+        generator.manual_seed(t.seed)
+        monitor = Monitor(params, layers, sinks, cfg.monitor, device)
+        monitor.emit(RunStarted(
+            run_name=cfg.name, config_toml=to_toml(cfg), model_name=cfg.model.name, dataset=data.name,
+            device=str(device) if not cuda else f"cuda ({torch.cuda.get_device_name(device)})",
+            params=sum(p.numel() for p in params), layers=layers, flops=int(flops), module_summary=modules,
+            epochs=t.epochs, steps_per_epoch=steps_per_epoch, batch_size=t.batch_size,
+            num_classes=data.num_classes, out_path=out_path, max_steps=t.max_steps,
+            versions={"tuitrain": tuitrain.__version__, "torch": torch.__version__,
+                      "python": platform.python_version(), "numpy": np.__version__},
+        ))
+        monitor.emit(StatusChanged("running", 0))
+
+        # ---- train ---------------------------------------------------------------------------
+        best_val = -math.inf
+        for epoch in range(t.epochs):
+            epoch_start = time.time()
+            for x, y in data.train_batches(t.batch_size, generator, cfg.data.augment):
+                _wait_if_paused(control, monitor)
+                if channels_last:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                with autocast():
+                    logits = forward(x)
+                loss = F.cross_entropy(logits.float(), y)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                monitor.before_step()
+                lr = optimizer.param_groups[0]["lr"]
+                optimizer.step()
+                monitor.after_step(loss, (logits.argmax(1) == y).sum(), y.numel(), lr, epoch)
+                scheduler.step()
+                if t.max_steps and monitor.step >= t.max_steps:
+                    break
+            train_loss, train_acc = monitor.take_epoch_means()
+            val_loss, val_acc = evaluate(model, data, "val", t.eval_batch_size, autocast)
+            monitor.emit(EpochEnd(epoch, monitor.step, train_loss, train_acc, val_loss, val_acc,
+                                  optimizer.param_groups[0]["lr"], time.time() - epoch_start))
+            if val_acc > best_val:
+                if epoch > 0:
+                    monitor.emit(Alert(monitor.step, "info", "best",
+                                       f"new best validation accuracy {val_acc:.2%} at epoch {epoch + 1}"))
+                best_val = val_acc
+            monitor.pause_clock()
+            if t.max_steps and monitor.step >= t.max_steps:
+                break
+
+        # ---- test and finish ----------------------------------------------------------------
+        test_loss, test_acc = evaluate(model, data, "test", t.eval_batch_size, autocast)
+        monitor.emit(TestResult(test_loss, test_acc))
+        if t.checkpoint:
+            checkpoint = _save_checkpoint(model, out_path, monitor)
+        finished = RunFinished("completed", monitor.step, checkpoint=checkpoint)
+    except (KeyboardInterrupt, StopTraining):
+        if monitor is not None:
+            monitor.flush(force=True)
+            if cfg.train.checkpoint:
+                checkpoint = _save_checkpoint(model, out_path, monitor)
+        finished = RunFinished("stopped", monitor.step if monitor else 0, checkpoint=checkpoint)
+    except Exception as e:  # noqa: BLE001 - every failure must end up in the run file
+        if monitor is not None:
+            with contextlib.suppress(Exception):
+                monitor.flush(force=True)
+        if isinstance(e, ConfigError):
+            pending_error = e
+        finished = RunFinished("failed", monitor.step if monitor else 0, error=f"{type(e).__name__}: {e}",
+                               traceback=traceback.format_exc())
+    finished.time = time.time()
+    _finish(sinks, finished)
+    if pending_error is not None:
+        raise pending_error
+    return finished
+
+
+def _save_checkpoint(model: torch.nn.Module, out_path: str, monitor: Monitor) -> str:
+    if not out_path:
+        return ""
+    path = Path(out_path).with_suffix(".pt")
+    try:
+        torch.save(model.state_dict(), path)
+    except OSError as e:
+        monitor.emit(Alert(monitor.step, "warning", "checkpoint", f"checkpoint not written: {e}"))
+        return ""
+    monitor.emit(Alert(monitor.step, "info", "checkpoint", f"checkpoint written: {path}"))
+    return str(path)
+
+
+def _finish(sinks: list[Sink], finished: RunFinished) -> None:
+    """Deliver the last event and close every sink, even if one of them fails."""
+    for sink in sinks:
+        with contextlib.suppress(Exception):
+            sink.emit(finished)
+    for sink in sinks:
+        with contextlib.suppress(Exception):
+            sink.close()

@@ -1,0 +1,217 @@
+"""Sinks that are not the run file: the headless console and the live queue to a dashboard.
+
+Both follow :class:`tuitrain.events.Sink`. The run-file writer (``tuitrain.runfile.writer``) is the
+third, lossless one; these two may summarise or drop, the file never does.
+"""
+
+from __future__ import annotations
+
+import math
+import queue
+import time
+from typing import Any
+
+import numpy as np
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from tuitrain.events import (
+    Alert,
+    EpochEnd,
+    Event,
+    EventBatch,
+    RunFinished,
+    RunStarted,
+    StatusChanged,
+    StepBatch,
+    TestResult,
+)
+
+_LEVEL_STYLE = {"info": "cyan", "warning": "yellow", "error": "bold red"}
+
+
+def fmt_count(n: float) -> str:
+    for unit, div in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
+        if abs(n) >= div:
+            return f"{n / div:.2f}{unit}"
+    return f"{n:.0f}"
+
+
+def final_table(rows: list[dict[str, Any]], title: str = "Final metrics") -> Table:
+    """The table of the course reports: one row per run."""
+    table = Table(title=title, title_justify="left")
+    for col in ("Run", "Train Loss", "Val Loss", "Train Acc", "Val Acc", "Test Loss", "Test Acc", "Params"):
+        table.add_column(col, justify="left" if col == "Run" else "right")
+
+    def num(v: float, pct: bool = False) -> str:
+        if v is None or (isinstance(v, float) and math.isnan(v)):
+            return "-"
+        return f"{100 * v:.2f}" if pct else f"{v:.4f}"
+
+    for r in rows:
+        table.add_row(
+            str(r.get("run", "")), num(r.get("train_loss")), num(r.get("val_loss")),
+            num(r.get("train_acc"), True), num(r.get("val_acc"), True),
+            num(r.get("test_loss")), num(r.get("test_acc"), True), fmt_count(r.get("params") or 0),
+        )
+    return table
+
+
+class ConsoleSink:
+    """``tuitrain run --no-ui``: rich progress bars, one line per epoch, the final table."""
+
+    def __init__(self, console: Console | None = None) -> None:
+        self.console = console or Console()
+        self.progress: Progress | None = None
+        self.started: RunStarted | None = None
+        self.last_epoch: EpochEnd | None = None
+        self.test: TestResult | None = None
+        self._epoch_task = self._step_task = 0
+        self._loss_ema = math.nan
+
+    def emit(self, event: Event) -> None:
+        if isinstance(event, RunStarted):
+            self._start(event)
+        elif isinstance(event, StepBatch) and self.progress is not None and len(event):
+            self._steps(event)
+        elif isinstance(event, EpochEnd):
+            self._epoch(event)
+        elif isinstance(event, Alert):
+            style = _LEVEL_STYLE.get(event.level, "")
+            self._print(f"[{style}]{event.level}[/]: {event.message}")
+        elif isinstance(event, StatusChanged) and event.status == "paused":
+            self._print("[yellow]paused[/]")
+        elif isinstance(event, TestResult):
+            self.test = event
+        elif isinstance(event, RunFinished):
+            self._finish(event)
+
+    def _print(self, text: str) -> None:
+        (self.progress.console if self.progress else self.console).print(text, highlight=False)
+
+    def _start(self, e: RunStarted) -> None:
+        self.started = e
+        c = self.console
+        c.print(f"[bold]{e.run_name}[/]: {e.model_name}, {fmt_count(e.params)} params, "
+                f"{fmt_count(e.flops)} FLOPs/sample, {e.dataset} ({e.num_classes} classes), device {e.device}")
+        c.print(f"{e.epochs} epochs x {e.steps_per_epoch} steps, batch {e.batch_size}"
+                + (f", capped at {e.max_steps} steps" if e.max_steps else "")
+                + (f"; run file {e.out_path}" if e.out_path else ""))
+        self.progress = Progress(
+            TextColumn("{task.description:>5}"), BarColumn(), MofNCompleteColumn(),
+            TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[info]}"),
+            console=c, transient=False, refresh_per_second=4,
+        )
+        self.progress.start()
+        self._epoch_task = self.progress.add_task("epoch", total=e.epochs, info="")
+        steps = min(e.steps_per_epoch, e.total_steps)
+        self._step_task = self.progress.add_task("step", total=steps, info="")
+
+    def _steps(self, b: StepBatch) -> None:
+        assert self.progress is not None and self.started is not None
+        for loss in b.scalar("loss"):
+            if math.isfinite(loss):
+                self._loss_ema = loss if math.isnan(self._loss_ema) else 0.9 * self._loss_ema + 0.1 * loss
+        sps = b.scalar("samples_per_s")
+        sps = float(np.nanmedian(sps)) if np.isfinite(sps).any() else math.nan
+        done = int(b.steps[-1]) + 1 - int(b.epochs[-1]) * self.started.steps_per_epoch
+        self.progress.update(self._step_task, completed=done,
+                             info=f"loss {self._loss_ema:.4f}  {sps:,.0f} samples/s")
+
+    def _epoch(self, e: EpochEnd) -> None:
+        self.last_epoch = e
+        assert self.started is not None
+        self._print(f"epoch {e.epoch + 1}/{self.started.epochs}  train loss {e.train_loss:.4f} acc {e.train_acc:6.2%}"
+                    f"  val loss {e.val_loss:.4f} acc {e.val_acc:6.2%}  lr {e.lr:.2e}  {e.seconds:.1f} s")
+        if self.progress is not None:
+            self.progress.update(self._epoch_task, completed=e.epoch + 1)
+            self.progress.reset(self._step_task, total=min(self.started.steps_per_epoch,
+                                                            max(1, self.started.total_steps - e.step)))
+
+    def _finish(self, f: RunFinished) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+            self.progress = None
+        c = self.console
+        if self.started is not None and self.last_epoch is not None:
+            e = self.last_epoch
+            c.print(final_table([{
+                "run": self.started.run_name, "train_loss": e.train_loss, "val_loss": e.val_loss,
+                "train_acc": e.train_acc, "val_acc": e.val_acc,
+                "test_loss": self.test.loss if self.test else math.nan,
+                "test_acc": self.test.acc if self.test else math.nan, "params": self.started.params,
+            }]))
+        style = {"completed": "green", "stopped": "yellow", "failed": "bold red"}.get(f.status, "")
+        c.print(f"run [{style}]{f.status}[/] after {f.step} steps", highlight=False)
+        if f.error:
+            c.print(f"[bold red]error:[/] {f.error}", highlight=False)
+        if self.started is not None and self.started.out_path:
+            c.print(f"run file: {self.started.out_path}", highlight=False)
+        if f.checkpoint:
+            c.print(f"checkpoint: {f.checkpoint}", highlight=False)
+
+    def close(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+            self.progress = None
+
+
+class QueueSink:
+    """The live stream to a dashboard in another process. Never blocks the training loop.
+
+    ``put_nowait`` only: when the queue is full (the UI is slow or frozen) events wait here; step
+    rows are merged and thinned (every other row dropped, counted in ``dropped_steps``) so memory
+    stays bounded, while run-level events (start, epochs, alerts, finish) are kept and sent in order
+    once there is room. The run file, a different sink, still gets every row.
+    """
+
+    def __init__(self, q: Any, max_pending_rows: int = 20_000) -> None:
+        self.q = q
+        self.max_pending_rows = max_pending_rows
+        self.pending: list[Event] = []
+        self.dropped = 0
+
+    def emit(self, event: Event) -> None:
+        if isinstance(event, StepBatch) and self.pending and isinstance(self.pending[-1], StepBatch):
+            self.pending[-1] = _thin(_merge(self.pending[-1], event), self.max_pending_rows, self)
+        else:
+            self.pending.append(event)
+        self._try_send()
+
+    def _try_send(self) -> bool:
+        if not self.pending:
+            return True
+        batch = EventBatch(self.pending, dropped_steps=self.dropped)
+        try:
+            self.q.put_nowait(batch)
+        except queue.Full:
+            return False
+        self.pending = []
+        self.dropped = 0
+        return True
+
+    def close(self) -> None:
+        """Give the last events (RunFinished above all) up to 2 s to get through."""
+        deadline = time.monotonic() + 2.0
+        while not self._try_send() and time.monotonic() < deadline:
+            time.sleep(0.02)
+
+
+def _merge(a: StepBatch, b: StepBatch) -> StepBatch:
+    return StepBatch(
+        steps=np.concatenate([a.steps, b.steps]), epochs=np.concatenate([a.epochs, b.epochs]),
+        scalars=np.concatenate([a.scalars, b.scalars]), probe_steps=np.concatenate([a.probe_steps, b.probe_steps]),
+        probes=np.concatenate([a.probes, b.probes]), time=b.time,
+    )
+
+
+def _thin(b: StepBatch, max_rows: int, sink: QueueSink) -> StepBatch:
+    if len(b) <= max_rows:
+        return b
+    keep = np.zeros(len(b), dtype=bool)
+    keep[::2] = True
+    keep[-1] = True  # the newest row always survives: the UI shows "latest"
+    pkeep = np.isin(b.probe_steps, b.steps[keep])
+    sink.dropped += int((~keep).sum())
+    return StepBatch(b.steps[keep], b.epochs[keep], b.scalars[keep], b.probe_steps[pkeep], b.probes[pkeep], b.time)

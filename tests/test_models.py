@@ -86,7 +86,9 @@ def test_downsample_shortcut_needs_residual() -> None:
 
 
 @pytest.mark.parametrize("shortcut", ["none", "conv1x1", "avgpool"])
-@pytest.mark.parametrize(("residual", "batch_norm"), [(False, False), (True, False), (False, True), (True, True)])
+@pytest.mark.parametrize(
+    ("residual", "batch_norm"), [(False, False), (True, False), (False, True), (True, True)]
+)
 def test_vgg_forward(shortcut: str, residual: bool, batch_norm: bool) -> None:
     cfg = vgg(1, residual=residual, batch_norm=batch_norm, downsample_shortcut=shortcut)
     assert build_model(cfg, IMG, 100)(torch.randn(2, *IMG)).shape == (2, 100)
@@ -109,7 +111,12 @@ def test_mlp_forward(shape: tuple[int, ...], act: str) -> None:
     model = build_model(cfg, shape, 3)
     assert model(torch.randn(2, *shape)).shape == (2, 3)
     names = [n for n, _ in model.named_parameters()]
-    assert names[:4] == ["layers.0.linear.weight", "layers.0.linear.bias", "layers.0.bn.weight", "layers.0.bn.bias"]
+    assert names[:4] == [
+        "layers.0.linear.weight",
+        "layers.0.linear.bias",
+        "layers.0.bn.weight",
+        "layers.0.bn.bias",
+    ]
     assert names[-2:] == ["head.weight", "head.bias"]
 
 
@@ -132,7 +139,7 @@ def test_default_init_is_untouched() -> None:
     ref = MODELS["vgg"](vgg(1), IMG, 10)
     torch.manual_seed(0)
     built = build_model(vgg(1, init="default"), IMG, 10)
-    for (name, a), (_, b) in zip(ref.state_dict().items(), built.state_dict().items()):
+    for (name, a), (_, b) in zip(ref.state_dict().items(), built.state_dict().items(), strict=True):
         assert torch.equal(a, b), name
 
 

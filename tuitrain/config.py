@@ -115,7 +115,7 @@ class MonitorConfig:
     every: int = 1  # probe per-layer statistics every N steps
     emit_seconds: float = 0.1  # how often step batches go to the sinks
     flush_seconds: float = 1.0  # run file flush period
-    vanishing: float = 1e-6  # mean |grad| below this is "vanishing"
+    vanishing: float = 1e-8  # mean |grad| below this is "vanishing" (VGG38 at init: ~1e-18; VGG08: ~1e-6)
     exploding: float = 1e2  # grad L2 norm above this is "exploding"
     alert_steps: int = 200  # a vanishing/exploding condition must last this many steps to alert
 
@@ -437,6 +437,11 @@ def _check(cfg: RunConfig, origin: dict[str, Path | str]) -> None:
         raise ConfigError(
             f"{_where('data.name', origin)}`data.name` = 'toy2d' gives 2-D points, which only `model.name` = "
             f"'mlp' can take (got {m.name!r})."
+        )
+    if m.downsample_shortcut != "none" and not m.residual:
+        raise ConfigError(
+            f"{_where('model.downsample_shortcut', origin)}`model.downsample_shortcut` = {m.downsample_shortcut!r} "
+            "needs `model.residual` = true (it is a shortcut across the down-sampling blocks)."
         )
     if m.name == "vgg" and m.activation not in ("relu", "leaky_relu"):
         raise ConfigError(

@@ -26,7 +26,7 @@ NORM_TYPES: tuple[type[nn.Module], ...] = (
 
 
 def param_kind(module: nn.Module, param_name: str) -> str:
-    """"norm" for the affine parameters of normalisation layers, else "bias" or "weight"."""
+    """Kind "norm" for the affine parameters of normalisation layers, else "bias" or "weight"."""
     if isinstance(module, NORM_TYPES):
         return "norm"
     return "bias" if param_name == "bias" else "weight"
@@ -65,7 +65,9 @@ def _rows(model: nn.Module, flops_by_key: dict[str, int], batch: int) -> list[di
         key = f"{root}.{name}" if name else root
         flops = flops_by_key.get(key, 0) // batch
         if params or flops:
-            rows.append({"name": name, "type": type(module).__name__, "params": int(params), "flops": int(flops)})
+            rows.append(
+                {"name": name, "type": type(module).__name__, "params": int(params), "flops": int(flops)}
+            )
     return rows
 
 

@@ -59,7 +59,8 @@ class MLP(nn.Module):
         super().__init__()
         widths = [d_in, *hidden]
         self.layers = nn.ModuleList(
-            MLPLayer(a, b, activation, batch_norm, dropout) for a, b in zip(widths[:-1], widths[1:])
+            MLPLayer(a, b, activation, batch_norm, dropout)
+            for a, b in zip(widths[:-1], widths[1:], strict=True)
         )
         self.head = nn.Linear(widths[-1], num_classes)
 
@@ -72,4 +73,6 @@ class MLP(nn.Module):
 
 def build_mlp(cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
     """Registry builder: any per-sample shape works, since the input is flattened."""
-    return MLP(math.prod(input_shape), list(cfg.hidden), num_classes, cfg.activation, cfg.batch_norm, cfg.dropout)
+    return MLP(
+        math.prod(input_shape), list(cfg.hidden), num_classes, cfg.activation, cfg.batch_norm, cfg.dropout
+    )

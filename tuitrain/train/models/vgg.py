@@ -84,7 +84,9 @@ class ReductionBlock(nn.Module):
 class Stage(nn.Module):
     """``blocks`` processing blocks, then one reduction block; named so probes read in forward order."""
 
-    def __init__(self, c: int, n_blocks: int, act: Act, batch_norm: bool, residual: bool, shortcut: str) -> None:
+    def __init__(
+        self, c: int, n_blocks: int, act: Act, batch_norm: bool, residual: bool, shortcut: str
+    ) -> None:
         super().__init__()
         self.blocks = nn.ModuleList(ProcessingBlock(c, act, batch_norm, residual) for _ in range(n_blocks))
         self.reduce = ReductionBlock(c, act, batch_norm, shortcut)

@@ -2,4 +2,5 @@
 
 from tuitrain.cli import main
 
-main()
+if __name__ == "__main__":  # the guard matters: spawned training workers import this module again
+    main()

@@ -156,9 +156,103 @@ def run(
         check_out(out_path)
     except ConfigError as e:
         raise _fail(str(e)) from None
-    if not no_ui and sys.stdout.isatty():
-        typer.echo("(the live dashboard is not available yet; running headless)", err=True)
-    _run_headless(cfg, out_path)
+    if no_ui or not (sys.stdout.isatty() and sys.stderr.isatty()):
+        _run_headless(cfg, out_path)
+    else:
+        _run_watch(cfg, out_path, "detach")
+
+
+@app.command()
+def watch(
+    preset: Annotated[str, typer.Argument(help="Preset TOML file (or a preset name such as vgg38).")],
+    sets: SetOpt = None, data: DataOpt = None, data_dir: DataDirOpt = None, epochs: EpochsOpt = None,
+    max_steps: StepsOpt = None, batch_size: BatchOpt = None, device: DeviceOpt = None, seed: SeedOpt = None,
+    out: OutOpt = None, name: NameOpt = None,
+    on_hangup: Annotated[str, typer.Option(
+        "--on-hangup", help="When the terminal goes away (SSH drops): 'detach' keeps training, 'stop' stops it.",
+    )] = "detach",
+) -> None:
+    """Train a preset in the background and watch it live in the terminal dashboard."""
+    try:
+        if on_hangup not in ("detach", "stop"):
+            raise ConfigError(f"--on-hangup {on_hangup!r}: allowed: detach, stop.")
+        cfg = build_config(preset, sets, data, data_dir, epochs, max_steps, batch_size, device, seed, name)
+        out_path = out or default_out(cfg)
+        check_out(out_path)
+    except ConfigError as e:
+        raise _fail(str(e)) from None
+    _run_watch(cfg, out_path, on_hangup)
+
+
+class _Commands:
+    """The dashboard's control channel to the training process."""
+
+    def __init__(self, q: Any) -> None:
+        self.q = q
+
+    def send(self, cmd: str) -> None:
+        self.q.put(cmd)
+
+    def flush(self) -> None:
+        """Make sure what was sent has left this process (before os._exit)."""
+        self.q.close()
+        self.q.join_thread()
+
+
+def _run_watch(cfg: RunConfig, out_path: Path, on_hangup: str) -> None:
+    import multiprocessing as mp
+
+    from tuitrain.config import to_toml
+    from tuitrain.train.worker import worker_main
+    from tuitrain.ui.app import run_dashboard
+    from tuitrain.ui.source import LiveSource
+
+    ctx = mp.get_context("spawn")
+    events = ctx.Queue(maxsize=64)  # bounded: the worker coalesces or drops live rows, never blocks
+    commands = _Commands(ctx.Queue())
+    log_path = out_path.with_suffix(".log")
+    proc = ctx.Process(target=worker_main, name="tuitrain-train", args=(
+        to_toml(cfg), str(out_path), events, commands.q, str(log_path), os.getpid()))
+    proc.start()
+
+    def hangup(signum: int, frame: Any) -> None:
+        # The terminal is gone: nothing to restore, nobody to ask. Hand over and leave.
+        commands.send(on_hangup if on_hangup == "stop" else "detach")
+        commands.flush()
+        os._exit(0)
+
+    signal.signal(signal.SIGHUP, hangup)
+    result = run_dashboard(LiveSource(events), commands, proc_alive=proc.is_alive)
+    if result == "detach" and proc.is_alive():
+        commands.send("detach")
+        commands.flush()
+        typer.echo(f"training continues in the background (pid {proc.pid}); it writes {out_path}\n"
+                   f"re-attach: tuitrain replay --follow {out_path}; stop it: kill {proc.pid}")
+        os._exit(0)  # skip multiprocessing's exit-time join: the worker must outlive us
+    if result not in ("stop", "done") and proc.is_alive():
+        commands.send("stop")  # the UI closed without a choice: do not leave an orphan behind
+    if proc.is_alive():
+        typer.echo(f"waiting for the training process to close {out_path} ...")
+    proc.join(timeout=120)
+    if proc.is_alive():
+        proc.terminate()
+        proc.join(timeout=10)
+    _print_brief(out_path, log_path)
+
+
+def _print_brief(out_path: Path, log_path: Path) -> None:
+    from tuitrain.runfile.reader import RunFileError, open_run
+
+    try:
+        with open_run(out_path) as rf:
+            s = rf.summary()
+    except RunFileError:
+        typer.echo(f"no run file was written; the training log is {log_path}", err=True)
+        raise typer.Exit(EXIT_FAILED) from None
+    typer.echo(f"run {s['status']} after {s['n_steps']} steps; run file {out_path}")
+    if s.get("error"):
+        typer.echo(f"error: {s['error']}", err=True)
+        raise typer.Exit(EXIT_FAILED)
 
 
 def _run_headless(cfg: RunConfig, out_path: Path) -> None:
@@ -257,7 +351,7 @@ def _print_info(s: dict[str, Any]) -> None:
     from rich.syntax import Syntax
     from rich.table import Table
 
-    from tuitrain.train.sinks import fmt_count, final_table
+    from tuitrain.train.sinks import final_table, fmt_count
 
     c = Console()
     status = s["status"] + (" (incomplete: the writer stopped without closing the file)" if s.get("incomplete") else "")

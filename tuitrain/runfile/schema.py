@@ -1,0 +1,155 @@
+"""On-disk layout of a tuitrain run file: names, dtypes and chunk shapes, in one place.
+
+The writer creates exactly what is listed here and the reader expects exactly that, so the two cannot
+drift apart; docs/run-file.md describes the same layout for people reading files without tuitrain.
+
+Chunking and compression were chosen by measurement (bench/runfile.py, tests/test_runfile.py):
+
+* Nothing is compressed. Under SWMR every flush rewrites the partly filled last chunk of each dataset;
+  a compressed chunk changes size when rewritten, HDF5 moves it, and the old space is never reused in
+  SWMR mode (``fs_strategy="fsm", fs_persist=True`` did not change that). Measured on a 20,000-step x
+  50-layer run: gzip files grew to 1.7x (100 rows per flush) and 7.7x (10 rows per flush) a write-once
+  baseline, while uncompressed files stayed at 1.00x at every flush rate. gzip also costs ~60 us per
+  step of 200-layer probes, over the writer's budget, and only saved ~20% on float32 gradient
+  statistics. Run files can be compressed after the run with ``h5repack -f GZIP=4``.
+* Per-layer probes are ``(rows, layers)`` with chunks spanning every layer: reading one step's row for
+  all layers touches one chunk per probe, and a strided overview (``probe[::1000]``) touches one chunk
+  per sampled row, which is what the heatmap UI does on long runs.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from tuitrain.events import PROBE_NAMES, STATUSES, STEP_SCALARS
+
+FORMAT = "tuitrain-run"
+SCHEMA_VERSION = 1  # bump on any change a reader of this version could misread; see docs/run-file.md
+
+# Statuses after which the writer is gone for good.
+FINAL_STATUSES: tuple[str, ...] = ("completed", "stopped", "failed")
+LIVE_STATUSES: tuple[str, ...] = tuple(s for s in STATUSES if s not in FINAL_STATUSES)
+
+# Event-table kinds the writer itself uses; Alert.kind must not reuse them.
+KIND_STATUS = "status"  # a StatusChanged event; message is the new status
+KIND_FINISHED = "finished"  # the RunFinished event (or the crash path); message is the final status
+
+# --- groups -----------------------------------------------------------------------------------
+LAYERS = "layers"
+STEPS = "steps"
+PROBES = "probes"
+EPOCHS = "epochs"
+TEST = "test"
+EVENTS = "events"
+
+STR = np.dtype(object)  # variable-length UTF-8 (h5py.string_dtype()); only in data written before SWMR
+
+# --- /layers: one row per monitored parameter tensor, fixed size L ------------------------------
+LAYER_FIELDS: dict[str, np.dtype] = {
+    "name": STR,
+    "shape": STR,  # "32x3x3x3"; "" for a scalar parameter
+    "numel": np.dtype(np.int64),
+    "kind": STR,
+    "module": STR,
+    "module_type": STR,
+}
+
+# --- /steps: one row per training step ---------------------------------------------------------
+STEP_INDEX: dict[str, np.dtype] = {"step": np.dtype(np.int64), "epoch": np.dtype(np.int32)}
+STEP_SCALAR_DTYPE = np.dtype(np.float32)
+STEP_FIELDS: dict[str, np.dtype] = {**STEP_INDEX, **dict.fromkeys(STEP_SCALARS, STEP_SCALAR_DTYPE)}
+STEP_CHUNK = 4096  # rows; 16-32 KiB per chunk: the last 1000 rows are one or two chunks
+
+# --- /probes: one row per probed step (every monitor.every steps) -------------------------------
+PROBE_STEP_DTYPE = np.dtype(np.int64)
+PROBE_DTYPE = np.dtype(np.float32)
+PROBE_CHUNK_BYTES = 64 * 1024  # target bytes per (rows, L) chunk
+PROBE_CHUNK_MIN_ROWS = 8
+PROBE_CHUNK_MAX_ROWS = 4096
+
+# --- /epochs: one row per finished epoch -------------------------------------------------------
+EPOCH_FIELDS: dict[str, np.dtype] = {
+    "epoch": np.dtype(np.int32),
+    "step": np.dtype(np.int64),
+    "train_loss": np.dtype(np.float64),
+    "train_acc": np.dtype(np.float64),
+    "val_loss": np.dtype(np.float64),
+    "val_acc": np.dtype(np.float64),
+    "lr": np.dtype(np.float64),
+    "seconds": np.dtype(np.float64),
+    "time": np.dtype(np.float64),
+}
+EPOCH_CHUNK = 64
+
+# --- /events: alerts and status changes --------------------------------------------------------
+# Fixed-length UTF-8 (longer text is cut at a character boundary): variable-length strings live in
+# the global heap, which a SWMR reader cannot follow ("address of object past end of allocation").
+EVENT_FIELDS: dict[str, np.dtype] = {
+    "step": np.dtype(np.int64),
+    "time": np.dtype(np.float64),
+    "level": np.dtype("S16"),
+    "kind": np.dtype("S32"),
+    "message": np.dtype("S512"),
+}
+EVENT_CHUNK = 32  # rows of ~580 bytes
+
+# --- root attributes, with the value they hold before the writer knows better ------------------
+NAN = float("nan")
+ROOT_ATTRS: dict[str, object] = {
+    "format": FORMAT,
+    "schema_version": SCHEMA_VERSION,
+    "tuitrain_version": "",
+    "versions": "{}",  # JSON object
+    "run_name": "",
+    "model_name": "",
+    "dataset": "",
+    "device": "",
+    "params": 0,
+    "flops": 0,
+    "config_toml": "",
+    "module_summary": "[]",  # JSON list
+    "epochs": 0,
+    "steps_per_epoch": 0,
+    "batch_size": 0,
+    "num_classes": 0,
+    "started_at": NAN,
+    "ended_at": NAN,
+    "status": "starting",
+    "error": "",
+    "traceback": "",
+    "checkpoint": "",
+    "last_step": -1,
+    "writer_pid": 0,
+    "writer_host": "",
+    "writer_start_ticks": 0,  # /proc/<pid>/stat starttime of the writer (Linux), to spot recycled pids
+}
+TEST_ATTRS: dict[str, float] = {"loss": NAN, "acc": NAN, "time": NAN}
+
+
+def probe_chunk_rows(n_layers: int) -> int:
+    """Rows per probe chunk: about PROBE_CHUNK_BYTES, a power of two, clamped to a sane range."""
+    per_row = max(n_layers, 1) * PROBE_DTYPE.itemsize
+    rows = 1 << max(0, (PROBE_CHUNK_BYTES // per_row).bit_length() - 1)
+    return int(min(max(rows, PROBE_CHUNK_MIN_ROWS), PROBE_CHUNK_MAX_ROWS))
+
+
+def path(group: str, name: str) -> str:
+    """Dataset path inside the file, e.g. ``path(STEPS, "loss") == "steps/loss"``."""
+    return f"{group}/{name}"
+
+
+__all__ = [
+    "EPOCH_FIELDS",
+    "EVENT_FIELDS",
+    "FINAL_STATUSES",
+    "FORMAT",
+    "LAYER_FIELDS",
+    "LIVE_STATUSES",
+    "PROBE_NAMES",
+    "ROOT_ATTRS",
+    "SCHEMA_VERSION",
+    "STEP_FIELDS",
+    "STEP_SCALARS",
+    "TEST_ATTRS",
+    "probe_chunk_rows",
+]

@@ -46,8 +46,9 @@ class QueueControl:
         except (queue.Empty, OSError, EOFError):
             return None
         if cmd == "detach":
+            # Nobody will be able to press resume any more: a paused run carries on.
             self.live_sink.enabled = False
-            return None
+            return "resume"
         return cmd
 
 

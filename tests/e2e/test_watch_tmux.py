@@ -79,12 +79,14 @@ def test_watch_live_pause_and_stop_via_quit_dialog(tmp_path: Path) -> None:
     venv_bin = Path(sys.executable).parent
     # `exec` so that the pane's process is tuitrain itself and the tree under it is ours to check
     t = Tmux(f"exec {venv_bin}/tuitrain watch presets/toy2d_mlp.toml --epochs 400 --out {out}")
+    workers: list[int] = []
     try:
         pane = t.pane_pid()
         screen = t.wait_for(lambda s: "RUNNING" in s and step_of(s) > 0 and "head.w" in s, 90,
                             "a running header with steps and a gradient bar for the head")
         assert "toy2d_mlp" in screen and "Loss" in screen and "Gradients" in screen
         assert "loss 0." in screen or "loss 1." in screen  # the latest loss beside the curve
+        workers.extend(descendants(pane))
         first = step_of(screen)
         screen = t.wait_for(lambda s: step_of(s) > first, 30, "steps to advance")
         t.keys("p")
@@ -105,6 +107,8 @@ def test_watch_live_pause_and_stop_via_quit_dialog(tmp_path: Path) -> None:
         assert descendants(pane) == []
     finally:
         t.kill()
+        for pid in workers:  # a failed run must not leave a detached trainer behind
+            subprocess.run(["kill", "-9", str(pid)], capture_output=True)
     with h5py.File(out, "r") as f:
         assert f.attrs["status"] == "stopped"
         n = f["steps/step"].shape[0]

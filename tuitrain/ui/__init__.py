@@ -1,0 +1,1 @@
+"""The Textual dashboard. Importing this package never imports torch."""

@@ -1,0 +1,210 @@
+"""The dashboard app: wires a source, the history, the screens, the key bindings and the control
+channel. Events arrive as messages and go into the history; widgets redraw from a 10 Hz timer, inside
+one ``batch_update``, only when something changed. Nothing here imports torch."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Protocol
+
+from textual.app import App
+
+from tuitrain.ui.bindings import ActionsProvider, app_bindings
+from tuitrain.ui.history import History, ViewState
+from tuitrain.ui.screens.base import DataScreen, Pacer
+from tuitrain.ui.screens.dashboard import DashboardScreen
+from tuitrain.ui.screens.dialogs import ConfirmScreen, ErrorScreen, QuitScreen
+from tuitrain.ui.screens.heatmap import HeatmapScreen
+from tuitrain.ui.screens.help import HelpScreen
+from tuitrain.ui.source import EventsArrived, Source, SourceEnded
+
+
+class Control(Protocol):
+    def send(self, cmd: str) -> None: ...
+
+
+class TuitrainApp(App[str | None]):
+    """Exit result: "stop" (user chose to stop training; "stop" was sent), "detach" (leave it running),
+    "done" (the run had finished, or a replay), or None (closed otherwise)."""
+
+    CSS_PATH = "app.tcss"
+    TITLE = "tuitrain"
+    BINDINGS = app_bindings()
+    COMMANDS = App.COMMANDS | {ActionsProvider}
+    MODES = {"dashboard": DashboardScreen, "heatmap": HeatmapScreen}
+    DEFAULT_MODE = "dashboard"
+    REFRESH_SECONDS = 0.1  # at most 10 redraws a second
+    LIVENESS_SECONDS = 0.25
+    DEATH_GRACE_SECONDS = 0.75  # a dead process gets this long for its RunFinished to arrive
+
+    def __init__(self, source: Source, control: Control | None = None, proc_alive: Callable[[], bool] | None = None,
+                 clock: Callable[[], float] | None = None, history: History | None = None,
+                 cpu_budget: float | None = 0.08) -> None:
+        super().__init__()
+        self.source = source
+        self.control = control
+        self.proc_alive = proc_alive
+        self.history = history or History(clock=clock or time.time)
+        self.view = ViewState()
+        self.pacer = Pacer(budget=cpu_budget) if cpu_budget else None  # None: never stretch redraws
+        self.redraws = 0
+        self._dirty = True
+        self._deferred = False
+        self._last_second = -1
+        self._dead_since: float | None = None
+        self._finish_seen = False
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    def on_mount(self) -> None:
+        self.set_interval(self.REFRESH_SECONDS, self._tick)
+        if self.proc_alive is not None:
+            self.set_interval(self.LIVENESS_SECONDS, self._check_alive)
+        self.source.start(self)
+        self.call_after_refresh(self.redraw)
+
+    def on_unmount(self) -> None:
+        self.source.stop()
+
+    def on_events_arrived(self, message: EventsArrived) -> None:
+        self.history.extend(message.events, message.dropped_steps)
+        self._dirty = True
+        if self.history.is_finished and not self._finish_seen:
+            self._run_finished()
+
+    def on_source_ended(self, message: SourceEnded) -> None:
+        if self.source.live and not self.history.is_finished and self.proc_alive is None:
+            self.history.mark_process_died(message.reason or "event stream closed")
+            self._run_finished()
+
+    def _check_alive(self) -> None:
+        if self.history.is_finished or self.proc_alive is None:
+            return
+        if self.proc_alive():
+            self._dead_since = None
+        elif self._dead_since is None:
+            self._dead_since = time.monotonic()
+        elif time.monotonic() - self._dead_since >= self.DEATH_GRACE_SECONDS:
+            self.history.mark_process_died()
+            self._run_finished()
+
+    def _run_finished(self) -> None:
+        self._finish_seen = True
+        self._dirty = True
+        fin = self.history.finished
+        self.refresh_bindings()
+        if fin is not None and fin.status == "failed":
+            self.notify(fin.error or "training failed", title="Training failed", severity="error", timeout=10)
+            if fin.traceback:
+                self.push_screen(ErrorScreen(fin.error, fin.traceback))
+        self.redraw()
+
+    # -- redraws ---------------------------------------------------------------------------------
+
+    def _tick(self) -> None:
+        pace = self.pacer.update() if self.pacer else 1.0
+        second = int(self.history.clock())
+        if self._dirty or self._deferred or second != self._last_second:
+            self._last_second = second
+            self.redraw(force=False, pace=pace)
+
+    def redraw(self, force: bool = True, pace: float = 1.0) -> None:
+        """Push the history into the current mode's screens, in one batch."""
+        if self._exit:
+            return
+        self._dirty = False
+        deferred = False
+        with self.batch_update():
+            for screen in self.screen_stack:
+                if isinstance(screen, DataScreen) and screen.is_mounted:
+                    deferred |= screen.refresh_data(self.history, self.view, force=force, pace=pace)
+        self._deferred = deferred
+        self.redraws += 1
+
+    # -- training control ------------------------------------------------------------------------
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action in ("toggle_pause", "stop"):
+            return self.control is not None and not self.history.is_finished
+        if action == "show_view":
+            return parameters[0] != self.current_mode
+        return True
+
+    def _send(self, cmd: str) -> bool:
+        if self.control is None:
+            self.notify("replay: there is no training process to control", severity="warning")
+            return False
+        try:
+            self.control.send(cmd)
+            return True
+        except Exception as e:  # the worker may be gone: say so, stay usable
+            self.notify(f"could not send {cmd!r}: {e}", severity="error")
+            return False
+
+    def action_toggle_pause(self) -> None:
+        if self.history.is_finished:
+            return
+        resume = self.history.status == "paused" or self.history.pending == "pausing…"
+        if self._send("resume" if resume else "pause"):
+            self.history.set_pending("resuming…" if resume else "pausing…")
+            self.redraw()
+
+    def action_stop(self) -> None:
+        if self.history.is_finished or self.control is None:
+            return
+
+        def answered(yes: bool | None) -> None:
+            if yes and self._send("stop"):
+                self.history.set_pending("stopping…")
+                self.redraw()
+
+        self.push_screen(ConfirmScreen("Stop training gracefully? The current epoch ends early, the run file is closed "
+                                       "and a checkpoint is written."), answered)
+
+    def action_request_quit(self) -> None:
+        if self.history.is_finished or self.control is None:
+            self.exit("done")
+            return
+
+        def chosen(choice: str | None) -> None:
+            if choice == "stop":
+                self._send("stop")
+            if choice in ("stop", "detach"):
+                self.exit(choice)
+
+        self.push_screen(QuitScreen(), chosen)
+
+    action_quit = action_request_quit  # ctrl+q and the palette's "Quit" ask too
+
+    def action_show_error(self) -> None:
+        fin = self.history.finished
+        if fin is None or fin.status != "failed":
+            self.notify("no error: the run has not failed", timeout=3)
+        else:
+            self.push_screen(ErrorScreen(fin.error, fin.traceback))
+
+    def action_help(self) -> None:
+        self.push_screen(HelpScreen())
+
+    # -- views -----------------------------------------------------------------------------------
+
+    async def action_show_view(self, mode: str) -> None:
+        if mode != self.current_mode:
+            await self.switch_mode(mode)
+            self.call_after_refresh(self.redraw)
+
+    def action_view(self, op: str, *args: float) -> None:
+        """A display choice: a :class:`ViewState` method (zoom and pan also get the data's x extent)."""
+        if op in ("zoom", "pan"):
+            x = self.history.column("step")
+            args = (*args, *((float(x[0]), float(x[-1])) if x.shape[0] else (0.0, 1.0)))
+        getattr(self.view, op)(*args)
+        self.redraw()
+
+
+def run_dashboard(source: Source, control: Control | None = None, proc_alive: Callable[[], bool] | None = None,
+                  clock: Callable[[], float] | None = None) -> str | None:
+    """Run the dashboard in the terminal until the user quits; returns the exit result
+    ("stop" | "detach" | "done" | None). The caller owns the training process and acts on it."""
+    return TuitrainApp(source, control=control, proc_alive=proc_alive, clock=clock).run()

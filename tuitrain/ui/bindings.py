@@ -1,0 +1,81 @@
+"""The one table of key bindings. The app's BINDINGS, the footer, the help screen and the command
+palette all read :data:`KEYS`; add a key here and it shows up everywhere."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from textual.binding import Binding
+from textual.command import DiscoveryHit, Hit, Hits, Provider
+
+
+@dataclass(frozen=True)
+class Key:
+    keys: str  # textual key spec; comma-separated alternatives
+    action: str  # app action name (without "action_")
+    description: str  # short, for the footer
+    help: str  # one line, for the help screen and the palette
+    group: str  # help-screen section
+    footer: bool = False  # shown in the footer
+    display: str | None = None  # how the key is written (footer and help)
+
+    @property
+    def shown_key(self) -> str:
+        return self.display or self.keys.split(",")[0]
+
+
+KEYS: tuple[Key, ...] = (
+    Key("p", "toggle_pause", "Pause", "pause / resume training", "Training", footer=True),
+    Key("s", "stop", "Stop", "stop training (asks first)", "Training", footer=True),
+    Key("q", "request_quit", "Quit", "quit: stop / leave running", "Training", footer=True),
+    Key("e", "show_error", "Error", "error and traceback", "Training"),
+    Key("h", "show_view('heatmap')", "Heatmap", "gradient-flow heatmap", "Views", footer=True),
+    Key("h,escape", "show_view('dashboard')", "Back", "back to the dashboard", "Views", footer=True, display="h"),
+    Key("g", "view('cycle_quantity')", "Quantity", "cycle grad norm, mean |grad|, W norm, ΔW/W", "Views", footer=True),
+    Key("b", "view('toggle_bias')", "Bias/norm", "hide / show bias and norm tensors", "Views"),
+    Key("a", "view('toggle_metric')", "Loss/acc", "chart: loss / accuracy", "Chart", footer=True),
+    Key("l", "view('toggle_log')", "Log y", "chart: log y axis", "Chart"),
+    Key("full_stop", "view('smoother', 1)", "Smooth+", "chart: more smoothing", "Chart", display="."),
+    Key("comma", "view('smoother', -1)", "Smooth-", "chart: less smoothing", "Chart", display=","),
+    Key("plus,equals_sign", "view('zoom', 0.5)", "Zoom in", "chart: zoom in (x)", "Chart", display="+"),
+    Key("minus", "view('zoom', 2.0)", "Zoom out", "chart: zoom out (x)", "Chart", display="-"),
+    Key("left_square_bracket", "view('pan', -1)", "Pan left", "chart: pan left", "Chart", display="["),
+    Key("right_square_bracket", "view('pan', 1)", "Pan right", "chart: pan right", "Chart", display="]"),
+    Key("f,end", "view('follow_live')", "Follow", "chart: follow the live run", "Chart", display="f"),
+    Key("question_mark", "help", "Help", "this help", "Other", footer=True, display="?"),
+)
+
+# Keys that Textual or the focused panel provide, listed in the help screen only.
+BUILTIN_KEYS: tuple[tuple[str, str], ...] = (
+    ("^p", "command palette (all actions)"),
+    ("tab", "next panel; ↑ ↓ pgup pgdn scroll"),
+    ("esc", "close a dialog"),
+)
+
+
+def app_bindings() -> list[Binding]:
+    return [Binding(k.keys, k.action, k.description, show=k.footer, key_display=k.display, tooltip=k.help) for k in KEYS]
+
+
+class ActionsProvider(Provider):
+    """Command-palette entries for every action in :data:`KEYS`."""
+
+    def _entries(self) -> list[tuple[str, str, str]]:
+        return [(f"{k.description} ({k.shown_key})", k.help, k.action) for k in KEYS]
+
+    async def discover(self) -> Hits:
+        for title, help_text, action in self._entries():
+            yield DiscoveryHit(title, self._runner(action), help=help_text)
+
+    async def search(self, query: str) -> Hits:
+        matcher = self.matcher(query)
+        for title, help_text, action in self._entries():
+            score = max(matcher.match(title), matcher.match(help_text) * 0.9)
+            if score > 0:
+                yield Hit(score, matcher.highlight(title), self._runner(action), text=title, help=help_text)
+
+    def _runner(self, action: str):
+        async def run() -> None:
+            await self.app.run_action(action)
+
+        return run

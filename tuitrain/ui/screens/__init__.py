@@ -1,0 +1,1 @@
+"""Screens: the dashboard, the gradient-flow heatmap, help, and the dialogs."""

@@ -1,0 +1,66 @@
+"""The main screen: header, loss/accuracy chart, per-layer gradient bars, update sparklines, events.
+
+Layout lives in app.tcss; this screen only sets size classes on resize (``-narrow``/``-wide``,
+``-short``/``-tall``) so the stylesheet can rearrange the panels: at 80x24 the chart and the bars
+share the screen and the events are compressed, at 200x60 everything is visible.
+"""
+
+from __future__ import annotations
+
+from textual import events
+from textual.app import ComposeResult
+from textual.containers import Container
+from textual.widgets import Footer
+
+from tuitrain.ui.history import History, ViewState
+from tuitrain.ui.screens.base import DataScreen
+from tuitrain.ui.widgets.event_log import EventLog
+from tuitrain.ui.widgets.grad_bars import GradBars
+from tuitrain.ui.widgets.header import RunHeader
+from tuitrain.ui.widgets.loss_plot import LossPanel
+from tuitrain.ui.widgets.update_sparklines import UpdateSparklines
+
+# seconds between data refreshes while streaming (times the CPU governor's factor)
+PACE = {RunHeader: 0.1, EventLog: 0.25, GradBars: 0.5, UpdateSparklines: 1.0}
+WIDE = 120  # columns from which the sparklines get their own column
+TALL = 36  # rows from which the event log gets room
+
+
+def size_classes(width: int, height: int) -> tuple[str, str]:
+    return ("-wide" if width >= WIDE else "-narrow", "-tall" if height >= TALL else "-short")
+
+
+class DashboardScreen(DataScreen):
+    def compose(self) -> ComposeResult:
+        self.header, self.loss = RunHeader(id="header"), LossPanel(id="loss")
+        self.paced = (self.header, EventLog(id="events"), GradBars(id="grads"), UpdateSparklines(id="updates"))
+        yield self.header
+        with Container(id="main"):
+            yield self.loss
+            yield self.paced[2]
+            yield self.paced[3]
+            yield self.paced[1]
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self._apply_size(self.app.size.width, self.app.size.height)
+
+    def on_resize(self, event: events.Resize) -> None:
+        self._apply_size(event.size.width, event.size.height)
+
+    def _apply_size(self, width: int, height: int) -> None:
+        w, h = size_classes(width, height)
+        for cls in ("-wide", "-narrow", "-tall", "-short"):
+            self.set_class(cls in (w, h), cls)
+
+    def refresh_data(self, history: History, view: ViewState, *, force: bool = False, pace: float = 1.0) -> bool:
+        """The header follows every tick; the big panels are paced (a 200x60 repaint of all of
+        them at 10 Hz would cost a third of a core); a key press (``force``) redraws everything."""
+        deferred = False
+        for widget in self.paced:
+            if self.due(widget, PACE[type(widget)] * pace, force):
+                widget.update_data(history, view)
+            else:
+                deferred = True
+        deferred |= self.loss.update_data(history, view, force=force, pace=pace)
+        return deferred

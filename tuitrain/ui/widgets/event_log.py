@@ -1,0 +1,90 @@
+"""The run's events, newest at the bottom: epoch summaries, new best validation accuracy, NaN/Inf,
+vanishing/exploding gradient alerts, checkpoints, warnings, status changes; coloured by level. Reads
+the history's bounded log deque; sticks to the bottom unless the user scrolled up."""
+
+from __future__ import annotations
+
+from rich.segment import Segment
+from rich.style import Style
+from textual.geometry import Region, Size
+from textual.scroll_view import ScrollView
+from textual.strip import Strip
+
+from tuitrain.ui.history import History, LogEntry
+from tuitrain.ui.widgets.titles import set_titles
+
+LEVELS = ("info", "success", "warning", "error")
+MARKS = {"info": "·", "success": "✓", "warning": "!", "error": "✗"}
+
+
+class EventLog(ScrollView, can_focus=True):
+    DEFAULT_CSS = """
+    EventLog {
+        border: round $primary-muted;
+        border-title-color: $text;
+        border-subtitle-color: $text-muted;
+        background: $surface;
+        overflow-x: hidden;
+        overflow-y: auto;
+        scrollbar-size-vertical: 1;
+    }
+    EventLog:focus { border: round $primary; }
+    EventLog > .event-log--step { color: $text-muted; }
+    EventLog > .event-log--info { color: $foreground; }
+    EventLog > .event-log--success { color: $success; }
+    EventLog > .event-log--warning { color: $warning; }
+    EventLog > .event-log--error { color: $error; text-style: bold; }
+    """
+    COMPONENT_CLASSES = {"event-log--step", "event-log--info", "event-log--success", "event-log--warning", "event-log--error"}
+
+    def __init__(self, *, id: str | None = None, classes: str | None = None) -> None:
+        super().__init__(id=id, classes=classes)
+        self.entries: list[LogEntry] = []
+        self._key: int | None = None
+        self._step_w = 1
+        self._base: Style | None = None
+
+    def on_mount(self) -> None:
+        self.border_title = "Events"
+
+    def update_data(self, history: History, view=None) -> None:
+        if self._key == history.log_total:
+            return
+        self._key = history.log_total
+        at_bottom = self.scroll_y >= self.max_scroll_y
+        self.entries = list(history.log)
+        self._step_w = max((len(f"{e.step:,}") for e in self.entries), default=1)
+        warn = sum(1 for e in self.entries if e.level in ("warning", "error"))
+        set_titles(self, subtitle=f"{len(self.entries)} events" + (f" · {warn} warning{'s' if warn > 1 else ''}" if warn else ""))
+        self.virtual_size = Size(self.scrollable_content_region.width, len(self.entries))
+        if at_bottom:
+            self.scroll_end(animate=False, immediate=False, x_axis=False)
+        self.refresh()
+
+    def text_lines(self) -> list[str]:
+        return [f"{e.step:>{self._step_w},} {MARKS.get(e.level, '·')} {e.message}" for e in self.entries]
+
+    def render_lines(self, crop: Region) -> list[Strip]:
+        self._base = self.rich_style  # once per render pass
+        return super().render_lines(crop)
+
+    def render_line(self, y: int) -> Strip:
+        base = self._base if self._base is not None else self.rich_style
+        _, scroll_y = self.scroll_offset
+        width = max(1, self.scrollable_content_region.width)
+        i = y + scroll_y
+        if i >= len(self.entries):
+            if not self.entries and y == 0:
+                return Strip([Segment("no events yet", self._style("step"))]).extend_cell_length(width).apply_style(base)
+            return Strip.blank(width, base)
+        e = self.entries[i]
+        level = e.level if e.level in LEVELS else "info"
+        st = self._style(level)
+        segs = [
+            Segment(f"{e.step:>{self._step_w},} ", self._style("step")),
+            Segment(f"{MARKS.get(level, '·')} {e.message}", st),
+        ]
+        return Strip(segs).adjust_cell_length(width).apply_style(base)
+
+    def _style(self, name: str) -> Style:
+        return self.get_component_rich_style(f"event-log--{name}")

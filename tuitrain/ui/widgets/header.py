@@ -1,0 +1,129 @@
+"""Two header lines: what runs where (run name, model and parameters, dataset, device, status badge),
+then where it is (epoch i/N, step, a progress bar, samples/s, elapsed, ETA). Before RunStarted arrives
+it says that the training process is still starting (importing torch, building the model)."""
+
+from __future__ import annotations
+
+from textual.content import Content
+from textual.widget import Widget
+
+from tuitrain.ui.history import History, fmt_duration
+
+STATUS_STYLE = {
+    "starting": "$accent",
+    "running": "$success",
+    "paused": "$warning",
+    "completed": "$primary",
+    "stopped": "$secondary",
+    "failed": "$error",
+}
+
+
+def human_count(n: int) -> str:
+    for unit, div in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if n >= div:
+            v = n / div
+            return f"{v:.1f}{unit}" if v < 100 else f"{v:.0f}{unit}"
+    return str(n)
+
+
+def progress_bar(frac: float, width: int) -> str:
+    frac = min(1.0, max(0.0, frac))
+    full = int(frac * width)
+    part = int((frac * width - full) * 8)
+    return ("█" * full + ("▏▎▍▌▋▊▉"[part - 1] if part and full < width else "")).ljust(width, "·")
+
+
+def _esc(text: str) -> str:
+    return text.replace("[", r"\[")
+
+
+class RunHeader(Widget):
+    DEFAULT_CSS = """
+    RunHeader {
+        height: 2;
+        width: 1fr;
+        background: $panel;
+        color: $foreground;
+        padding: 0 1;
+    }
+    """
+
+    def __init__(self, *, id: str | None = None, classes: str | None = None) -> None:
+        super().__init__(id=id, classes=classes)
+        self.status = "starting"
+        self._content = Content("")
+        self._key: tuple | None = None
+        self._history: History | None = None
+
+    def update_data(self, history: History, view=None) -> None:
+        self._history = history
+        elapsed = history.elapsed() if history.run else history.clock()
+        key = (history.version, int(elapsed or 0), self.size.width, history.status, history.pending)
+        if key == self._key:
+            return
+        self._key = key
+        self.status = history.status
+        self._content = self.build(history, self.size.width - 2)
+        self.refresh()
+
+    def status_text(self, history: History) -> str:
+        return (history.pending or history.status).upper()
+
+    def build(self, h: History, width: int) -> Content:
+        st = h.status
+        badge_style = STATUS_STYLE.get(st, "$accent")
+        if h.pending:
+            badge_style = "$warning"
+        badge = Content.from_markup(f"[b $text on {badge_style}] {self.status_text(h)} [/]")
+        if h.run is None:
+            left1 = Content.from_markup("[b]tuitrain[/]  [$text-muted]waiting for the training process…[/]")
+            line2 = Content.from_markup("[$text-muted]importing torch and building the model (usually 5-10 s)[/]")
+        else:
+            r = h.run
+            left1 = Content.from_markup(
+                f"[b]{_esc(r.run_name)}[/] [$text-muted]·[/] {_esc(r.model_name)} "
+                f"[$text-muted]{human_count(r.params)} params ·[/] {_esc(r.dataset)} [$text-muted]·[/] {_esc(r.device)}"
+            )
+            line2 = self._progress(h, width)
+        pad = max(1, width - left1.cell_length - badge.cell_length)
+        if left1.cell_length + badge.cell_length + 1 > width:
+            left1 = left1.truncate(max(0, width - badge.cell_length - 1), ellipsis=True)
+            pad = max(1, width - left1.cell_length - badge.cell_length)
+        line1 = Content.assemble(left1, " " * pad, badge)
+        return Content("\n").join([line1, line2.truncate(width, ellipsis=True)])
+
+    def _progress(self, h: History, width: int) -> Content:
+        r = h.run
+        assert r is not None
+        total = r.total_steps
+        done = h.steps_done
+        ep = min(h.epoch + 1, r.epochs) if done else 0
+        frac = done / total if total else 0.0
+        sps = h.samples_per_s
+        rate = human_count(int(sps)) if sps == sps and sps > 0 else "—"
+        eta = h.eta()
+        eta_s = "done" if h.is_finished else f"ETA {fmt_duration(eta)}" if eta is not None else "ETA —"
+        elapsed = fmt_duration(h.elapsed())
+        head = Content.from_markup(f"epoch [b]{ep}[/]/{r.epochs}  step [b]{done:,}[/]/{total:,}")
+        drop = f"  [$warning]dropped {h.dropped_steps:,}[/]" if h.dropped_steps else ""
+        tails = [
+            f"{rate} samples/s  {elapsed} elapsed  {eta_s}",
+            f"{rate}/s  {elapsed} elapsed  {eta_s}",
+            f"{rate}/s  {elapsed}  {eta_s}",
+        ]
+        pct = f" {frac * 100:3.0f}% "
+        for t in tails:
+            tail = Content.from_markup(f"[$text-muted]{t}[/]{drop}")
+            room = width - head.cell_length - tail.cell_length - len(pct) - 4
+            if room >= 0:
+                break
+        if room >= 6:
+            bar_w = min(40, room)
+            mid = Content.from_markup(f"  [$primary]{progress_bar(frac, bar_w)}[/]{pct} ")
+        else:
+            mid = Content(f" {pct} ")
+        return Content.assemble(head, mid, tail)
+
+    def render(self) -> Content:
+        return self._content

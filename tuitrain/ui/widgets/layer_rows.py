@@ -35,6 +35,12 @@ def short_name(name: str, width: int) -> str:
     n = re.sub(r"\.bias$", ".b", n)
     if len(n) > width:
         n = _PAIR.sub(lambda m: f"{m.group(1)[0]}{m.group(2)}", n)
+    if len(n) > width:  # s0.b1.conv0.w -> s0b1.conv0.w: the abbreviated path needs no dots
+        n = re.sub(r"(?<=\d)\.(?=[a-z]\d)", "", n)
+    if len(n) > width:  # s2.reduce.conv1.w -> s2.r.conv1.w: initials for the path, the leaf stays
+        parts = n.split(".")
+        parts[:-2] = ["".join(w[:1] for w in p.split("_")) if p.replace("_", "").isalpha() else p for p in parts[:-2]]
+        n = ".".join(parts)
     if len(n) > width:
         n = "…" + n[-(width - 1) :] if width > 1 else n[-1:]
     return n
@@ -130,7 +136,7 @@ class LayerRows(ScrollView, can_focus=True):
         return self.display and self.size.width > 0 and self.size.height > 0
 
     def name_width(self, width: int) -> int:
-        return int(min(28, max(8, width * 0.34)))
+        return int(min(28, max(8, width * 0.44)))
 
     # -- drawing -----------------------------------------------------------------------------
 

@@ -222,7 +222,8 @@ def _run_watch(cfg: RunConfig, out_path: Path, on_hangup: str) -> None:
         os._exit(0)
 
     signal.signal(signal.SIGHUP, hangup)
-    result = run_dashboard(LiveSource(events), commands, proc_alive=proc.is_alive)
+    # 50 ms windows: the engine already batches 100 ms of steps, so the drain adds little delay
+    result = run_dashboard(LiveSource(events, batch_seconds=0.05), commands, proc_alive=proc.is_alive)
     if result == "detach" and proc.is_alive():
         commands.send("detach")
         commands.flush()
@@ -370,6 +371,46 @@ def _print_info(s: dict[str, Any]) -> None:
         mods.add_row(m["name"], m["type"], f"{m['params']:,}", fmt_count(m.get("flops", 0)))
     c.print(mods)
     c.print(Syntax(s["config_toml"], "toml", theme="ansi_dark", background_color="default"))
+
+
+@app.command()
+def replay(
+    run_files: Annotated[list[Path], typer.Argument(help="Run files (.h5) written by tuitrain; several are compared.",
+                                                    metavar="RUN.h5...")],
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep up with runs another process is still "
+                                         "writing; shows when they finish or their writer dies.")] = False,
+    metric: Annotated[str, typer.Option("--metric", "-m", help="The overlaid curve: loss, acc, lr, samples_per_s, "
+                                        "step_time, train_loss, train_acc, val_loss, val_acc.")] = "loss",
+    print_only: Annotated[bool, typer.Option("--print", help="No TUI: print the final table and a chart of "
+                                             "--metric to stdout (the default when stdout is not a terminal).")] = False,
+) -> None:
+    """Scrub through finished runs, follow running ones, compare several side by side."""
+    from tuitrain.runfile.reader import RunFileError, open_run
+    from tuitrain.ui.replay.compare import check_metric
+
+    try:
+        check_metric(metric)
+    except ValueError as e:
+        raise _fail(str(e)) from None
+    runs = []
+    try:
+        for path in run_files:
+            runs.append(open_run(path))
+        if print_only or not sys.stdout.isatty():
+            from tuitrain.replay_print import print_report, wait_finished
+
+            if follow:
+                wait_finished(runs)
+            print_report(runs, metric)
+            return
+        from tuitrain.ui.replay.launch import run_replay
+
+        run_replay(runs, follow=follow, metric=metric)
+    except RunFileError as e:
+        raise _fail(str(e)) from None
+    finally:
+        for rf in runs:
+            rf.close()
 
 
 def main() -> None:

@@ -117,7 +117,7 @@ class MonitorConfig:
     flush_seconds: float = 1.0  # run file flush period
     vanishing: float = 1e-8  # mean |grad| below this is "vanishing" (VGG38 at init: ~1e-18; VGG08: ~1e-6)
     exploding: float = 1e2  # grad L2 norm above this is "exploding"
-    alert_steps: int = 200  # a vanishing/exploding condition must last this many steps to alert
+    alert_steps: int = 50  # a vanishing/exploding condition must last this many steps to alert
 
 
 @dataclass

@@ -12,7 +12,7 @@ from pathlib import Path
 import h5py
 import pytest
 
-from tests.conftest import PRESETS, REPO, cli_env, tuitrain_cmd
+from tests.conftest import REPO, cli_env, tuitrain_cmd
 
 
 def tt(*args: str, timeout: float = 120, cwd: Path = REPO) -> subprocess.CompletedProcess:

@@ -1,6 +1,8 @@
-"""The dashboard app: wires a source, the history, the screens, the key bindings and the control
-channel. Events arrive as messages and go into the history; widgets redraw from a 10 Hz timer, inside
-one ``batch_update``, only when something changed. Nothing here imports torch."""
+"""The dashboard app: wires the runs (a source and a history each), the screens, the key bindings and
+the control channel. Events arrive as messages and go into their run's history; widgets redraw from a
+10 Hz timer, inside one ``batch_update``, only when something changed. The time cursor and the run
+selection are view state (:mod:`tuitrain.ui.replay.cursor` does the arithmetic). Nothing here imports
+torch."""
 
 from __future__ import annotations
 
@@ -9,51 +11,85 @@ from collections.abc import Callable
 from typing import Protocol
 
 from textual.app import App
+from textual.message import Message
 
 from tuitrain.ui.bindings import ActionsProvider, app_bindings
-from tuitrain.ui.history import History, ViewState
+from tuitrain.ui.history import INCOMPLETE, History
+from tuitrain.ui.replay import cursor
+from tuitrain.ui.replay.runs import RunSet, RunSlot
 from tuitrain.ui.screens.base import DataScreen, Pacer
+from tuitrain.ui.screens.compare import CompareScreen
 from tuitrain.ui.screens.dashboard import DashboardScreen
 from tuitrain.ui.screens.dialogs import ConfirmScreen, ErrorScreen, QuitScreen
 from tuitrain.ui.screens.heatmap import HeatmapScreen
 from tuitrain.ui.screens.help import HelpScreen
 from tuitrain.ui.source import EventsArrived, Source, SourceEnded
+from tuitrain.ui.view_state import ViewState
 
 
 class Control(Protocol):
     def send(self, cmd: str) -> None: ...
 
 
+class _Tagged:
+    """A source's message target that stamps each message with its run's index."""
+
+    def __init__(self, app: App, index: int) -> None:
+        self.app, self.index = app, index
+
+    def post_message(self, message: Message) -> bool:
+        message.run_index = self.index  # type: ignore[attr-defined]
+        return self.app.post_message(message)
+
+
 class TuitrainApp(App[str | None]):
     """Exit result: "stop" (user chose to stop training; "stop" was sent), "detach" (leave it running),
-    "done" (the run had finished, or a replay), or None (closed otherwise)."""
+    "done" (the run had finished, or a replay), or None (closed otherwise).
+
+    One run: ``TuitrainApp(source, ...)``. Several (replay): ``TuitrainApp(None, runs=RunSet(...),
+    replay=True)``; ``replay`` also shows the cursor bar and the compare view, and leaves no panel
+    focused so that home/end reach the cursor. ``mode`` is the first screen, ``metric`` the chart's."""
 
     CSS_PATH = "app.tcss"
     TITLE = "tuitrain"
     BINDINGS = app_bindings()
     COMMANDS = App.COMMANDS | {ActionsProvider}
-    MODES = {"dashboard": DashboardScreen, "heatmap": HeatmapScreen}
+    MODES = {"dashboard": DashboardScreen, "heatmap": HeatmapScreen, "compare": CompareScreen}
     DEFAULT_MODE = "dashboard"
     REFRESH_SECONDS = 0.1  # at most 10 redraws a second
     LIVENESS_SECONDS = 0.25
     DEATH_GRACE_SECONDS = 0.75  # a dead process gets this long for its RunFinished to arrive
 
-    def __init__(self, source: Source, control: Control | None = None, proc_alive: Callable[[], bool] | None = None,
+    def __init__(self, source: Source | None, control: Control | None = None, proc_alive: Callable[[], bool] | None = None,
                  clock: Callable[[], float] | None = None, history: History | None = None,
-                 cpu_budget: float | None = 0.08) -> None:
+                 cpu_budget: float | None = 0.08, *, runs: RunSet | None = None, replay: bool = False,
+                 mode: str | None = None, metric: str = "loss") -> None:
+        if mode:
+            self.DEFAULT_MODE = mode  # read by App.__init__: the first screen is this one
         super().__init__()
-        self.source = source
+        if runs is None:
+            assert source is not None, "give a source or runs"
+            runs = RunSet([RunSlot(source, history or History(clock=clock or time.time))])
+        self.runs = runs
+        self.source = runs[0].source
         self.control = control
         self.proc_alive = proc_alive
-        self.history = history or History(clock=clock or time.time)
-        self.view = ViewState()
+        self.replay = replay
+        self.view = ViewState(metric=metric)
+        if replay:
+            self.AUTO_FOCUS = ""  # no panel takes the keys: home/end/arrows move the cursor
         self.pacer = Pacer(budget=cpu_budget) if cpu_budget else None  # None: never stretch redraws
         self.redraws = 0
         self._dirty = True
         self._deferred = False
         self._last_second = -1
         self._dead_since: float | None = None
-        self._finish_seen = False
+        self._finish_seen: set[int] = set()
+
+    @property
+    def history(self) -> History:
+        """The selected run's history (the only one on a live dashboard)."""
+        return self.runs[min(self.view.selected, len(self.runs) - 1)].history
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -61,22 +97,28 @@ class TuitrainApp(App[str | None]):
         self.set_interval(self.REFRESH_SECONDS, self._tick)
         if self.proc_alive is not None:
             self.set_interval(self.LIVENESS_SECONDS, self._check_alive)
-        self.source.start(self)
+        for i, slot in enumerate(self.runs):
+            slot.source.start(self if len(self.runs) == 1 else _Tagged(self, i))
         self.call_after_refresh(self.redraw)
 
     def on_unmount(self) -> None:
-        self.source.stop()
+        for slot in self.runs:
+            slot.source.stop()
 
     def on_events_arrived(self, message: EventsArrived) -> None:
-        self.history.extend(message.events, message.dropped_steps)
+        i = getattr(message, "run_index", 0)
+        h = self.runs[i].history
+        h.extend(message.events, message.dropped_steps)
         self._dirty = True
-        if self.history.is_finished and not self._finish_seen:
-            self._run_finished()
+        if h.is_finished and i not in self._finish_seen:
+            self._run_finished(i)
 
     def on_source_ended(self, message: SourceEnded) -> None:
-        if self.source.live and not self.history.is_finished and self.proc_alive is None:
-            self.history.mark_process_died(message.reason or "event stream closed")
-            self._run_finished()
+        i = getattr(message, "run_index", 0)
+        slot = self.runs[i]
+        if slot.source.live and not slot.history.is_finished and self.proc_alive is None:
+            slot.history.mark_process_died(message.reason or "event stream closed")
+            self._run_finished(i)
 
     def _check_alive(self) -> None:
         if self.history.is_finished or self.proc_alive is None:
@@ -89,20 +131,26 @@ class TuitrainApp(App[str | None]):
             self.history.mark_process_died()
             self._run_finished()
 
-    def _run_finished(self) -> None:
-        self._finish_seen = True
+    def _run_finished(self, i: int = 0) -> None:
+        self._finish_seen.add(i)
         self._dirty = True
-        fin = self.history.finished
+        fin = self.runs[i].history.finished
         self.refresh_bindings()
-        if fin is not None and fin.status == "failed":
-            self.notify(fin.error or "training failed", title="Training failed", severity="error", timeout=10)
-            if fin.traceback:
+        who = f"{self.runs.name(i)}: " if len(self.runs) > 1 else ""
+        if fin is not None and fin.status == INCOMPLETE:
+            self.notify(f"{who}{fin.error}", title="Run incomplete", severity="warning", timeout=10)
+        elif fin is not None and fin.status == "failed":
+            self.notify(who + (fin.error or "training failed"), title="Training failed", severity="error", timeout=10)
+            if fin.traceback and len(self.runs) == 1:
                 self.push_screen(ErrorScreen(fin.error, fin.traceback))
         self.redraw()
 
     # -- redraws ---------------------------------------------------------------------------------
 
     def _tick(self) -> None:
+        if self.view.playing and cursor.play_tick(self.view, self.runs.histories):
+            self.redraw()
+            return
         pace = self.pacer.update() if self.pacer else 1.0
         second = int(self.history.clock())
         if self._dirty or self._deferred or second != self._last_second:
@@ -115,6 +163,7 @@ class TuitrainApp(App[str | None]):
             return
         self._dirty = False
         deferred = False
+        self.view.run_tag = self.runs.tag(self.view.selected)  # names arrive with RunStarted
         with self.batch_update():
             for screen in self.screen_stack:
                 if isinstance(screen, DataScreen) and screen.is_mounted:
@@ -128,7 +177,11 @@ class TuitrainApp(App[str | None]):
         if action in ("toggle_pause", "stop"):
             return self.control is not None and not self.history.is_finished
         if action == "show_view":
-            return parameters[0] != self.current_mode
+            if len(parameters) > 1:  # "back": only from the view it leaves
+                return self.current_mode == parameters[1]
+            return parameters[0] != self.current_mode and (parameters[0] != "compare" or self.replay)
+        if action == "next_run":
+            return len(self.runs) > 1
         return True
 
     def _send(self, cmd: str) -> bool:
@@ -179,7 +232,7 @@ class TuitrainApp(App[str | None]):
 
     def action_show_error(self) -> None:
         fin = self.history.finished
-        if fin is None or fin.status != "failed":
+        if fin is None or fin.status not in ("failed", INCOMPLETE):
             self.notify("no error: the run has not failed", timeout=3)
         else:
             self.push_screen(ErrorScreen(fin.error, fin.traceback))
@@ -189,7 +242,7 @@ class TuitrainApp(App[str | None]):
 
     # -- views -----------------------------------------------------------------------------------
 
-    async def action_show_view(self, mode: str) -> None:
+    async def action_show_view(self, mode: str, origin: str = "") -> None:
         if mode != self.current_mode:
             await self.switch_mode(mode)
             self.call_after_refresh(self.redraw)
@@ -197,9 +250,27 @@ class TuitrainApp(App[str | None]):
     def action_view(self, op: str, *args: float) -> None:
         """A display choice: a :class:`ViewState` method (zoom and pan also get the data's x extent)."""
         if op in ("zoom", "pan"):
-            x = self.history.column("step")
-            args = (*args, *((float(x[0]), float(x[-1])) if x.shape[0] else (0.0, 1.0)))
+            ext = cursor.extent(self.runs.histories)
+            args = (*args, *((float(ext[0]), float(ext[1])) if ext else (0.0, 1.0)))
         getattr(self.view, op)(*args)
+        self.redraw()
+
+    # -- time cursor and runs --------------------------------------------------------------------
+
+    def action_cursor(self, op: str, amount: int = 0) -> None:
+        """Move the time cursor: "step"/"epoch" by ``amount``, "home", "end" (back to the latest)."""
+        chart = self.screen.query("LossChart")
+        columns = max(8, chart.first().size.width - 8) if chart else 80
+        if cursor.move(self.view, op, amount, self.runs.histories, columns):
+            self.redraw()
+
+    def action_toggle_play(self) -> None:
+        cursor.toggle_play(self.view, self.runs.histories)
+        self.redraw()
+
+    def action_next_run(self, delta: int = 1) -> None:
+        self.view.selected = (self.view.selected + delta) % len(self.runs)
+        self.refresh_bindings()
         self.redraw()
 
 

@@ -30,7 +30,10 @@ KEYS: tuple[Key, ...] = (
     Key("q", "request_quit", "Quit", "quit: stop / leave running", "Training", footer=True),
     Key("e", "show_error", "Error", "error and traceback", "Training"),
     Key("h", "show_view('heatmap')", "Heatmap", "gradient-flow heatmap", "Views", footer=True),
-    Key("h,escape", "show_view('dashboard')", "Back", "back to the dashboard", "Views", footer=True, display="h"),
+    Key("h,escape", "show_view('dashboard', 'heatmap')", "Back", "back to the dashboard", "Views", footer=True, display="h"),
+    Key("c", "show_view('compare')", "Compare", "replay: runs overlaid, final table", "Views", footer=True),
+    Key("c,escape", "show_view('dashboard', 'compare')", "Back", "back to the dashboard", "Views", footer=True, display="c"),
+    Key("r", "next_run(1)", "Next run", "replay: next run in header/bars/heatmap", "Views", footer=True),
     Key("g", "view('cycle_quantity')", "Quantity", "cycle grad norm, mean |grad|, W norm, ΔW/W", "Views", footer=True),
     Key("b", "view('toggle_bias')", "Bias/norm", "hide / show bias and norm tensors", "Views"),
     Key("a", "view('toggle_metric')", "Loss/acc", "chart: loss / accuracy", "Chart", footer=True),
@@ -41,7 +44,15 @@ KEYS: tuple[Key, ...] = (
     Key("minus", "view('zoom', 2.0)", "Zoom out", "chart: zoom out (x)", "Chart", display="-"),
     Key("left_square_bracket", "view('pan', -1)", "Pan left", "chart: pan left", "Chart", display="["),
     Key("right_square_bracket", "view('pan', 1)", "Pan right", "chart: pan right", "Chart", display="]"),
-    Key("f,end", "view('follow_live')", "Follow", "chart: follow the live run", "Chart", display="f"),
+    Key("f", "view('follow_live')", "Follow", "chart: follow the live run", "Chart"),
+    # The time cursor: what the bars, sparklines and heatmap show (help texts stay short: a narrow column)
+    Key("left", "cursor('step', -1)", "Cursor back", "step back", "Cursor", display="←"),
+    Key("right", "cursor('step', 1)", "Cursor forward", "step forward", "Cursor", display="→"),
+    Key("shift+left", "cursor('epoch', -1)", "Previous epoch", "previous epoch", "Cursor", display="⇧←"),
+    Key("shift+right", "cursor('epoch', 1)", "Next epoch", "next epoch", "Cursor", display="⇧→"),
+    Key("home", "cursor('home')", "First step", "first step", "Cursor"),
+    Key("end", "cursor('end')", "Latest step", "last step (latest)", "Cursor"),
+    Key("space", "toggle_play", "Play", "play / pause", "Cursor"),
     Key("question_mark", "help", "Help", "this help", "Other", footer=True, display="?"),
 )
 

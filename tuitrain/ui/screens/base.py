@@ -7,7 +7,8 @@ from collections.abc import Callable
 
 from textual.screen import Screen
 
-from tuitrain.ui.history import History, ViewState
+from tuitrain.ui.history import History
+from tuitrain.ui.view_state import ViewState
 
 
 class Pacer:
@@ -43,6 +44,17 @@ class Pacer:
 
 class DataScreen(Screen):
     """A screen that shows the run. The app calls :meth:`refresh_data` up to 10 times a second."""
+
+    def overlay(self) -> list[tuple[str, str, History]]:
+        """(name, colour, history) of every run the app shows (one on a live dashboard)."""
+        runs = getattr(self.app, "runs", None)
+        return runs.overlay() if runs is not None else []
+
+    def show_cursor_bar(self, view: ViewState) -> bool:
+        """The cursor bar is shown in replay, and live once the cursor left the latest step."""
+        show = bool(getattr(self.app, "replay", False)) or view.cursor is not None
+        self.set_class(show, "-cursor")
+        return show
 
     def due(self, key: object, interval: float, force: bool = False) -> bool:
         """True (and re-armed) when ``key``'s refresh interval has passed, or when forced."""

@@ -1,4 +1,5 @@
-"""The main screen: header, loss/accuracy chart, per-layer gradient bars, update sparklines, events.
+"""The main screen: header, cursor bar (replay), loss/accuracy chart, per-layer gradient bars, update
+sparklines, events.
 
 Layout lives in app.tcss; this screen only sets size classes on resize (``-narrow``/``-wide``,
 ``-short``/``-tall``) so the stylesheet can rearrange the panels: at 80x24 the chart and the bars
@@ -12,8 +13,10 @@ from textual.app import ComposeResult
 from textual.containers import Container
 from textual.widgets import Footer
 
-from tuitrain.ui.history import History, ViewState
+from tuitrain.ui.history import History
 from tuitrain.ui.screens.base import DataScreen
+from tuitrain.ui.view_state import ViewState
+from tuitrain.ui.widgets.cursor_bar import CursorBar
 from tuitrain.ui.widgets.event_log import EventLog
 from tuitrain.ui.widgets.grad_bars import GradBars
 from tuitrain.ui.widgets.header import RunHeader
@@ -33,8 +36,10 @@ def size_classes(width: int, height: int) -> tuple[str, str]:
 class DashboardScreen(DataScreen):
     def compose(self) -> ComposeResult:
         self.header, self.loss = RunHeader(id="header"), LossPanel(id="loss")
+        self.cursor_bar = CursorBar(id="cursor")
         self.paced = (self.header, EventLog(id="events"), GradBars(id="grads"), UpdateSparklines(id="updates"))
         yield self.header
+        yield self.cursor_bar
         with Container(id="main"):
             yield self.loss
             yield self.paced[2]
@@ -57,10 +62,12 @@ class DashboardScreen(DataScreen):
         """The header follows every tick; the big panels are paced (a 200x60 repaint of all of
         them at 10 Hz would cost a third of a core); a key press (``force``) redraws everything."""
         deferred = False
+        if self.show_cursor_bar(view):
+            self.cursor_bar.update_data(history, view)
         for widget in self.paced:
             if self.due(widget, PACE[type(widget)] * pace, force):
                 widget.update_data(history, view)
             else:
                 deferred = True
-        deferred |= self.loss.update_data(history, view, force=force, pace=pace)
+        deferred |= self.loss.update_data(history, view, force=force, pace=pace, runs=self.overlay())
         return deferred

@@ -46,7 +46,7 @@ class HelpScreen(ModalScreen[None]):
             v.border_title = "Keys"
             with Vertical(id="help-columns"):
                 yield Static(help_text(["Training", "Views", "Other"]), classes="help-col")
-                yield Static(help_text(["Chart"]), classes="help-col")
+                yield Static(help_text(["Chart", "Cursor"]), classes="help-col")
             yield Static("health colours: [$warning]■[/] vanishing  [$success]■[/] normal  [$error]■[/] exploding · esc closes", id="help-foot")
 
     def action_close(self) -> None:

@@ -1,7 +1,8 @@
 """Per-layer bars of the selected probe quantity (grad L2 norm by default) on a log scale, one row per
 parameter tensor in model order (input at the top), coloured by gradient health:
 vanishing (mean |grad| below monitor.vanishing), normal, exploding (grad L2 norm above
-monitor.exploding), non-finite."""
+monitor.exploding), non-finite. With the time cursor set, the bars show the probe taken at (or last
+before) the cursor's step, and the title says which."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ import numpy as np
 from rich.segment import Segment
 
 from tuitrain.events import PROBE_LABELS, PROBE_NAMES
-from tuitrain.ui.history import History, ViewState, fmt_si
+from tuitrain.ui.fmt import fmt_si
+from tuitrain.ui.history import History
+from tuitrain.ui.view_state import ViewState
 from tuitrain.ui.widgets.layer_rows import HEALTH_CLASSES, LayerRows, decade_label, decade_range, log_bar
 from tuitrain.ui.widgets.titles import set_titles
 
@@ -42,13 +45,13 @@ class GradBars(LayerRows):
         self.border_title = f"Gradients · {PROBE_LABELS[self.quantity]}"
 
     def update_data(self, history: History, view: ViewState) -> None:
-        key = (history.version, view.quantity, view.hide_bias_norm, len(history.layers))
+        key = (id(history), history.version, view.quantity, view.hide_bias_norm, len(history.layers), view.cursor)
         if key == self._key:
             return
         self._key = key
         self.set_layers(history, view)
         self.quantity = view.quantity_name
-        latest = history.latest_probes()
+        latest = history.probes_at(view.cursor)
         if latest is None:
             self.values = np.full(len(self.layer_index), np.nan)
             self.health = np.zeros(len(self.layer_index), dtype=np.int8)
@@ -61,7 +64,8 @@ class GradBars(LayerRows):
             if rng is not None:
                 self.scale = rng
         shown = f"{len(self.layer_index)}/{len(history.layers)}" if view.hide_bias_norm else f"{len(history.layers)}"
-        set_titles(self, title=f"Gradients · {PROBE_LABELS[self.quantity]}")
+        at = f" @ {self.probe_step:,}" if view.cursor is not None and self.probe_step is not None else ""
+        set_titles(self, title=f"Gradients{at} · {PROBE_LABELS[self.quantity]}")
         lo, hi = self.scale
         legend = "[$warning]■[/]vanish [$success]■[/]ok [$error]■[/]explode"
         parts = [f"{decade_label(lo)}…{decade_label(hi)}", legend] if self.probe_step is not None else [legend]

@@ -7,7 +7,8 @@ from __future__ import annotations
 from textual.content import Content
 from textual.widget import Widget
 
-from tuitrain.ui.history import History, fmt_duration
+from tuitrain.ui.fmt import fmt_duration
+from tuitrain.ui.history import INCOMPLETE, History
 
 STATUS_STYLE = {
     "starting": "$accent",
@@ -16,6 +17,7 @@ STATUS_STYLE = {
     "completed": "$primary",
     "stopped": "$secondary",
     "failed": "$error",
+    INCOMPLETE: "$error",
 }
 
 
@@ -55,11 +57,13 @@ class RunHeader(Widget):
         self._content = Content("")
         self._key: tuple | None = None
         self._history: History | None = None
+        self.tag = ""  # the run's chip and i/N when several runs are shown (markup)
 
     def update_data(self, history: History, view=None) -> None:
         self._history = history
+        self.tag = getattr(view, "run_tag", "")
         elapsed = history.elapsed() if history.run else history.clock()
-        key = (history.version, int(elapsed or 0), self.size.width, history.status, history.pending)
+        key = (id(history), history.version, int(elapsed or 0), self.size.width, history.status, history.pending, self.tag)
         if key == self._key:
             return
         self._key = key
@@ -82,6 +86,7 @@ class RunHeader(Widget):
         else:
             r = h.run
             left1 = Content.from_markup(
+                (f"{self.tag} " if self.tag else "") +
                 f"[b]{_esc(r.run_name)}[/] [$text-muted]·[/] {_esc(r.model_name)} "
                 f"[$text-muted]{human_count(r.params)} params ·[/] {_esc(r.dataset)} [$text-muted]·[/] {_esc(r.device)}"
             )

@@ -2,7 +2,9 @@
 the available width), each cell coloured by the log10 of the selected quantity (grad L2 norm by
 default); beside each row the layer's mean over time and its spread (std of log10) as small bars; under
 it a colour legend with the decade scale. The terminal version of the gradient-flow figures in the
-course reports (heatmap plus mean/std bars per layer)."""
+course reports (heatmap plus mean/std bars per layer). With the time cursor set, a marker column
+crosses the map at the cursor's step (a ▼ on the axis) and the bar beside each row shows the layer's
+value at the cursor instead of its mean."""
 
 from __future__ import annotations
 
@@ -18,9 +20,12 @@ from textual.containers import Vertical
 from textual.widgets import Static
 
 from tuitrain.events import PROBE_LABELS
-from tuitrain.ui.history import History, ViewState, bucket_mean
+from tuitrain.ui.downsample import bucket_mean
+from tuitrain.ui.history import LOG_FLOOR, History
+from tuitrain.ui.view_state import ViewState
 from tuitrain.ui.widgets.layer_rows import LayerRows, decade_label, frac_bar
 from tuitrain.ui.widgets.titles import set_titles
+from tuitrain.ui.widgets.update_sparklines import cursor_column
 
 # viridis, sampled: dark blue-purple (small) -> green -> yellow (large)
 _VIRIDIS = [
@@ -68,6 +73,8 @@ class HeatmapRows(LayerRows):
         self.std = np.zeros(0)
         self.scale = (-9.0, 0.0)
         self.steps = np.zeros(0)
+        self.cursor_col: int | None = None  # map column of the time cursor; None: no cursor
+        self.at_cursor: np.ndarray | None = None  # log10 value per row at the cursor
         self.empty_text = "waiting for the first probes…"
         self._key: tuple | None = None
 
@@ -81,7 +88,7 @@ class HeatmapRows(LayerRows):
         if not self.showing:
             return
         width = self.content_width
-        key = (history.version, view.quantity, view.hide_bias_norm, width, len(history.layers))
+        key = (id(history), history.version, view.quantity, view.hide_bias_norm, width, len(history.layers), view.cursor)
         if key == self._key:
             return
         self._key = key
@@ -89,6 +96,13 @@ class HeatmapRows(LayerRows):
         steps, logs = history.probe_long(view.quantity)
         self.steps = steps
         mw = self.map_width(width)
+        self.cursor_col = cursor_column(steps, mw, view.cursor, stretch=True)
+        self.at_cursor = None
+        got = history.probes_at(view.cursor) if view.cursor is not None else None
+        if got is not None:
+            with np.errstate(divide="ignore", invalid="ignore"):
+                v = got[1][view.quantity][self.layer_index].astype(np.float64)
+                self.at_cursor = np.where(np.isfinite(v), np.log10(np.maximum(np.abs(v), LOG_FLOOR)), np.nan)
         if logs.shape[0] == 0 or not self.layer_index.size:
             self.levels = np.zeros((len(self.layer_index), 0), dtype=np.int16)
             self.mean = self.std = np.full(len(self.layer_index), np.nan)
@@ -119,16 +133,24 @@ class HeatmapRows(LayerRows):
             cuts = np.flatnonzero(np.diff(lv)) + 1
             starts = np.concatenate([[0], cuts])
             ends = np.concatenate([cuts, [lv.size]])
+            c = self.cursor_col if self.cursor_col is not None and self.cursor_col < lv.size else -1
+            if c >= 0:  # the cursor's cell is a run of its own
+                starts = np.unique(np.concatenate([starts, [c, c + 1]]))
+                starts = starts[starts < lv.size]
+                ends = np.append(starts[1:], lv.size)
             for s, e in zip(starts.tolist(), ends.tolist(), strict=True):
                 v = int(lv[s])
-                if v < 0:
+                if s == c:
+                    segs.append(Segment("┃", _cursor_style(v)))
+                elif v < 0:
                     segs.append(Segment("×" * (e - s), self.style("nonfinite")))
                 else:
                     segs.append(Segment(" " * (e - s), STYLES[v]))
             if lv.size < mw:
                 segs.append(Segment(" " * (mw - lv.size)))
         segs.append(Segment(" "))
-        m = float(self.mean[row]) if row < self.mean.shape[0] else float("nan")
+        vals = self.mean if self.at_cursor is None else self.at_cursor
+        m = float(vals[row]) if row < vals.shape[0] else float("nan")
         sd = float(self.std[row]) if row < self.std.shape[0] else float("nan")
         segs.extend(self.stat_segments(m, sd))
         return segs
@@ -152,9 +174,18 @@ class HeatmapRows(LayerRows):
         return segs
 
 
-def stat_header() -> str:
+def stat_header(at_cursor: bool = False) -> str:
     w = HeatmapRows
-    return "mean".ljust(w.MEAN_W) + " " + "value".rjust(7) + " " + "spread".ljust(w.SPREAD_W + 6)
+    return ("at cursor" if at_cursor else "mean").ljust(w.MEAN_W) + " " + "value".rjust(7) + " " + "spread".ljust(w.SPREAD_W + 6)
+
+
+def _cursor_style(level: int) -> Style:
+    """The cursor mark over a cell: dark on the light end of the colour map, light on the dark end."""
+    if level < 0:
+        return Style(color="white", bold=True)
+    fg = "black" if level > LEVELS * 0.6 else "white"
+    r, g, b = COLORS[level]
+    return Style(color=fg, bgcolor=f"rgb({r},{g},{b})", bold=True)
 
 
 class _quiet:
@@ -211,8 +242,11 @@ class HeatmapPanel(Vertical):
         steps = self.rows.steps
         span = f"step {int(steps[0]):,}" if steps.size else "time"
         end = f"step {int(steps[-1]):,} →" if steps.size else "→"
-        axis = (span + " " + "─" * max(1, mw - len(span) - len(end) - 2) + " " + end)[:mw]
-        head = " " * (name_w + 1) + axis.ljust(mw) + " " + stat_header()
+        axis = (span + " " + "─" * max(1, mw - len(span) - len(end) - 2) + " " + end)[:mw].ljust(mw)
+        c = self.rows.cursor_col
+        if c is not None and c < mw:
+            axis = axis[:c] + "▼" + axis[c + 1 :]
+        head = " " * (name_w + 1) + axis + " " + stat_header(self.rows.at_cursor is not None)
         if head != self._head_text:
             self._head_text = head
             self.head.update(head)

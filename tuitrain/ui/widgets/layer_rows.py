@@ -113,6 +113,9 @@ class LayerRows(ScrollView, can_focus=True):
         self.names: list[str] = []
         self.empty_text = "waiting for the first gradients…"
         self._base: Style | None = None
+        self._width = 1  # content width, once per render pass
+        self._names_cache: dict[tuple[int, int], list[Segment]] = {}  # (row, width) -> name segments
+        self._names_key: tuple | None = None
 
     # -- data --------------------------------------------------------------------------------
 
@@ -145,13 +148,18 @@ class LayerRows(ScrollView, can_focus=True):
 
     def render_lines(self, crop: Region) -> list[Strip]:
         self._base = self.rich_style  # computed once per render pass, not once per line
+        self._width = self.content_width
+        # names only change with the layer list or the styles: a cursor move repaints the bars only
+        key = (id(self.names), len(self.names), self.style("dim"), self.style("name"))
+        if key != self._names_key:
+            self._names_key, self._names_cache = key, {}
         return super().render_lines(crop)
 
     def render_line(self, y: int) -> Strip:
         base = self._base if self._base is not None else self.rich_style
         scroll_x, scroll_y = self.scroll_offset
         row = y + scroll_y
-        width = self.content_width
+        width = self._width if self._base is not None else self.content_width
         if not self.names:
             text = self.empty_text if y == 0 else ""
             return Strip([Segment(text[:width], self.style("dim"))]).extend_cell_length(width).apply_style(base)
@@ -165,6 +173,12 @@ class LayerRows(ScrollView, can_focus=True):
 
     def name_segments(self, row: int, width: int) -> list[Segment]:
         """``NN name`` with the model index, padded to ``width``."""
+        got = self._names_cache.get((row, width))
+        if got is None:
+            got = self._names_cache[(row, width)] = self._name_segments(row, width)
+        return list(got)
+
+    def _name_segments(self, row: int, width: int) -> list[Segment]:
         idx = int(self.layer_index[row])
         digits = len(str(max(1, len(self.layer_index) and int(self.layer_index[-1]))))
         label = f"{idx:>{digits}} "

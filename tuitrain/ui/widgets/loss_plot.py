@@ -2,22 +2,23 @@
 validation loss per epoch placed at the epoch's last step; a key switches to accuracy, another to a
 log y axis. The y range ignores early outliers; x zooms and pans from the keyboard, and the title says
 whether the view follows the live run. Two stats lines under the chart always show the latest loss
-and accuracy (train, smoothed, validation and best).
+and accuracy (train, smoothed, validation and best). With several runs (replay), one line per run in
+its colour and a legend with each run's value at the cursor instead of the stats; the time cursor is
+a vertical line.
 
-Data are downsampled before plotext sees them (min/max per column for the raw curve, bucket means
-for the smoothed one: at most two points per column), and plotext builds are cached and rate-limited
-by their own cost (the chart spends ~3% of a core, and is never more than 1 s stale), since a build
-costs 5-40 ms; its output is parsed into strips once per build and served through the line API.
+Data are downsampled before plotext sees them (:mod:`tuitrain.ui.widgets.chart_spec`: min/max per
+column for the raw curve, bucket means for the smoothed one, at most two points per column), and
+plotext builds are cached and rate-limited by their own cost (the chart spends ~3% of a core, and is
+never more than 1 s stale), since a build costs 5-40 ms; its output is parsed into strips once per
+build and served through the line API.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 
-import numpy as np
-import plotext._utility as pt_ut
 from rich.color import Color as RichColor
 from rich.segment import Segment
 from rich.style import Style
@@ -30,162 +31,27 @@ from textual.strip import Strip
 from textual.widget import Widget
 from textual_plotext import PlotextPlot
 
-from tuitrain.ui.history import (
-    History,
-    ViewState,
-    bucket_mean,
-    fmt_si,
-    log_ticks,
-    minmax_downsample,
-    robust_range,
+from tuitrain.ui.fmt import fmt_si
+from tuitrain.ui.history import History
+from tuitrain.ui.replay.compare import EPOCH_METRICS, LABELS, hex_rgb
+from tuitrain.ui.view_state import ViewState
+from tuitrain.ui.widgets.chart_spec import (
+    ChartSpec,
+    build_overlay_spec,
+    build_spec,
+    data_extent,
+    nice_ticks,
+    step_label,
 )
+from tuitrain.ui.widgets.chart_stats import legend_markup, stats_markup
+from tuitrain.ui.widgets.plotext_strips import matrix_strips
 from tuitrain.ui.widgets.titles import set_titles
+
+__all__ = ["ChartSpec", "LossChart", "LossPanel", "StatsLines", "build_spec", "legend_markup", "stats_markup"]
 
 STATS_SECONDS = 0.5  # the numbers under the chart refresh at 2 Hz while streaming
 CHART_CPU_SHARE = 0.03  # a chart rebuild waits until its last build cost is this share of the time
 CHART_MAX_STALE = 1.0  # ... but never longer than this while data arrives
-
-
-@dataclass
-class ChartSpec:
-    """Everything one chart build needs, already downsampled."""
-
-    raw_x: np.ndarray = field(default_factory=lambda: np.zeros(0))
-    raw_y: np.ndarray = field(default_factory=lambda: np.zeros(0))
-    sm_x: np.ndarray = field(default_factory=lambda: np.zeros(0))
-    sm_y: np.ndarray = field(default_factory=lambda: np.zeros(0))
-    val_x: np.ndarray = field(default_factory=lambda: np.zeros(0))
-    val_y: np.ndarray = field(default_factory=lambda: np.zeros(0))
-    xlim: tuple[float, float] = (0.0, 1.0)
-    ylim: tuple[float, float] | None = None
-    yticks: list[float] = field(default_factory=list)
-    ylabels: list[str] = field(default_factory=list)
-    message: str = ""
-
-
-def nice_ticks(lo: float, hi: float, count: int) -> list[float]:
-    if not (hi > lo) or count < 2:
-        return [lo]
-    raw = (hi - lo) / (count - 1)
-    mag = 10 ** math.floor(math.log10(raw))
-    step = next(m * mag for m in (1, 2, 2.5, 5, 10) if m * mag >= raw)
-    start = math.ceil(lo / step) * step
-    return [v for v in np.arange(start, hi + step * 0.001, step)]
-
-
-def step_label(v: float) -> str:
-    v = float(v)
-    if abs(v) >= 1e6:
-        return f"{v / 1e6:.3g}M"
-    if abs(v) >= 1e4:
-        return f"{v / 1e3:.3g}k"
-    return f"{int(round(v))}"
-
-
-def build_spec(history: History, view: ViewState, columns: int) -> ChartSpec:
-    """The chart's data for the current view: pure numpy, unit-testable without a terminal."""
-    metric = view.metric
-    x = history.column("step")
-    spec = ChartSpec()
-    if x.shape[0] == 0:
-        spec.message = "waiting for the first steps…" if not history.is_finished else "no steps recorded"
-        return spec
-    y = history.column(metric)
-    ys = history.smoothed(metric, view.smoothing)
-    first, last = float(x[0]), float(x[-1])
-    lo, hi = view.x_window(first, last)
-    i0 = int(np.searchsorted(x, lo, "left"))
-    i1 = int(np.searchsorted(x, hi, "right"))
-    xr, yr, ysr = x[i0:i1], y[i0:i1], ys[i0:i1]
-    scale = 100.0 if metric == "acc" else 1.0
-    ep = history.epochs
-    vx = ep.column("step") if len(ep) else np.zeros(0)
-    vy = ep.column("val_acc" if metric == "acc" else "val_loss") if len(ep) else np.zeros(0)
-    sel = (vx >= lo) & (vx <= hi) & np.isfinite(vy)
-    vx, vy = vx[sel], vy[sel] * scale
-    spec.raw_x, spec.raw_y = minmax_downsample(xr, yr * scale, columns)
-    if xr.shape[0] > columns:
-        both = bucket_mean(np.stack([xr, ysr * scale], axis=1), columns)
-        spec.sm_x, spec.sm_y = both[:, 0], both[:, 1]
-    else:
-        spec.sm_x, spec.sm_y = xr, ysr * scale
-    ok = np.isfinite(spec.sm_y)
-    spec.sm_x, spec.sm_y = spec.sm_x[ok], spec.sm_y[ok]
-    spec.val_x, spec.val_y = vx, vy
-    if view.log_y:
-        spec.raw_x, spec.raw_y = _log(spec.raw_x, spec.raw_y)
-        spec.sm_x, spec.sm_y = _log(spec.sm_x, spec.sm_y)
-        spec.val_x, spec.val_y = _log(spec.val_x, spec.val_y)
-    skip = 0.05 if i0 == 0 else 0.0
-    rng = robust_range(spec.raw_y, spec.sm_y, spec.val_y, skip_frac=skip)
-    spec.xlim = (lo, hi if hi > lo else lo + 1)
-    if rng is None:
-        spec.message = f"no finite {metric} values yet"
-        return spec
-    spec.ylim = rng
-    if view.log_y:
-        ticks = log_ticks(*rng, max_ticks=5)
-        if len(ticks) < 2:
-            ticks = list(np.linspace(rng[0], rng[1], 4)[1:-1])
-        spec.yticks = ticks
-        spec.ylabels = [fmt_si(10**t, 2) for t in ticks]
-    return spec
-
-
-def _log(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    ok = np.isfinite(y) & (y > 0)
-    return x[ok], np.log10(y[ok])
-
-
-def _plotext_color(color) -> RichColor | None:
-    if color is None or color == pt_ut.no_color:
-        return None
-    if isinstance(color, (tuple, list)) and len(color) == 3:
-        return RichColor.from_rgb(*color)
-    if isinstance(color, int):
-        return RichColor.from_ansi(color)
-    if isinstance(color, str) and pt_ut.is_string_color(color):
-        return RichColor.from_ansi(pt_ut.get_color_code(color))
-    return None
-
-
-_SGR = {1: "bold", 2: "dim", 3: "italic", 4: "underline", 5: "blink", 7: "reverse", 9: "strike"}
-
-
-def _plotext_style(fg, style, bg, cache: dict) -> Style:
-    key = (fg if not isinstance(fg, list) else tuple(fg), style, bg if not isinstance(bg, list) else tuple(bg))
-    st = cache.get(key)
-    if st is None:
-        attrs = {}
-        if style != pt_ut.no_color and pt_ut.is_style(style):
-            for code in pt_ut.get_style_codes(style):
-                if code in _SGR:
-                    attrs[_SGR[code]] = True
-        st = Style(color=_plotext_color(fg), bgcolor=_plotext_color(bg), **attrs)
-        cache[key] = st
-    return st
-
-
-def _matrix_strips(marker, fullground, style, background, cache: dict) -> list[list[Segment]]:
-    """plotext's matrices (row 0 at the bottom) -> one list of segments per screen line, merging
-    runs of equal colours."""
-    out = []
-    for r in range(len(marker) - 1, -1, -1):
-        chars, fgs, sts, bgs = marker[r], fullground[r], style[r], background[r]
-        segs: list[Segment] = []
-        run: list[str] = []
-        prev = None
-        for c in range(len(chars)):
-            key = (fgs[c], sts[c], bgs[c])
-            if key != prev and run:
-                segs.append(Segment("".join(run), _plotext_style(*prev, cache)))
-                run = []
-            prev = key
-            run.append(chars[c])
-        if run:
-            segs.append(Segment("".join(run), _plotext_style(*prev, cache)))
-        out.append(segs)
-    return out
 
 
 class LossChart(PlotextPlot):
@@ -204,11 +70,31 @@ class LossChart(PlotextPlot):
         self._cache_key: tuple | None = None
         self._strips: list[Strip] = []
         self._style_cache: dict = {}
+        self.cursor_x: float | None = None  # the time cursor's step, drawn as a vertical line
+        self._frame: tuple[int, int, int, int] | None = None  # plot area: top, bottom, left, right
+        self._texts: list[str] = []  # the built lines as plain text
+        self._cursor_style: Style | None = None
+        self._cursor_strips: dict[tuple[int, int], Strip] = {}  # (line, column) -> line with the cursor
 
     def set_spec(self, spec: ChartSpec) -> None:
         self.spec = spec
         self.spec_version += 1
         self.refresh()
+
+    def set_cursor(self, x: float | None) -> None:
+        """Move the vertical cursor line. Drawn over the cached build, so no plotext rebuild."""
+        if x != self.cursor_x:
+            self.cursor_x = x
+            self.refresh()
+
+    def cursor_column(self) -> int | None:
+        """The screen column of the cursor inside the plot frame (plotext's x mapping), or None."""
+        fr, x = self._frame, self.cursor_x
+        x0, x1 = self.spec.xlim
+        if fr is None or x is None or self.spec.message or not (x0 <= x <= x1) or x1 <= x0:
+            return None
+        _, _, left, right = fr
+        return left + 1 + int(math.floor((x - x0) / (x1 - x0) * (right - left - 2) + 0.5))
 
     def render_line(self, y: int) -> Strip:
         """Line API: plotext's output is parsed into strips once per build, not laid out as rich
@@ -217,13 +103,46 @@ class LossChart(PlotextPlot):
         if key != self._cache_key:
             t0 = time.perf_counter()
             self._strips = self._build_strips()
+            self._texts = [s.text for s in self._strips]
+            self._frame = self._find_frame()
+            self._cursor_style = None
+            self._cursor_strips = {}
             self.last_build_s = time.perf_counter() - t0
             self.builds += 1
             self._cache_key = key
         width = self.size.width
-        if y < len(self._strips):
-            return self._strips[y]
-        return Strip.blank(width, self.rich_style)
+        if y >= len(self._strips):
+            return Strip.blank(width, self.rich_style)
+        strip = self._strips[y]
+        c = self.cursor_column()
+        if c is not None and self._frame is not None and self._frame[0] < y < self._frame[1]:
+            got = self._cursor_strips.get((y, c))
+            if got is None:
+                if len(self._cursor_strips) > 4 * self.size.height:
+                    self._cursor_strips = {}
+                got = self._cursor_strips[(y, c)] = self._with_cursor(y, strip, c, width)
+            strip = got
+        return strip
+
+    def _find_frame(self) -> tuple[int, int, int, int] | None:
+        top = bottom = None
+        for i, text in enumerate(self._texts):
+            if top is None and "┌" in text and "┐" in text:
+                top, left, right = i, text.index("┌"), text.index("┐")
+            elif top is not None and "└" in text:
+                bottom = i
+                break
+        return None if top is None or bottom is None else (top, bottom, left, right)
+
+    def _with_cursor(self, y: int, strip: Strip, c: int, width: int) -> Strip:
+        """``strip`` with a cursor mark in column ``c`` where the chart has nothing drawn."""
+        text = self._texts[y]
+        if c >= len(text) or text[c] not in (" ", "\u2800"):
+            return strip  # the curves stay on top of the cursor
+        if self._cursor_style is None:
+            self._cursor_style = self.rich_style + Style(color=RichColor.from_rgb(*self._colors()["cursor"]))
+        mark = Strip([Segment("│", self._cursor_style)], 1)
+        return Strip.join([strip.crop(0, c), mark, strip.crop(c + 1, width)])
 
     def _build_strips(self) -> list[Strip]:
         """Build the figure and read plotext's character/colour matrix straight into strips,
@@ -234,7 +153,7 @@ class LossChart(PlotextPlot):
             return self._to_strips(text)
         try:
             m = self.plt.monitor.matrix
-            rows = _matrix_strips(m.marker, m.fullground, m.style, m.background, self._style_cache)
+            rows = matrix_strips(m.marker, m.fullground, m.style, m.background, self._style_cache)
         except Exception:
             self.plt.monitor.matrix.set_canvas()
             return self._to_strips(Text.from_ansi(self.plt.monitor.matrix.get_canvas()))
@@ -260,6 +179,7 @@ class LossChart(PlotextPlot):
             "smooth": prim.lighten(0.1).rgb,
             "raw": prim.blend(bg, 0.45).rgb,
             "val": Color.parse(tv.get("warning", "#ffa62b")).rgb,
+            "cursor": Color.parse(tv.get("foreground", "#e0e0e0")).blend(bg, 0.35).rgb,
         }
 
     def _build(self, matrix_only: bool = False) -> Text | None:
@@ -276,6 +196,13 @@ class LossChart(PlotextPlot):
         plt._set_size(w, h)  # see textual-plotext issue #5: plotsize alone does not always take
         plt.theme(self._get_plotext_theme_name(self.app.theme))
         c = self._colors()
+        x0, x1 = spec.xlim
+        for ln in spec.lines:
+            rgb = hex_rgb(ln.color)
+            if ln.x.size > 1 or not ln.points:
+                plt.plot(ln.x.tolist(), ln.y.tolist(), marker="braille", color=rgb)
+            if ln.points:
+                plt.scatter(ln.x.tolist(), ln.y.tolist(), marker="●", color=rgb)
         if spec.raw_x.size:
             # the raw min/max envelope at cell resolution: a faint band; braille here costs 4x the build
             plt.plot(spec.raw_x.tolist(), spec.raw_y.tolist(), marker="·", color=c["raw"])
@@ -285,7 +212,6 @@ class LossChart(PlotextPlot):
             if spec.val_x.size > 1:
                 plt.plot(spec.val_x.tolist(), spec.val_y.tolist(), marker="braille", color=c["val"])
             plt.scatter(spec.val_x.tolist(), spec.val_y.tolist(), marker="●", color=c["val"])
-        x0, x1 = spec.xlim
         plt.xlim(x0, x1)
         xt = nice_ticks(x0, x1, max(2, min(6, w // 12)))
         plt.xticks(xt, [step_label(v) for v in xt])
@@ -312,6 +238,7 @@ class StatsLines(Widget):
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
         self.markup = ""
+        self.lines = 2
         self._content = Content("")
 
     def set_markup(self, markup: str) -> None:
@@ -325,7 +252,8 @@ class StatsLines(Widget):
 
 
 class LossPanel(Vertical):
-    """The chart, its title (metric, smoothing, follow state) and the two stats lines."""
+    """The chart, its title (metric, smoothing, follow state) and the two stats lines (several runs:
+    the legend)."""
 
     DEFAULT_CSS = """
     LossPanel {
@@ -336,11 +264,13 @@ class LossPanel(Vertical):
         height: 1fr;
     }
     """
+    LEGEND_LINES = 4  # at most, under the chart
 
     def __init__(self, *, id: str | None = None, classes: str | None = None) -> None:
         super().__init__(id=id, classes=classes)
         self.chart = LossChart(id="loss-chart")
         self.stats = StatsLines(id="loss-stats")
+        self.overlay = False
         self._data_key: tuple | None = None
         self._view_key: tuple | None = None
         self._next_build = 0.0
@@ -354,16 +284,21 @@ class LossPanel(Vertical):
     def on_mount(self) -> None:
         self.border_title = "Loss"
 
-    def update_data(self, history: History, view: ViewState, *, force: bool = False, pace: float = 1.0) -> bool:
+    def update_data(self, history: History, view: ViewState, *, force: bool = False, pace: float = 1.0,
+                    runs: Sequence[tuple[str, str, History]] = ()) -> bool:
         """Refresh title and stats; rebuild the chart spec if data or view changed and the chart's
-        CPU budget allows (or ``force``). Returns True when a rebuild was deferred."""
+        CPU budget allows (or ``force``). ``runs``: (name, colour, history) of every run, to overlay
+        when there are several. Returns True when a rebuild was deferred."""
+        self.overlay = len(runs) > 1
         view_key = (view.metric, view.log_y, round(view.smoothing, 4), view.follow, view.span, view.end,
-                    self.chart.size.width, self.chart.size.height)
-        data_key = (history.version, history.scalars.n, len(history.epochs))
-        self._set_title(history, view)
+                    view.selected, self.chart.size.width, self.chart.size.height)
+        hists = [h for _, _, h in runs] if self.overlay else [history]
+        data_key = tuple((h.version, h.scalars.n, len(h.epochs)) for h in hists)
+        self._set_title(hists, view, len(runs))
+        self.chart.set_cursor(None if view.cursor is None else float(view.cursor))
         now = time.monotonic()
         if force or now >= self._next_stats or view_key != self._view_key:
-            self._set_stats(history, view)
+            self._set_stats(history, view, runs)
             self._next_stats = now + STATS_SECONDS * pace
         changed_view = view_key != self._view_key
         if not changed_view and data_key == self._data_key:
@@ -374,69 +309,50 @@ class LossPanel(Vertical):
             return True
         self._view_key, self._data_key = view_key, data_key
         cols = max(8, self.chart.size.width - 8)
-        self.chart.set_spec(build_spec(history, view, cols))
+        if self.overlay:
+            spec = build_overlay_spec(hists, [c for _, c, _ in runs], view, cols)
+        else:
+            spec = build_spec(history, view, cols)
+        self.chart.set_spec(spec)
         self._next_build = now + pace * min(CHART_MAX_STALE, max(0.1, self.chart.last_build_s / CHART_CPU_SHARE))
         self.deferred = False
         return False
 
-    def _set_title(self, history: History, view: ViewState) -> None:
-        name = "Accuracy %" if view.metric == "acc" else "Loss"
-        parts = [name, f"EMA {view.smoothing:.3g}"]
+    def _set_title(self, histories: list[History], view: ViewState, n_runs: int) -> None:
+        name = LABELS.get(view.metric, view.metric)
+        parts = [name] + ([f"{n_runs} runs"] if self.overlay else [])
+        if view.metric not in EPOCH_METRICS:
+            parts.append(f"EMA {view.smoothing:.3g}")
         if view.log_y:
             parts.append("log y")
         if view.follow:
             parts.append("[$success]following[/]" if view.span is None else f"[$success]following[/] last {step_label(view.span)}")
         else:
-            x = history.column("step")
-            if x.shape[0]:
-                lo, hi = view.x_window(float(x[0]), float(x[-1]))
+            ext = data_extent(histories, view.metric)
+            if ext is not None:
+                lo, hi = view.x_window(*ext)
                 parts.append(f"[$warning]paused view[/] {step_label(lo)}–{step_label(hi)} (f: follow)")
             else:
                 parts.append("[$warning]paused view[/]")
         set_titles(self, title=" · ".join(parts))
-        set_titles(self, subtitle="[$primary]━[/] ema [$primary-muted]·[/] raw [$warning]●[/] val")
-
-    def _set_stats(self, history: History, view: ViewState) -> None:
-        width = self.stats.content_region.width or 40
-        self.stats.set_markup(stats_markup(history, view, width))
-
-
-def _last_finite(a: np.ndarray) -> float:
-    fin = a[np.isfinite(a)]
-    return float(fin[-1]) if fin.size else float("nan")
-
-
-def stats_markup(history: History, view: ViewState, width: int) -> str:
-    """Two lines: loss and accuracy (latest, EMA, best step value, validation and best validation)."""
-    lines = []
-    if history.scalars.n == 0:
-        return "[b]loss[/] —\n[b]acc [/] —"
-    for metric in ("loss", "acc"):
-        y = history.column(metric)
-        pct = metric == "acc"
-        f = (lambda v: "—" if not math.isfinite(v) else f"{v * 100:.1f}%") if pct else (lambda v: fmt_si(v, 4) if math.isfinite(v) else "—")
-        latest = _last_finite(y)
-        sm = _last_finite(history.smoothed(metric, view.smoothing)) if y.shape[0] else float("nan")
-        fin = y[np.isfinite(y)]
-        best = (float(fin.max()) if pct else float(fin.min())) if fin.size else float("nan")
-        ep = history.epochs
-        val = ep.column("val_acc" if pct else "val_loss") if len(ep) else np.zeros(0)
-        vlast = _last_finite(val)
-        vbest = history.best_val_acc if pct else history.best_val_loss
-        vbest = float("nan") if vbest is None else vbest
-        label = "acc " if pct else "loss"
-        hl = "[b $primary]" if view.metric == metric else "[b]"
-        full = f"{hl}{label}[/] [b]{f(latest)}[/] [$text-muted]ema[/] {f(sm)} [$text-muted]{'max' if pct else 'min'}[/] {f(best)}  [$warning]val[/] [b]{f(vlast)}[/] [$text-muted]best[/] {f(vbest)}"
-        short = f"{hl}{label}[/] [b]{f(latest)}[/] [$text-muted]ema[/] {f(sm)} [$warning]val[/] [b]{f(vlast)}[/] [$text-muted]best[/] {f(vbest)}"
-        tiny = f"{hl}{label}[/] [b]{f(latest)}[/] [$warning]val[/] {f(vlast)} [$text-muted]best[/] {f(vbest)}"
-        for cand in (full, short, tiny):
-            if _plain_len(cand) <= width:
-                lines.append(cand)
-                break
+        if self.overlay:
+            sub = "● one per epoch" if view.metric in EPOCH_METRICS else "━ ema, one colour per run"
+        elif view.metric in EPOCH_METRICS:
+            sub = "[$warning]●[/] per epoch"
+        elif view.metric in ("loss", "acc"):
+            sub = "[$primary]━[/] ema [$primary-muted]·[/] raw [$warning]●[/] val"
         else:
-            lines.append(tiny)
-    return "\n".join(lines)
+            sub = "[$primary]━[/] ema [$primary-muted]·[/] raw"
+        set_titles(self, subtitle=sub)
 
-
-def _plain_len(markup: str) -> int:
-    return Content.from_markup(markup).cell_length
+    def _set_stats(self, history: History, view: ViewState, runs: Sequence[tuple[str, str, History]]) -> None:
+        width = self.stats.content_region.width or 40
+        if self.overlay:
+            markup = legend_markup(runs, view, width, self.LEGEND_LINES)
+        else:
+            markup = stats_markup(history, view, width)
+        lines = markup.count("\n") + 1 if self.overlay else 2
+        if lines != self.stats.lines:  # a relayout: only when the legend grows or shrinks
+            self.stats.lines = lines
+            self.stats.styles.height = lines
+        self.stats.set_markup(markup)

@@ -1,8 +1,10 @@
 """One sparkline per layer of the update-to-weight ratio ||dW||/||W|| over the whole run, with the
 latest value. The series come pre-downsampled from the history's log10 time buckets (a bucket mean
 per character cell), each on its own log scale (at least half a decade tall) so the trend shows; the
-printed value and the health colour carry the magnitude, and the heatmap compares layers. Rendered as unicode blocks through the line API; unlike
-Textual's Sparkline it never rescans the raw data."""
+printed value and the health colour carry the magnitude, and the heatmap compares layers. Rendered as
+unicode blocks through the line API; unlike Textual's Sparkline it never rescans the raw data. With the
+time cursor set, the sparkline is bright up to the cursor and dim after it, and the value is the one
+at the cursor."""
 
 from __future__ import annotations
 
@@ -10,7 +12,10 @@ import numpy as np
 from rich.segment import Segment
 
 from tuitrain.events import PROBE_NAMES
-from tuitrain.ui.history import History, ViewState, bucket_mean, fmt_si
+from tuitrain.ui.downsample import bucket_mean
+from tuitrain.ui.fmt import fmt_si
+from tuitrain.ui.history import History
+from tuitrain.ui.view_state import ViewState
 from tuitrain.ui.widgets.layer_rows import HEALTH_CLASSES, SPARKS, LayerRows
 from tuitrain.ui.widgets.titles import set_titles
 
@@ -30,6 +35,14 @@ def row_ranges(log_values: np.ndarray, min_span: float = 0.5) -> tuple[np.ndarra
     lo = np.where(narrow, mid - min_span / 2, mn)
     hi = np.where(narrow, mid + min_span / 2, mx)
     return lo, hi
+
+
+def cursor_column(steps: np.ndarray, columns: int, cursor: int | None, *, stretch: bool = False) -> int | None:
+    """The column of a ``bucket_mean(.., columns)`` view of bucket ``steps`` that holds ``cursor``."""
+    if cursor is None or steps.shape[0] == 0:
+        return None
+    cols = bucket_mean(np.asarray(steps, dtype=np.float64).reshape(-1, 1), columns, stretch=stretch)[:, 0]
+    return int(np.clip(np.searchsorted(cols, cursor, "right") - 1, 0, cols.shape[0] - 1))
 
 
 def spark_strings(log_values: np.ndarray, lo, hi) -> list[str]:
@@ -64,6 +77,7 @@ class UpdateSparklines(LayerRows):
         self.latest = np.zeros(0)
         self.health = np.zeros(0, dtype=np.int8)
         self.empty_text = "waiting for the first updates…"
+        self.cursor_col: int | None = None  # spark column of the time cursor; None: no cursor
         self._key: tuple | None = None
 
     def on_mount(self) -> None:
@@ -79,22 +93,25 @@ class UpdateSparklines(LayerRows):
         if not self.showing:
             return
         width = self.content_width
-        key = (history.version, view.hide_bias_norm, width, len(history.layers))
+        key = (id(history), history.version, view.hide_bias_norm, width, len(history.layers), view.cursor)
         if key == self._key:
             return
         self._key = key
         self.set_layers(history, view)
         steps, logs = history.probe_long(UPDATE_RATIO)
         sw = self.spark_width(width)
+        self.cursor_col = cursor_column(steps, sw, view.cursor)
         if logs.shape[0] and self.layer_index.size:
             cols = bucket_mean(logs[:, self.layer_index], sw).T  # (rows, <=sw)
             lo, hi = row_ranges(cols)
             self.sparks = spark_strings(cols, lo, hi)
             span = f"steps 0–{int(steps[-1]):,}" if width >= 40 else ""
+            if view.cursor is not None and width >= 40:
+                span += f" · at step {view.cursor:,}"
             set_titles(self, subtitle=" · ".join(p for p in ("log scale per row", span) if p))
         else:
             self.sparks = ["" for _ in self.layer_index]
-        latest = history.latest_probes()
+        latest = history.probes_at(view.cursor)
         if latest is not None:
             row = latest[1]
             self.latest = row[UPDATE_RATIO][self.layer_index].astype(np.float64)
@@ -113,7 +130,13 @@ class UpdateSparklines(LayerRows):
         v = float(self.latest[row]) if row < self.latest.shape[0] else float("nan")
         segs = self.name_segments(row, name_w)
         segs.append(Segment(" "))
-        segs.append(Segment(spark[-sw:].ljust(sw), st))
+        spark = spark[-sw:]
+        c = self.cursor_col
+        if c is None or c + 1 >= len(spark):
+            segs.append(Segment(spark.ljust(sw), st))
+        else:  # bright up to the cursor, dim after it
+            segs.append(Segment(spark[: c + 1], st))
+            segs.append(Segment(spark[c + 1 :].ljust(sw - c - 1), self.style("dim")))
         segs.append(Segment(" "))
         segs.append(Segment(fmt_si(v).rjust(8), st if code else self.style("name")))
         return segs

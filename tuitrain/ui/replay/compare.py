@@ -1,0 +1,271 @@
+"""What a comparison of runs shows: the metric names ``--metric`` accepts, one name and one colour per
+run, and the final table of the course reports (Train Loss, Val Loss, Train Acc, Val Acc, Test Loss,
+Test Acc, Params) plus the config keys that differ between the runs.
+
+Pure: numpy, the config module and (inside :func:`rich_table`) rich. The dashboard's final-table widget
+and ``tuitrain replay --print`` both build their rows here, from live histories or from run files.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from tuitrain.events import STEP_SCALARS
+
+if TYPE_CHECKING:
+    from rich.table import Table
+
+    from tuitrain.runfile.reader import RunFile
+    from tuitrain.ui.history import History
+
+# -- metrics ---------------------------------------------------------------------------------------
+
+METRICS: dict[str, str] = {
+    "loss": "training loss, per step",
+    "acc": "training accuracy, per step",
+    "lr": "learning rate, per step",
+    "samples_per_s": "throughput, per step",
+    "step_time": "seconds per step",
+    "train_loss": "training loss, per epoch",
+    "train_acc": "training accuracy, per epoch",
+    "val_loss": "validation loss, per epoch",
+    "val_acc": "validation accuracy, per epoch",
+}
+STEP_METRICS: tuple[str, ...] = STEP_SCALARS
+EPOCH_METRICS: tuple[str, ...] = ("train_loss", "train_acc", "val_loss", "val_acc")
+PERCENT: tuple[str, ...] = ("acc", "train_acc", "val_acc")
+LABELS: dict[str, str] = {
+    "loss": "Loss",
+    "acc": "Accuracy %",
+    "lr": "Learning rate",
+    "samples_per_s": "Samples/s",
+    "step_time": "Step time s",
+    "train_loss": "Train loss (epochs)",
+    "train_acc": "Train acc % (epochs)",
+    "val_loss": "Val loss (epochs)",
+    "val_acc": "Val acc % (epochs)",
+}
+
+
+def check_metric(name: str) -> str:
+    """``name`` if it is a metric, else ValueError naming the allowed ones (and the closest)."""
+    if name in METRICS:
+        return name
+    close = difflib.get_close_matches(name, list(METRICS), 1)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    raise ValueError(f"--metric {name!r}: unknown metric; allowed: {', '.join(METRICS)}.{hint}")
+
+
+def higher_is_better(metric: str) -> bool:
+    return metric in PERCENT
+
+
+# -- runs: names and colours -----------------------------------------------------------------------
+
+# Tableau 10: distinct hues that read on dark and light themes alike. One per run, in order.
+PALETTE: tuple[str, ...] = (
+    "#4e9ad8", "#f28e2b", "#59a14f", "#e15759", "#b07aa1",
+    "#76b7b2", "#edc948", "#ff9da7", "#9c755f", "#bab0ac",
+)
+
+
+def run_color(index: int) -> str:
+    return PALETTE[index % len(PALETTE)]
+
+
+def hex_rgb(color: str) -> tuple[int, int, int]:
+    c = color.lstrip("#")
+    return int(c[0:2], 16), int(c[2:4], 16), int(c[4:6], 16)
+
+
+def unique_names(names: Sequence[str], paths: Sequence[str | Path]) -> list[str]:
+    """Run names for a legend: the run's own name, its file's stem where two runs share a name, and
+    a counter where even the stems collide."""
+    out = [n or Path(p).stem for n, p in zip(names, paths, strict=True)]
+    shared = {n for n in out if out.count(n) > 1}
+    out = [Path(p).stem if n in shared else n for n, p in zip(out, paths, strict=True)]
+    seen: dict[str, int] = {}
+    for i, n in enumerate(out):
+        seen[n] = seen.get(n, 0) + 1
+        if seen[n] > 1:
+            out[i] = f"{n} ({seen[n]})"
+    return out
+
+
+# -- the final table ---------------------------------------------------------------------------------
+
+COLUMNS: dict[str, str] = {
+    "train_loss": "Train Loss",
+    "val_loss": "Val Loss",
+    "train_acc": "Train Acc",
+    "val_acc": "Val Acc",
+    "test_loss": "Test Loss",
+    "test_acc": "Test Acc",
+    "params": "Params",
+}
+BEST_LOW = ("train_loss", "val_loss", "test_loss")
+BEST_HIGH = ("train_acc", "val_acc", "test_acc")
+
+
+@dataclass
+class FinalRow:
+    name: str
+    metrics: dict[str, float]  # the COLUMNS keys; NaN where unknown
+    status: str = "completed"
+    config: dict[str, str] = field(default_factory=dict)  # differing config keys -> shown value
+    color: str = ""
+
+
+def metrics_of_history(h: History) -> dict[str, float]:
+    """A history's row: the last epoch's train/val numbers, the test result and the parameter count."""
+    nan = math.nan
+    last = h.epochs.rows[-1] if h.epochs.rows else None
+    return {
+        "train_loss": last.train_loss if last else nan,
+        "val_loss": last.val_loss if last else nan,
+        "train_acc": last.train_acc if last else nan,
+        "val_acc": last.val_acc if last else nan,
+        "test_loss": h.test.loss if h.test else nan,
+        "test_acc": h.test.acc if h.test else nan,
+        "params": float(h.run.params) if h.run else nan,
+    }
+
+
+def fmt_config(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, list):
+        return "[" + ",".join(fmt_config(v) for v in value) + "]"
+    return str(value)
+
+
+def config_diff(config_tomls: Sequence[str]) -> tuple[list[str], list[dict[str, str]]]:
+    """The dotted config keys whose values differ between the runs, and each run's values for them.
+    Nothing when there is only one run or a stored config does not load."""
+    from tuitrain.config import ConfigError, diff_flat, from_toml, to_flat
+
+    empty: list[dict[str, str]] = [{} for _ in config_tomls]
+    if len(config_tomls) < 2:
+        return [], empty
+    try:
+        cfgs = [from_toml(t) for t in config_tomls]
+    except (ConfigError, ValueError):
+        return [], empty
+    keys = diff_flat(cfgs)
+    flats = [to_flat(c) for c in cfgs]
+    return keys, [{k: fmt_config(f[k]) for k in keys} for f in flats]
+
+
+def rows_from_histories(histories: Sequence[History], names: Sequence[str], colors: Sequence[str] = ()
+                        ) -> tuple[list[FinalRow], list[str]]:
+    """Final-table rows of the runs the dashboard holds, and the differing config keys."""
+    keys, configs = config_diff([h.run.config_toml if h.run else "" for h in histories])
+    rows = [FinalRow(name, metrics_of_history(h), h.status, cfg, colors[i] if i < len(colors) else "")
+            for i, (h, name, cfg) in enumerate(zip(histories, names, configs, strict=True))]
+    return rows, keys
+
+
+def rows_from_files(runs: Sequence[RunFile], names: Sequence[str]) -> tuple[list[FinalRow], list[str]]:
+    """Final-table rows read from open run files (``--print``), and the differing config keys."""
+    keys, configs = config_diff([rf.config_toml for rf in runs])
+    rows = []
+    for i, (rf, name, cfg) in enumerate(zip(runs, names, configs, strict=True)):
+        status = "incomplete" if rf.incomplete else rf.status
+        rows.append(FinalRow(name, rf.final_metrics(), status, cfg, run_color(i)))
+    return rows, keys
+
+
+def fmt_count(n: float) -> str:
+    if not math.isfinite(n):
+        return "-"
+    for unit, div in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
+        if abs(n) >= div:
+            return f"{n / div:.2f}{unit}"
+    return f"{n:.0f}"
+
+
+def fmt_cell(key: str, value: float) -> str:
+    if value is None or not math.isfinite(value):
+        return "-"
+    if key == "params":
+        return fmt_count(value)
+    return f"{100 * value:.2f}" if key in BEST_HIGH else f"{value:.4f}"
+
+
+def best_rows(rows: Sequence[FinalRow]) -> dict[str, int]:
+    """Per metric column, the index of the best run (lowest loss, highest accuracy); only with 2+ runs."""
+    best: dict[str, int] = {}
+    if len(rows) < 2:
+        return best
+    for key in (*BEST_LOW, *BEST_HIGH):
+        vals = [(r.metrics.get(key, math.nan), i) for i, r in enumerate(rows)]
+        vals = [(v, i) for v, i in vals if v is not None and math.isfinite(v)]
+        if len(vals) >= 2:
+            best[key] = (max if key in BEST_HIGH else min)(vals)[1]
+    return best
+
+
+def table_header(rows: Sequence[FinalRow], keys: Sequence[str]) -> list[str]:
+    status = any(r.status != "completed" for r in rows)
+    return ["Run", *COLUMNS.values(), *keys, *(["Status"] if status else [])]
+
+
+def table_cells(rows: Sequence[FinalRow], keys: Sequence[str]) -> list[list[str]]:
+    """The table as text cells, one list per run, in :func:`table_header`'s order."""
+    status = any(r.status != "completed" for r in rows)
+    out = []
+    for r in rows:
+        cells = [r.name, *(fmt_cell(k, r.metrics.get(k, math.nan)) for k in COLUMNS)]
+        cells += [r.config.get(k, "") for k in keys]
+        if status:
+            cells.append(r.status)
+        out.append(cells)
+    return out
+
+
+def rich_table(rows: Sequence[FinalRow], keys: Sequence[str], title: str = "Final metrics") -> Table:
+    """The final table as a rich Table: a colour chip per run, the best value of each column in bold."""
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(title=title, title_justify="left")
+    for col in table_header(rows, keys):
+        if col in ("Run", "Status") or col in keys:
+            table.add_column(col, no_wrap=True, max_width=None if col == "Run" else 24, overflow="ellipsis")
+        else:
+            table.add_column(col, justify="right", no_wrap=True, min_width=len(col))
+    best = best_rows(rows)
+    metric_keys = list(COLUMNS)
+    for i, (r, cells) in enumerate(zip(rows, table_cells(rows, keys), strict=True)):
+        styled: list[Text] = []
+        for j, cell in enumerate(cells):
+            if j == 0:
+                styled.append(Text.assemble(("■ ", r.color or ""), cell))
+            elif 1 <= j <= len(metric_keys) and best.get(metric_keys[j - 1]) == i:
+                styled.append(Text(cell, style="bold"))
+            else:
+                styled.append(Text(cell))
+        table.add_row(*styled)
+    return table
+
+
+def rich_config_table(rows: Sequence[FinalRow], keys: Sequence[str]) -> Table:
+    """The differing config keys as their own table, a row per key and a column per run (when they do
+    not fit beside the metrics)."""
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(title="Config keys that differ", title_justify="left")
+    table.add_column("key", no_wrap=True)
+    for r in rows:
+        table.add_column(Text.assemble(("■ ", r.color or ""), r.name), overflow="fold")
+    for k in keys:
+        table.add_row(k, *(r.config.get(k, "") for r in rows))
+    return table

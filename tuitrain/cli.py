@@ -7,6 +7,7 @@ ends as one clear message on stderr and exit code 2, never a traceback.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -18,6 +19,7 @@ from typing import Annotated, Any
 import typer
 
 from tuitrain.config import DATASET_CLASSES, ConfigError, RunConfig, load_config
+from tuitrain.launch import Launch
 
 app = typer.Typer(
     add_completion=False,
@@ -65,6 +67,17 @@ DeviceOpt = Annotated[str | None, typer.Option("--device", help="auto (cuda > mp
 SeedOpt = Annotated[int | None, typer.Option("--seed", help="Seed for initialisation, shuffling and augmentation.")]
 OutOpt = Annotated[Path | None, typer.Option("--out", "-o", help="Run file to write (default runs/<name>-<time>.h5).")]
 NameOpt = Annotated[str | None, typer.Option("--name", help="Run name (default: the preset's name).")]
+# Data-parallel (torchrun) options, shared by `run` and `watch`
+NprocOpt = Annotated[int, typer.Option("--nproc-per-node", min=1, help="Data-parallel: processes on this machine "
+                                       "(one per GPU), started with torchrun; --batch-size stays the global batch.")]
+NnodesOpt = Annotated[int, typer.Option("--nnodes", min=1, help="Machines in a data-parallel run; each runs this "
+                                        "command with its own --node-rank.")]
+NodeRankOpt = Annotated[int, typer.Option("--node-rank", min=0, help="This machine's index, 0..nnodes-1; "
+                                          "node 0 holds rank 0, which writes the run file.")]
+MasterAddrOpt = Annotated[str | None, typer.Option("--master-addr", help="Address of node 0 that every node reaches "
+                                                   "(needed with --nnodes > 1; default 127.0.0.1).")]
+MasterPortOpt = Annotated[int | None, typer.Option("--master-port", help="Free TCP port on node 0 (default: any "
+                                                   "free port on one machine, 29500 across machines).")]
 
 
 def build_config(
@@ -79,18 +92,19 @@ def build_config(
         if value is not None:
             extra[key] = value
     path = resolve_preset(preset)
+    if data is not None:
+        original = load_config(path).data.name  # what the preset was written for
+        if data != original:
+            extra["data.name"] = data
+            user_keys = {s.split("=", 1)[0].strip() for s in sets or []}
+            # Keep the head of the model: a CIFAR-100 preset on synthetic data gets 100 synthetic classes.
+            if data == "synthetic" and original in DATASET_CLASSES and "data.classes" not in user_keys:
+                extra["data.classes"] = DATASET_CLASSES[original]
+            # Split sizes belong to the dataset they were written for: the new one starts from its defaults.
+            for key in ("data.train_size", "data.val_size", "data.test_size"):
+                if key not in user_keys:
+                    extra[key] = 0
     cfg = load_config(path, sets, extra)
-    if data is not None and data != cfg.data.name:
-        extra["data.name"] = data
-        # Keep the head of the model: a CIFAR-100 preset on synthetic data gets 100 synthetic classes.
-        user_keys = {s.split("=", 1)[0].strip() for s in sets or []}
-        if data == "synthetic" and cfg.data.name in DATASET_CLASSES and "data.classes" not in user_keys:
-            extra["data.classes"] = DATASET_CLASSES[cfg.data.name]
-        # Split sizes belong to the dataset they were written for: the new one starts from its defaults.
-        for key in ("data.train_size", "data.val_size", "data.test_size"):
-            if key not in user_keys:
-                extra[key] = 0
-        cfg = load_config(path, sets, extra)
     return cfg
 
 
@@ -120,10 +134,12 @@ def check_out(out: Path) -> None:
 
 class SignalControl:
     """Ctrl-C (or SIGTERM) asks the loop to stop at the next step, so the run file is closed cleanly
-    as ``stopped``; a second Ctrl-C interrupts at once."""
+    as ``stopped``; a second Ctrl-C interrupts at once. ``announce``: say so on stderr (only rank 0 of
+    a data-parallel run does, not every rank)."""
 
-    def __init__(self) -> None:
+    def __init__(self, announce: bool = True) -> None:
         self.requested = False
+        self.announce = announce
         signal.signal(signal.SIGINT, self._handler)
         signal.signal(signal.SIGTERM, self._handler)
 
@@ -131,7 +147,8 @@ class SignalControl:
         if self.requested:
             raise KeyboardInterrupt
         self.requested = True
-        print("\nstopping after this step (Ctrl-C again to interrupt at once)", file=sys.stderr)
+        if self.announce:
+            print("\nstopping after this step (Ctrl-C again to interrupt at once)", file=sys.stderr)
 
     def poll(self, timeout: float = 0.0) -> str | None:
         if self.requested:
@@ -147,19 +164,25 @@ def run(
     no_ui: Annotated[bool, typer.Option("--no-ui", help="Headless: rich progress on the console.")] = False,
     sets: SetOpt = None, data: DataOpt = None, data_dir: DataDirOpt = None, epochs: EpochsOpt = None,
     max_steps: StepsOpt = None, batch_size: BatchOpt = None, device: DeviceOpt = None, seed: SeedOpt = None,
-    out: OutOpt = None, name: NameOpt = None,
+    out: OutOpt = None, name: NameOpt = None, nproc_per_node: NprocOpt = 1, nnodes: NnodesOpt = 1,
+    node_rank: NodeRankOpt = 0, master_addr: MasterAddrOpt = None, master_port: MasterPortOpt = None,
 ) -> None:
     """Train a preset and write its full history to one HDF5 run file."""
+    launch = Launch(nproc_per_node, nnodes, node_rank, master_addr, master_port)
     try:
         cfg = build_config(preset, sets, data, data_dir, epochs, max_steps, batch_size, device, seed, name)
         out_path = out or default_out(cfg)
         check_out(out_path)
+        launch.check(cfg)
     except ConfigError as e:
         raise _fail(str(e)) from None
-    if no_ui or not (sys.stdout.isatty() and sys.stderr.isatty()):
+    headless = no_ui or not (sys.stdout.isatty() and sys.stderr.isatty()) or launch.node_rank != 0
+    if headless and launch.distributed:
+        _run_launched(cfg, out_path, launch)
+    elif headless:
         _run_headless(cfg, out_path)
     else:
-        _run_watch(cfg, out_path, "detach")
+        _run_watch(cfg, out_path, "detach", launch)
 
 
 @app.command()
@@ -171,17 +194,21 @@ def watch(
     on_hangup: Annotated[str, typer.Option(
         "--on-hangup", help="When the terminal goes away (SSH drops): 'detach' keeps training, 'stop' stops it.",
     )] = "detach",
+    nproc_per_node: NprocOpt = 1, nnodes: NnodesOpt = 1, node_rank: NodeRankOpt = 0,
+    master_addr: MasterAddrOpt = None, master_port: MasterPortOpt = None,
 ) -> None:
     """Train a preset in the background and watch it live in the terminal dashboard."""
+    launch = Launch(nproc_per_node, nnodes, node_rank, master_addr, master_port)
     try:
         if on_hangup not in ("detach", "stop"):
             raise ConfigError(f"--on-hangup {on_hangup!r}: allowed: detach, stop.")
         cfg = build_config(preset, sets, data, data_dir, epochs, max_steps, batch_size, device, seed, name)
         out_path = out or default_out(cfg)
         check_out(out_path)
+        launch.check(cfg, dashboard=True)
     except ConfigError as e:
         raise _fail(str(e)) from None
-    _run_watch(cfg, out_path, on_hangup)
+    _run_watch(cfg, out_path, on_hangup, launch)
 
 
 class _Commands:
@@ -199,7 +226,7 @@ class _Commands:
         self.q.join_thread()
 
 
-def _run_watch(cfg: RunConfig, out_path: Path, on_hangup: str) -> None:
+def _run_watch(cfg: RunConfig, out_path: Path, on_hangup: str, launch: Launch | None = None) -> None:
     import multiprocessing as mp
 
     from tuitrain.config import to_toml
@@ -212,7 +239,7 @@ def _run_watch(cfg: RunConfig, out_path: Path, on_hangup: str) -> None:
     commands = _Commands(ctx.Queue())
     log_path = out_path.with_suffix(".log")
     proc = ctx.Process(target=worker_main, name="tuitrain-train", args=(
-        to_toml(cfg), str(out_path), events, commands.q, str(log_path), os.getpid()))
+        to_toml(cfg), str(out_path), events, commands.q, str(log_path), os.getpid(), launch))
     proc.start()
 
     def hangup(signum: int, frame: Any) -> None:
@@ -256,26 +283,69 @@ def _print_brief(out_path: Path, log_path: Path) -> None:
         raise typer.Exit(EXIT_FAILED)
 
 
+def _run_launched(cfg: RunConfig, out_path: Path, launch: Launch) -> None:
+    """``run --no-ui --nproc-per-node N``: torchrun starts the ranks (see :mod:`tuitrain.launch`); this
+    process forwards Ctrl-C and exits as a single-process run would, from rank 0's run file."""
+    import tempfile
+
+    from tuitrain.config import to_toml
+    from tuitrain.launch import run_launcher
+
+    here = f"{launch.nproc_per_node} on this machine, node {launch.node_rank} of {launch.nnodes}"
+    where = f"rank 0 writes {out_path}" if launch.node_rank == 0 else "rank 0, on node 0, writes the run file"
+    typer.echo(f"data-parallel with torchrun: {launch.world_size} processes ({here}); {where}", err=True)
+    with tempfile.TemporaryDirectory(prefix="tuitrain-") as tmp:
+        config_path = Path(tmp) / "config.toml"  # every local rank trains exactly what was resolved here
+        config_path.write_text(to_toml(cfg))
+        rc = run_launcher(launch.command(config_path, out_path), launch.env())
+    if launch.node_rank != 0:
+        raise typer.Exit(0 if rc == 0 else EXIT_FAILED)
+    from tuitrain.runfile.reader import RunFileError, open_run
+
+    try:
+        with open_run(out_path) as rf:
+            s = rf.summary()
+    except RunFileError:  # rank 0 failed before it started the file: its exit code says why
+        if rc != EXIT_BAD_INPUT:
+            typer.echo(f"tuitrain: error: no run file was written (torchrun exited with code {rc})", err=True)
+        raise typer.Exit(rc if rc in (EXIT_BAD_INPUT, EXIT_STOPPED) else EXIT_FAILED) from None
+    codes = {"completed": 0, "stopped": EXIT_STOPPED}
+    code = codes.get(s["status"], EXIT_FAILED)
+    if s["status"] == "failed" and str(s.get("error") or "").startswith("ConfigError"):
+        code = EXIT_BAD_INPUT
+    raise typer.Exit(code)
+
+
 def _run_headless(cfg: RunConfig, out_path: Path) -> None:
     from rich.console import Console
 
+    rank = int(os.environ.get("RANK", "0") or 0)  # under torchrun only rank 0 reports and writes the file
     console = Console()
-    with console.status(f"starting {cfg.name}: loading torch, data and model..."):
-        control = SignalControl()
+    with console.status(f"starting {cfg.name}: loading torch, data and model...") if rank == 0 \
+            else contextlib.nullcontext():
+        control = SignalControl(announce=rank == 0)
         from tuitrain.runfile.writer import RunFileWriter
         from tuitrain.train.engine import train
         from tuitrain.train.sinks import ConsoleSink
+        from tuitrain.train.worker import relay_end
+    relay = relay_end(control) if rank == 0 else None  # rank 0 of a data-parallel `watch`
+    sinks = [RunFileWriter(str(out_path), cfg.monitor.flush_seconds), relay or ConsoleSink(console)] if rank == 0 else []
     try:
-        finished = train(cfg, [RunFileWriter(str(out_path), cfg.monitor.flush_seconds), ConsoleSink(console)],
-                         control=control, out_path=str(out_path))
+        finished = train(cfg, sinks, control=relay or control, out_path=str(out_path))
     except ConfigError as e:
-        raise _fail(str(e)) from None
+        from tuitrain.train.distributed import PeerFailed
+
+        if isinstance(e, PeerFailed):
+            raise typer.Exit(0) from None  # rank 0 failed first, said why, and its exit code counts
+        raise _fail(str(e) if rank == 0 else f"(rank {rank}) {e}") from None
     if finished.status == "failed":
         if finished.traceback:
             console.print(finished.traceback, markup=False, highlight=False)
         raise typer.Exit(EXIT_FAILED)
     if finished.status == "stopped":
-        raise typer.Exit(EXIT_STOPPED)
+        # Other ranks stopped because all agreed to: exiting 0 lets torchrun wait for rank 0 to close
+        # the run file instead of killing it when the first rank leaves.
+        raise typer.Exit(EXIT_STOPPED if rank == 0 else 0)
 
 
 @app.command()
@@ -300,7 +370,7 @@ def presets(
         for f in files:
             try:
                 cfg = load_config(f)
-                shape = (2,) if cfg.data.name == "toy2d" else (3, 32, 32)
+                shape = (2,) if cfg.data.name == "toy2d" else (3, cfg.data.image_size, cfg.data.image_size)
                 classes = DATASET_CLASSES.get(cfg.data.name, cfg.data.classes)
                 model = build_model(cfg.model, shape, classes)
                 params = sum(p.numel() for p in model.parameters() if p.requires_grad)

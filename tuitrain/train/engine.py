@@ -4,6 +4,11 @@ Every number a person sees leaves this module as an event to the sinks (run file
 console); the loop itself knows nothing about where they go. Host synchronisations happen only where
 the numbers are needed on the host: once per epoch for validation and the epoch means, and never per
 step (the monitor reads per-step values back a few steps late on CUDA).
+
+Data-parallel under torchrun, the same loop runs in every process: :mod:`tuitrain.train.distributed`
+joins the process group, shards the data, wraps the model in DDP and reduces the per-step numbers and
+the evaluation sums, so that the monitor of every rank sees global values and only rank 0's sinks hear
+about them; each of those is one line here, and a no-op on a single process.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import torch.nn.functional as F
 import tuitrain
 from tuitrain.config import ConfigError, RunConfig, to_toml
 from tuitrain.events import Alert, EpochEnd, RunFinished, RunStarted, Sink, StatusChanged, TestResult
+from tuitrain.train import distributed
 from tuitrain.train.data import DeviceData, load_data
 from tuitrain.train.models import build_model
 from tuitrain.train.monitor import Monitor
@@ -83,19 +89,27 @@ def lr_factor(cfg: RunConfig, steps_per_epoch: int, total_steps: int):
 
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, data: DeviceData, split: str, batch_size: int, autocast) -> tuple[float, float]:
+def evaluate(model: torch.nn.Module, data: DeviceData, split: str, batch_size: int, autocast,
+             job: distributed.Dist = distributed.SINGLE) -> tuple[float, float]:
+    """Mean loss and accuracy over ``split``; data-parallel, each rank evaluates its slice of it."""
+    job.sync_buffers(model)
     model.eval()
     device = next(model.parameters()).device
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
     n = 0
-    for x, y in data.eval_batches(split, batch_size):
+    for x, y in data.eval_batches(split, batch_size, job.rank, job.world_size):
         with autocast():
             logits = model(x)
         loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
         correct += (logits.argmax(1) == y).sum()
         n += y.numel()
     model.train()
+    if job.enabled:  # sums, not means, over ranks: the slices may differ in size by one
+        sums = torch.tensor([0.0, 0.0, float(n)], dtype=torch.float64, device=device)
+        sums[0], sums[1] = loss_sum, correct
+        loss_sum, correct, total = job.sum(sums)
+        n = int(total.item())
     if n == 0:
         return math.nan, math.nan
     # Host sync: the epoch summary needs these two numbers on the host, once per epoch.
@@ -130,21 +144,27 @@ def train(cfg: RunConfig, sinks: list[Sink], control: Control | None = None, out
     the CLI can print it as bad input.
     """
     monitor: Monitor | None = None
+    job = distributed.SINGLE
     checkpoint = ""
     finished: RunFinished
     pending_error: BaseException | None = None
     try:
         # ---- setup ---------------------------------------------------------------------------
         t = cfg.train
-        torch.manual_seed(t.seed)
-        np.random.seed(t.seed)
-        device = pick_device(t.device)
+        job, device = distributed.init(pick_device(t.device))  # torchrun: join the process group
+        control = job.control(control)  # data-parallel: all ranks agree on pause / stop
+        local_batch = job.local_batch(t.batch_size)  # batch_size is global: each rank takes 1/N
+        # Rank 0 draws what a single process would; other ranks' initial weights are replaced by rank
+        # 0's when DDP is built, and their dropout masks must differ from rank 0's.
+        torch.manual_seed(t.seed + job.rank)
+        np.random.seed(t.seed + job.rank)
         cuda = device.type == "cuda"
         if cuda:
             torch.backends.cudnn.benchmark = t.cudnn_benchmark
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
-        data = load_data(cfg.data, device)
+        with job.local_main_first():
+            data = load_data(cfg.data, device)
         model = build_model(cfg.model, data.input_shape, data.num_classes).to(device)
         channels_last = cuda and t.channels_last and len(data.input_shape) == 3
         if channels_last:
@@ -152,9 +172,10 @@ def train(cfg: RunConfig, sinks: list[Sink], control: Control | None = None, out
         layers = layer_infos(model)
         flops, modules = model_summary(model, data.input_shape)
         params = [p for p in model.parameters() if p.requires_grad]
-        forward = torch.compile(model) if t.compile else model
+        net = job.wrap_model(model, device)  # DDP: gradients are averaged over ranks in backward()
+        forward = torch.compile(net) if t.compile else net
         optimizer = build_optimizer(cfg, params)
-        steps_per_epoch = data.steps_per_epoch(t.batch_size)
+        steps_per_epoch = data.steps_per_epoch(t.batch_size, job.world_size)
         total_steps = t.epochs * steps_per_epoch
         if t.max_steps:
             total_steps = min(total_steps, t.max_steps)
@@ -167,15 +188,17 @@ def train(cfg: RunConfig, sinks: list[Sink], control: Control | None = None, out
 
         generator = torch.Generator(device=device)
         generator.manual_seed(t.seed)
-        monitor = Monitor(params, layers, sinks, cfg.monitor, device)
+        monitor = Monitor(params, layers, sinks if job.is_main else [], cfg.monitor, device)
+        device_label, job_versions = job.describe(
+            str(device) if not cuda else f"cuda ({torch.cuda.get_device_name(device)})")
         monitor.emit(RunStarted(
             run_name=cfg.name, config_toml=to_toml(cfg), model_name=cfg.model.name, dataset=data.name,
-            device=str(device) if not cuda else f"cuda ({torch.cuda.get_device_name(device)})",
+            device=device_label,
             params=sum(p.numel() for p in params), layers=layers, flops=int(flops), module_summary=modules,
             epochs=t.epochs, steps_per_epoch=steps_per_epoch, batch_size=t.batch_size,
             num_classes=data.num_classes, out_path=out_path, max_steps=t.max_steps,
             versions={"tuitrain": tuitrain.__version__, "torch": torch.__version__,
-                      "python": platform.python_version(), "numpy": np.__version__},
+                      "python": platform.python_version(), "numpy": np.__version__, **job_versions},
         ))
         monitor.emit(StatusChanged("running", 0))
 
@@ -183,7 +206,7 @@ def train(cfg: RunConfig, sinks: list[Sink], control: Control | None = None, out
         best_val = -math.inf
         for epoch in range(t.epochs):
             epoch_start = time.time()
-            for x, y in data.train_batches(t.batch_size, generator, cfg.data.augment):
+            for x, y in data.train_batches(local_batch, generator, cfg.data.augment, job.rank, job.world_size):
                 _wait_if_paused(control, monitor)
                 if channels_last:
                     x = x.contiguous(memory_format=torch.channels_last)
@@ -195,12 +218,13 @@ def train(cfg: RunConfig, sinks: list[Sink], control: Control | None = None, out
                 monitor.before_step()
                 lr = optimizer.param_groups[0]["lr"]
                 optimizer.step()
-                monitor.after_step(loss, (logits.argmax(1) == y).sum(), y.numel(), lr, epoch)
+                loss_all, correct_all = job.reduce_step(loss, (logits.argmax(1) == y).sum())  # over ranks
+                monitor.after_step(loss_all, correct_all, y.numel() * job.world_size, lr, epoch)
                 scheduler.step()
                 if t.max_steps and monitor.step >= t.max_steps:
                     break
             train_loss, train_acc = monitor.take_epoch_means()
-            val_loss, val_acc = evaluate(model, data, "val", t.eval_batch_size, autocast)
+            val_loss, val_acc = evaluate(model, data, "val", t.eval_batch_size, autocast, job)
             monitor.emit(EpochEnd(epoch, monitor.step, train_loss, train_acc, val_loss, val_acc,
                                   optimizer.param_groups[0]["lr"], time.time() - epoch_start))
             if val_acc > best_val:
@@ -213,15 +237,15 @@ def train(cfg: RunConfig, sinks: list[Sink], control: Control | None = None, out
                 break
 
         # ---- test and finish ----------------------------------------------------------------
-        test_loss, test_acc = evaluate(model, data, "test", t.eval_batch_size, autocast)
+        test_loss, test_acc = evaluate(model, data, "test", t.eval_batch_size, autocast, job)
         monitor.emit(TestResult(test_loss, test_acc))
-        if t.checkpoint:
+        if t.checkpoint and job.is_main:
             checkpoint = _save_checkpoint(model, out_path, monitor)
         finished = RunFinished("completed", monitor.step, checkpoint=checkpoint)
     except (KeyboardInterrupt, StopTraining):
         if monitor is not None:
             monitor.flush(force=True)
-            if cfg.train.checkpoint:
+            if cfg.train.checkpoint and job.is_main:
                 checkpoint = _save_checkpoint(model, out_path, monitor)
         finished = RunFinished("stopped", monitor.step if monitor else 0, checkpoint=checkpoint)
     except Exception as e:  # noqa: BLE001 - every failure must end up in the run file
@@ -234,6 +258,8 @@ def train(cfg: RunConfig, sinks: list[Sink], control: Control | None = None, out
                                traceback=traceback.format_exc())
     finished.time = time.time()
     _finish(sinks, finished)
+    with contextlib.suppress(Exception):
+        distributed.shutdown()
     if pending_error is not None:
         raise pending_error
     return finished

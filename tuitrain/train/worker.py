@@ -11,6 +11,12 @@ Lifecycle rules, each a promise of the product:
   asks before stopping, and when the SSH session drops the UI decides (``--on-hangup``): by default it
   detaches and training goes on until the file completes. SIGTERM stops the run cleanly.
 - If the UI goes away (detach, or it died), the live queue is switched off so that nothing piles up.
+
+Data-parallel (``watch --nproc-per-node N``): this process does not train; it starts torchrun (see
+:mod:`tuitrain.launch`) and relays. Rank 0 is torchrun's child, not ours, so the dashboard's queues,
+which pass only to children, cannot reach it: it calls a :class:`Relay` living here over a
+``multiprocessing.managers`` connection (loopback, with a random key), and everything
+above (detach, UI death, SIGTERM, the live queue's back-pressure) works unchanged, here.
 """
 
 from __future__ import annotations
@@ -19,8 +25,17 @@ import contextlib
 import os
 import queue
 import signal
+import subprocess
 import sys
+import tempfile
+import threading
+import time
+from multiprocessing.managers import BaseManager
+from pathlib import Path
 from typing import Any
+
+RELAY_ADDRESS_ENV = "TUITRAIN_RELAY"  # set for the ranks of a data-parallel `watch`: host:port of the relay
+RELAY_KEY_ENV = "TUITRAIN_RELAY_KEY"
 
 
 class QueueControl:
@@ -69,8 +84,9 @@ class SwitchableSink:
 
 
 def worker_main(config_toml: str, out_path: str, events: Any, commands: Any, log_path: str,
-                parent_pid: int) -> None:
-    """Entry point of the spawned training process."""
+                parent_pid: int, launch: Any = None) -> None:
+    """Entry point of the spawned training process. ``launch`` (a :class:`tuitrain.launch.Launch`)
+    makes it start torchrun and relay rank 0 instead of training itself."""
     fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     os.dup2(fd, 1)
     os.dup2(fd, 2)
@@ -89,9 +105,130 @@ def worker_main(config_toml: str, out_path: str, events: Any, commands: Any, log
     cfg = from_toml(config_toml)
     live = SwitchableSink(QueueSink(events))
     control = QueueControl(commands, live, parent_pid)
+    if launch is not None and launch.distributed:
+        _launch_and_relay(launch, config_toml, out_path, log_path, live, control)
+        return
     writer = RunFileWriter(out_path, cfg.monitor.flush_seconds)
     try:
         finished = train(cfg, [writer, live], control=control, out_path=out_path)
         print(f"run {finished.status} after {finished.step} steps", flush=True)
     except Exception as e:  # noqa: BLE001 - a ConfigError at setup: the UI shows it from RunFinished
         print(f"error: {e}", flush=True)
+
+
+# ---- data-parallel watch -------------------------------------------------------------------------
+
+
+class Relay:
+    """Rank 0's sink and control, served from this process (see the module docstring).
+
+    Calls are few: a step batch every ``monitor.emit_seconds`` and a command poll every few steps.
+    """
+
+    def __init__(self, live: SwitchableSink, control: QueueControl) -> None:
+        self.live = live
+        self.control = control
+        self.finished = False
+
+    def emit(self, event: Any) -> None:
+        from tuitrain.events import RunFinished
+
+        self.finished = self.finished or isinstance(event, RunFinished)
+        self.live.emit(event)
+
+    def close(self) -> None:
+        self.live.close()
+
+    def poll(self, timeout: float = 0.0) -> str | None:
+        return self.control.poll(timeout)
+
+
+def _launch_and_relay(launch: Any, config_toml: str, out_path: str, log_path: str, live: SwitchableSink,
+                      control: QueueControl) -> None:
+    """Serve the relay, run torchrun to its end, and make sure the dashboard hears how it ended."""
+    from tuitrain.events import RunFinished
+
+    with tempfile.TemporaryDirectory(prefix="tuitrain-") as tmp:
+        config_path = Path(tmp) / "config.toml"
+        config_path.write_text(config_toml)
+        relay = Relay(live, control)
+
+        class Manager(BaseManager):
+            pass
+
+        Manager.register("relay", callable=lambda: relay)
+        # Loopback TCP on a free port (rank 0 is on this machine) rather than a socket file, which the
+        # listener would try to unlink at exit after the temporary directory is gone. The random key
+        # authenticates rank 0 (HMAC challenge), so other local users cannot connect.
+        key = os.urandom(32)
+        server = Manager(address=("127.0.0.1", 0), authkey=key).get_server()
+        threading.Thread(target=server.serve_forever, name="tuitrain-relay", daemon=True).start()
+        host, port = server.address
+        env = {**launch.env(), RELAY_ADDRESS_ENV: f"{host}:{port}", RELAY_KEY_ENV: key.hex()}
+        cmd = launch.command(config_path, Path(out_path))
+        print("launching:", " ".join(cmd), flush=True)
+        proc = subprocess.Popen(cmd, env=env)
+        signalled = False
+        while proc.poll() is None:
+            time.sleep(0.2)
+            if control.terminated and not signalled:  # `kill WORKER`: every rank stops cleanly
+                proc.terminate()
+                signalled = True
+        print(f"torchrun exited with code {proc.returncode}", flush=True)
+        if not relay.finished:  # rank 0 never got going (or died): the dashboard must not wait forever
+            live.emit(RunFinished("failed", 0, error=f"torchrun exited with code {proc.returncode} before "
+                                  f"rank 0 finished the run; see {log_path}"))
+            live.close()
+
+
+class RelayEnd:
+    """Rank 0's end of the relay: its sink (after the run file) and its control.
+
+    Signals still count (torchrun forwards SIGTERM / SIGINT to every rank). If the worker is gone, rank 0
+    trains on and completes its run file: only the live view is lost, and a pause is lifted, since
+    nobody is left to resume it.
+    """
+
+    def __init__(self, proxy: Any, signals: Any) -> None:
+        self.proxy = proxy
+        self.signals = signals
+        self.alive = True
+
+    def emit(self, event: Any) -> None:
+        if self.alive:
+            try:
+                self.proxy.emit(event)
+            except (OSError, EOFError):
+                self.alive = False
+
+    def close(self) -> None:
+        if self.alive:
+            with contextlib.suppress(OSError, EOFError):
+                self.proxy.close()
+
+    def poll(self, timeout: float = 0.0) -> str | None:
+        if self.signals.poll() == "stop":
+            return "stop"
+        if not self.alive:
+            return self.signals.poll(timeout) or "resume"
+        try:
+            return self.proxy.poll(timeout)
+        except (OSError, EOFError):
+            self.alive = False
+            return "resume"
+
+
+def relay_end(signals: Any) -> RelayEnd | None:
+    """On rank 0 of a data-parallel ``watch``, connect to the dashboard's worker; otherwise None."""
+    address = os.environ.get(RELAY_ADDRESS_ENV)
+    if not address:
+        return None
+
+    class Manager(BaseManager):
+        pass
+
+    Manager.register("relay")
+    host, _, port = address.rpartition(":")
+    manager = Manager(address=(host, int(port)), authkey=bytes.fromhex(os.environ.get(RELAY_KEY_ENV, "")))
+    manager.connect()
+    return RelayEnd(manager.relay(), signals)  # type: ignore[attr-defined]

@@ -18,9 +18,11 @@ from tuitrain.runfile.reader import open_run
 from tuitrain.runfile.writer import RunFileWriter
 from tuitrain.train.engine import train
 
-# Ten classes keep "two short epochs" short on a CPU; chance is 10%.
-STORY = ["data.classes=10", "data.train_size=600", "data.val_size=200", "data.test_size=200",
-         "train.batch_size=50", "train.eval_batch_size=200", "monitor.alert_steps=10"]
+# Ten classes of 16x16 synthetic images keep "two short epochs" short on a 2-core CPU (VGG38 costs
+# about 4x less than at 32x32); chance is 10%. Measured with these settings (seeds 0-2): VGG08 0.22-0.40,
+# VGG38+BN+RC 0.6-0.8, VGG38 0.10 exactly.
+STORY = ["data.classes=10", "data.image_size=16", "data.train_size=2000", "data.val_size=500",
+         "data.test_size=500", "train.batch_size=50", "train.eval_batch_size=500", "monitor.alert_steps=10"]
 
 
 def story_run(tmp_path: Path, preset: str) -> Path:
@@ -48,9 +50,9 @@ def test_vgg08_and_vgg38_bn_rc_learn_while_vgg38_stays_at_chance(story: dict[str
     for name, path in story.items():
         with open_run(path) as rf:
             acc[name] = rf.final_metrics()["val_acc"]
-    assert acc["vgg08"] > 0.25, acc
-    assert acc["vgg38_bn_rc"] > 0.25, acc
-    assert acc["vgg38"] < 0.16, acc
+    assert acc["vgg08"] > 0.18, acc
+    assert acc["vgg38_bn_rc"] > 0.3, acc
+    assert acc["vgg38"] < 0.13, acc
 
 
 def test_vgg38_first_layer_gradients_vanish(story: dict[str, Path]) -> None:

@@ -41,6 +41,11 @@ def short_name(name: str, width: int) -> str:
         parts = n.split(".")
         parts[:-2] = ["".join(w[:1] for w in p.split("_")) if p.replace("_", "").isalpha() else p for p in parts[:-2]]
         n = ".".join(parts)
+    if len(n) > width:  # l0.linear.w -> l0.lin.w: three letters name a layer type well enough
+        parts = n.split(".")
+        if len(parts) >= 2:
+            parts[-2] = re.sub(r"^([a-z]{3})[a-z_]+", r"\1", parts[-2])
+            n = ".".join(parts)
     if len(n) > width:
         n = "…" + n[-(width - 1) :] if width > 1 else n[-1:]
     return n

@@ -16,7 +16,7 @@ all three alike:
 (c) ``tensorboard``  the bare loop plus what people write by hand with
     ``torch.utils.tensorboard.SummaryWriter`` for the same per-layer gradient norms every step:
     ``add_scalar(name, p.grad.norm().item(), step)`` per parameter tensor, plus the loss. Skipped
-    cleanly when tensorboard is not installed (``pip install -e ".[bench]"``).
+    cleanly when tensorboard is not installed (``pip install tensorboard``).
 
 Each block times ``--steps`` steps (synchronising the device at both ends). After ``--warmup`` untimed
 blocks of each variant come ``--blocks`` rounds; a round runs one block of each variant back to back,
@@ -29,15 +29,15 @@ Columns besides those: ``cpu (x)/(a)``, the same ratios of this process's CPU ti
 which preemption by other processes does not inflate; ``cpu in (b)`` / ``cpu in (c)``, the CPU time the
 training thread spent inside the Monitor's calls (and the accuracy count the engine makes for it) or
 inside the TensorBoard lines, over the bare step's CPU time: the direct part of the overhead, nearly
-free of noise. ``--sinkless`` adds (b0), the Monitor with no sinks, so that the sinks' share shows.
+free of noise (reading that clock costs (b) and (c) four reads per step, about a microsecond). ``--sinkless`` adds (b0), the Monitor with no sinks, so that the sinks' share shows.
 
 Targets for (b)/(a): <= 1.02 for VGG38 and ResNet18, <= 1.15 for the tiny MLP probing every step,
 <= 1.03 for it at every = 10; and (b) must cost less than (c). The exit status is 1 only when a target
 is missed by far: over twice the allowed overhead in three rounds out of four (at least three rounds),
 or in the direct part alone. Noise alone should not fail it.
 
-    python bench/overhead.py                      # every case, about 6 minutes on a 2-core CPU
-    python bench/overhead.py --quick              # the tiny-MLP cases only, fewer blocks: ~1 minute
+    python bench/overhead.py                      # every case: 4.5 to 8 minutes on a shared 2-core CPU
+    python bench/overhead.py --quick              # the tiny-MLP cases only, fewer blocks: about 30 s
     python bench/overhead.py --models mlp,vgg38 --blocks 5 --steps 2
     python bench/overhead.py --device cuda        # on a GPU machine
 
@@ -114,7 +114,7 @@ CASES: dict[str, Case] = {
         Case("mlp10", "tiny MLP", "toy2d_mlp.toml", (2,), 3, 128, 10, 1.03, 200, 21, 100, 9),
         # CIFAR-sized models on synthetic 32 x 32 inputs held on the device; seconds per step on a CPU.
         Case("vgg38", "VGG38", "vgg38.toml", (3, 32, 32), 100, 100, 1, 1.02, 2, 6, 1, 3),
-        Case("resnet18", "ResNet18", "resnet18_cifar10.toml", (3, 32, 32), 10, 128, 1, 1.02, 1, 3, 1, 2),
+        Case("resnet18", "ResNet18", "resnet18_cifar10.toml", (3, 32, 32), 10, 128, 1, 1.02, 1, 3, 1, 3),
     )
 }
 
@@ -557,6 +557,9 @@ def main(argv: list[str] | None = None) -> int:
         torch.backends.cudnn.benchmark = True
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
+    if device.type == "cuda" and not torch.cuda.is_available():
+        print("--device cuda: no CUDA device here", file=sys.stderr)
+        return 2
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     keys = [k.strip() for k in args.models.split(",") if k.strip()] or (
@@ -566,7 +569,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"unknown case(s) {', '.join(unknown)}; allowed: {', '.join(CASES)}", file=sys.stderr)
         return 2
     if args.tensorboard and not tensorboard_available():
-        print("tensorboard is not installed: variant (c) skipped (pip install -e '.[bench]')", file=sys.stderr)
+        print("tensorboard is not installed: variant (c) skipped (pip install tensorboard)", file=sys.stderr)
         args.tensorboard = False
 
     print(f"# tuitrain overhead benchmark: {machine(device)}", flush=True)

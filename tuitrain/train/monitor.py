@@ -8,9 +8,10 @@ detection of NaN/Inf and of vanishing or exploding gradients.
 
 Why it is written the way it is: ``after_step`` runs once per step, and for a tiny model a step takes
 about a millisecond, so every microsecond here is a visible fraction of it (``bench/overhead.py``). On
-CPU the values are host memory already, so they skip the readback queue; rows go straight into
-preallocated numpy buffers (no array per step, one copy per flush); the alert checks work in place.
-On CUDA nothing here reads the device: :class:`HostReadback` hands values back a few steps late.
+CPU the values are host memory already, so they skip the device vector and the readback queue; a row
+is one tuple appended to a list (no numpy call per step; one array per column per flush); the alert
+checks cost three numpy reductions in the healthy case. On CUDA nothing here reads the device:
+:class:`HostReadback` hands values back a few steps late.
 """
 
 from __future__ import annotations
@@ -22,10 +23,9 @@ import numpy as np
 import torch
 
 from tuitrain.config import MonitorConfig
-from tuitrain.events import PROBE_NAMES, STEP_SCALARS, Alert, Event, LayerInfo, Sink, StepBatch
+from tuitrain.events import PROBE_NAMES, Alert, Event, LayerInfo, Sink, StepBatch
 from tuitrain.train.probes import HostReadback, LayerProbe
 
-_N_SCALARS = len(STEP_SCALARS)
 _N_PROBES = len(PROBE_NAMES)
 _GRAD_NORM = PROBE_NAMES.index("grad_norm")
 _GRAD_MEAN_ABS = PROBE_NAMES.index("grad_mean_abs")
@@ -226,7 +226,7 @@ class Monitor:
             return
         rows, probe_steps, probes = self._rows, self._probe_steps, self._probes
         self._rows, self._probe_steps, self._probes = [], [], []
-        table = np.array(rows, dtype=np.float64)  # (n, 2 + len(STEP_SCALARS)); steps are exact below 2**53
+        table = np.array(rows, dtype=np.float64)  # step, epoch, then STEP_SCALARS; exact below 2**53
         self.emit(StepBatch(
             steps=table[:, 0].astype(np.int64),
             epochs=table[:, 1].astype(np.int32),

@@ -282,7 +282,7 @@ class Monitored:
             lr = opt.param_groups[0]["lr"]
             opt.step()
             t3 = clock()
-            monitor.after_step(loss, (logits.argmax(1) == y).sum(), y.numel(), lr, 0)
+            monitor.after_step(loss, logits, y, lr, 0)
             inside += t2 - t1 + clock() - t3
         # Settle the sinks' deferred work inside this block, so that none of it lands in the next
         # variant's: costs this one a run-file flush per block where training pays one a second.

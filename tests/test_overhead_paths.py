@@ -113,7 +113,7 @@ def test_monitor_step_loop_has_no_host_sync_on_cuda(optim: str) -> None:
         monitor.before_step()
         lr = opt.param_groups[0]["lr"]
         opt.step()
-        monitor.after_step(loss, (logits.argmax(1) == y).sum(), y.numel(), lr, 0)
+        monitor.after_step(loss, logits, y, lr, 0)
 
     for i in range(10):  # warm-up: optimizer state, pinned buffers and events of the readback pool
         step(i)
@@ -180,6 +180,75 @@ def test_after_step_host_returns_new_arrays() -> None:
         outs.append(probe.after_step_host())
     assert len({id(o) for o in outs}) == 3
     assert not np.array_equal(outs[0], outs[1])  # an earlier result is not overwritten by a later step
+
+
+@pytest.mark.parametrize("slots", [0, 3, 1000], ids=["1 slot", "3 slots", "64 slots"])
+def test_deferred_probe_steps_equal_immediate_ones(slots: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Slots reduced in one pass at collect(), or early when all are taken, give the values of
+    after_step_host() computed at each step, in step order, whatever the capacity."""
+    base = small_mlp()
+    numel = sum(p.numel() for p in base.parameters())
+    monkeypatch.setattr(probes_mod, "_DEFER_BYTES", max(1, slots * 7 * 4 * numel))
+    results = {}
+    for deferred in (False, True):
+        model = copy.deepcopy(base)
+        params = list(model.parameters())
+        opt = torch.optim.Adam(params, lr=1e-2)
+        probe = LayerProbe(params)
+        got = []
+        for i, (x, y) in enumerate(batches(9)):
+            F.cross_entropy(model(x), y).backward()
+            probe.before_step()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            if not deferred:
+                got.append(probe.after_step_host())
+                continue
+            probe.after_step_deferred()
+            if i in (3, 8):  # collect part-way and at the end
+                assert probe.pending == (4 if i == 3 else 5)
+                got.extend(probe.collect())
+                assert probe.pending == 0
+        results[deferred] = np.stack(got)
+    assert probe.capacity == min(64, max(1, slots))
+    np.testing.assert_array_equal(results[True], results[False])
+    assert probe.collect().shape == (0, len(PROBE_NAMES), len(params))
+
+
+def test_monitor_counts_accuracy_of_uneven_batches_and_flushes_early_for_big_logits(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """CPU rows keep their logits until the flush: batches of different sizes are counted one by one,
+    and the flush comes early once the kept logits pass the cap."""
+    model = small_mlp()
+    params = list(model.parameters())
+    opt = torch.optim.SGD(params, lr=0.1)
+    rec = Recorder()
+    monitor = Monitor(params, layer_infos(model), [rec], MonitorConfig(every=2, emit_seconds=1e9),
+                      torch.device("cpu"))
+    monkeypatch.setattr("tuitrain.train.monitor._MAX_PENDING_ELEMS", (32 + 20 + 32) * 3 - 1)
+    want = []
+    for i, (x, y) in enumerate(batches(4)):
+        if i == 1:
+            x, y = x[:20], y[:20]
+        logits = model(x)
+        loss = F.cross_entropy(logits, y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        monitor.before_step()
+        opt.step()
+        monitor.after_step(loss, logits, y, 0.1, 0)
+        want.append(((logits.argmax(1) == y).float().mean().item(), loss.item()))
+    assert len(rec.batches()) == 1 and len(rec.batches()[0]) == 3  # the cap flushed after the third step
+    monitor.flush()
+    m = merged(rec.batches())
+    assert m.steps.tolist() == [0, 1, 2, 3] and m.probe_steps.tolist() == [0, 2]
+    np.testing.assert_allclose(m.scalar("acc"), [w[0] for w in want])
+    np.testing.assert_allclose(m.scalar("loss"), [w[1] for w in want], rtol=1e-6)
+    sizes = [32, 20, 32, 32]
+    assert monitor.epoch_sums.tolist() == pytest.approx([
+        sum(w[1] * b for w, b in zip(want, sizes, strict=True)),
+        sum(w[0] * b for w, b in zip(want, sizes, strict=True)), sum(sizes)])
 
 
 def test_probe_picks_its_path() -> None:
@@ -324,7 +393,7 @@ def run_monitor(every: int, readback: bool = False, steps: int = 12, lag: int = 
         loss.backward()
         monitor.before_step()
         opt.step()
-        monitor.after_step(loss, (logits.argmax(1) == y).sum(), y.numel(), 1e-2, i // 5)
+        monitor.after_step(loss, logits, y, 1e-2, i // 5)
         recorded = [e for e in events if e.records and not e.done]
         for e in recorded[: max(0, len(recorded) - lag)]:
             e.done = True
@@ -389,10 +458,10 @@ def test_epoch_means_from_plain_sums() -> None:
         loss.backward()
         monitor.before_step()
         opt.step()
-        c = (logits.argmax(1) == y).sum()
-        monitor.after_step(loss, c, 32, 0.1, 0)
+        monitor.after_step(loss, logits, y, 0.1, 0)
         losses.append(loss.item())
-        correct += int(c)
+        correct += int((logits.argmax(1) == y).sum())
+    monitor.flush()
     assert monitor.epoch_sums.tolist() == pytest.approx([32 * sum(losses), correct, 128])
     mean_loss, acc = monitor.take_epoch_means()
     assert mean_loss == pytest.approx(np.mean(losses)) and acc == pytest.approx(correct / 128)

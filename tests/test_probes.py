@@ -109,7 +109,7 @@ def run_steps(monitor: Monitor, model: torch.nn.Module, opt, n: int, lr_value: f
         loss.backward()
         monitor.before_step()
         opt.step()
-        monitor.after_step(loss, (logits.argmax(1) == y).sum(), 4, lr_value, 0)
+        monitor.after_step(loss, logits, y, lr_value, 0)
 
 
 def test_monitor_batches_every_step_and_probes_every_n() -> None:
@@ -139,6 +139,7 @@ def test_monitor_alerts_on_nan() -> None:
     rec = Recorder()
     mon = Monitor(list(model.parameters()), layers_of(model), [rec], MonitorConfig(), torch.device("cpu"))
     run_steps(mon, model, opt, 2, scale=math.nan)
+    mon.flush()  # alerts are checked when the rows are read, at the flush (every monitor.emit_seconds)
     alerts = [e for e in rec.events if isinstance(e, Alert)]
     assert len(alerts) == 1 and alerts[0].kind == "nan" and alerts[0].level == "error"
     assert "weight" in alerts[0].message or "bias" in alerts[0].message
@@ -151,8 +152,10 @@ def test_monitor_alerts_on_vanishing_gradients() -> None:
     cfg = MonitorConfig(vanishing=1e3, alert_steps=5)  # every gradient counts as vanishing here
     mon = Monitor(list(model.parameters()), layers_of(model), [rec], cfg, torch.device("cpu"))
     run_steps(mon, model, opt, 4)
+    mon.flush()
     assert not [e for e in rec.events if isinstance(e, Alert)]
     run_steps(mon, model, opt, 3)
+    mon.flush()
     alerts = [e for e in rec.events if isinstance(e, Alert)]
     assert len(alerts) == 1 and alerts[0].kind == "vanishing"
     assert "1 of 1 weight layers" in alerts[0].message and "for 5 steps" in alerts[0].message

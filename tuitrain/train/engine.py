@@ -188,7 +188,8 @@ def train(cfg: RunConfig, sinks: list[Sink], control: Control | None = None, out
 
         generator = torch.Generator(device=device)
         generator.manual_seed(t.seed)
-        monitor = Monitor(params, layers, sinks if job.is_main else [], cfg.monitor, device)
+        monitor = Monitor(params, layers, sinks if job.is_main else [], cfg.monitor, device,
+                          reduce=job.reduce_step if job.enabled else None, world_size=job.world_size)
         device_label, job_versions = job.describe(
             str(device) if not cuda else f"cuda ({torch.cuda.get_device_name(device)})")
         monitor.emit(RunStarted(
@@ -218,8 +219,7 @@ def train(cfg: RunConfig, sinks: list[Sink], control: Control | None = None, out
                 monitor.before_step()
                 lr = optimizer.param_groups[0]["lr"]
                 optimizer.step()
-                loss_all, correct_all = job.reduce_step(loss, (logits.argmax(1) == y).sum())  # over ranks
-                monitor.after_step(loss_all, correct_all, y.numel() * job.world_size, lr, epoch)
+                monitor.after_step(loss, logits, y, lr, epoch)  # data-parallel: reduced over ranks inside
                 scheduler.step()
                 if t.max_steps and monitor.step >= t.max_steps:
                     break

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -29,6 +30,8 @@ from tuitrain.train.probes import HostReadback, LayerProbe
 _N_PROBES = len(PROBE_NAMES)
 _GRAD_NORM = PROBE_NAMES.index("grad_norm")
 _GRAD_MEAN_ABS = PROBE_NAMES.index("grad_mean_abs")
+# CPU rows keep their logits until the flush; past this many elements (16 MB) the flush comes early.
+_MAX_PENDING_ELEMS = 1 << 22
 
 
 class GradientAlerts:
@@ -45,6 +48,7 @@ class GradientAlerts:
         if not self.weights.any():
             self.weights[:] = True
         self.n_weights = int(self.weights.sum())
+        self._weight_idx = np.flatnonzero(self.weights)
         self.streak = np.zeros(len(layers), dtype=np.int64)
         self._below = np.zeros(len(layers), dtype=bool)
         self._stuck = np.zeros(len(layers), dtype=bool)
@@ -71,13 +75,29 @@ class GradientAlerts:
         cfg = self.cfg
         # Fast paths for the healthy case, one reduction each: no layer below `vanishing` (and no streak
         # or report to reset), no grad norm above `exploding`. NaN fails both tests: the exact code decides.
-        if self._streaking or self.vanish_reported or not float(probes[_GRAD_MEAN_ABS].min()) >= cfg.vanishing:
+        # Only weight tensors count as vanishing: a bias before a BatchNorm has a zero gradient by design.
+        weight_min = float(probes[_GRAD_MEAN_ABS, self._weight_idx].min())
+        if self._streaking or self.vanish_reported or not weight_min >= cfg.vanishing:
             self._check_vanishing(step, probes, alerts)
         if not float(probes[_GRAD_NORM].max()) <= cfg.exploding:
             self._check_exploding(step, probes, alerts)
         else:
             self.explode_armed = True
         return alerts
+
+    def healthy(self, losses: list[float], probes: np.ndarray) -> bool:
+        """Whether a block of steps (``probes`` of shape (k, len(PROBE_NAMES), n_layers)) can raise no
+        alert and change no state: then :meth:`check` need not run for each of them. Four reductions
+        for the whole block."""
+        if not all(map(math.isfinite, losses)):
+            return False
+        if not len(probes):
+            return True
+        if self._streaking or self.vanish_reported or not self.explode_armed:
+            return False
+        return (math.isfinite(float(probes.sum(dtype=np.float64)))
+                and float(probes[:, _GRAD_MEAN_ABS, self._weight_idx].min()) >= self.cfg.vanishing
+                and float(probes[:, _GRAD_NORM].max()) <= self.cfg.exploding)
 
     def _check_vanishing(self, step: int, probes: np.ndarray, alerts: list[Alert]) -> None:
         cfg = self.cfg
@@ -121,7 +141,11 @@ class GradientAlerts:
 
 
 class Monitor:
-    """Per-step bookkeeping between a training loop and its sinks."""
+    """Per-step bookkeeping between a training loop and its sinks.
+
+    ``reduce`` (data-parallel runs) turns this rank's (loss, correct count) into global ones, and
+    ``world_size`` multiplies the batch size to match; see :meth:`Dist.reduce_step`.
+    """
 
     def __init__(
         self,
@@ -130,6 +154,9 @@ class Monitor:
         sinks: list[Sink],
         cfg: MonitorConfig,
         device: torch.device,
+        *,
+        reduce: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None,
+        world_size: int = 1,
     ) -> None:
         self.cfg = cfg
         self.sinks = sinks
@@ -138,12 +165,17 @@ class Monitor:
         self.alerts = GradientAlerts(layers, cfg)
         self.n_layers = len(layers)
         self.step = 0  # steps taken so far; the next step's index
+        self._reduce = reduce
+        self._world_size = world_size
         self._host = device.type == "cpu"  # values are host memory: no readback queue needed
-        # Rows since the last flush as plain tuples and arrays: appending costs no numpy call, and
-        # each flush turns them into arrays at once.
-        self._rows: list[tuple[int, int, float, float, float, float, float]] = []
+        # Rows since the last flush. On CPU a row keeps the step's loss tensor and either its (logits,
+        # targets) or, data-parallel, its reduced correct count, all read at the flush; elsewhere rows
+        # hold plain floats. Probe results for `_probe_steps` come from the probe (CPU) or `_probes`.
+        self._rows: list[tuple] = []
+        self._pending_elems = 0  # logits elements the CPU rows keep alive
         self._probe_steps: list[int] = []
         self._probes: list[np.ndarray] = []
+        self._alerts: list[Alert] = []  # found while adding rows, sent after them
         self._sums = [0.0, 0.0, 0]  # loss*n, correct, n: epoch means without another device pass
         self._last_emit = time.perf_counter()
         self._last_step_t: float | None = None
@@ -151,7 +183,7 @@ class Monitor:
 
     @property
     def epoch_sums(self) -> np.ndarray:
-        """Summed loss*n, correct and n since the last :meth:`take_epoch_means`."""
+        """Summed loss*n, correct and n since the last :meth:`take_epoch_means` (rows flushed so far)."""
         return np.array(self._sums, dtype=np.float64)
 
     # -- events ---------------------------------------------------------------------------------
@@ -167,25 +199,44 @@ class Monitor:
         if self.step % self.cfg.every == 0:
             self.probe.before_step()
 
-    def after_step(self, loss: torch.Tensor, correct: torch.Tensor, batch_size: int, lr: float, epoch: int) -> None:
+    def after_step(self, loss: torch.Tensor, logits: torch.Tensor, targets: torch.Tensor, lr: float,
+                   epoch: int) -> None:
+        """Record one step: its mean ``loss``, the ``logits`` and class ``targets`` its accuracy is
+        counted from, and the learning rate it used. The tensors must not be changed in place later:
+        on CPU they are read at the next flush."""
         now = time.perf_counter()
         last = self._last_step_t
         step_time = (now - last) if last is not None else math.nan
         self._last_step_t = now
         step = self.step
+        self.step = step + 1
         probed = step % self.cfg.every == 0
+        batch_size = targets.numel() * self._world_size
         if self._host:
-            # CPU: reading a value is no synchronisation, and a device vector would only be copied.
-            probes = self.probe.after_step_host() if probed else None
-            self.step = step + 1
-            self._add(step, epoch, lr, step_time, batch_size, loss.item(), correct.item(), probes)
-        else:
-            parts = [loss.detach().reshape(1).float(), correct.detach().reshape(1).float()]
+            # CPU: nothing is computed or read here. Copies of the probed weights were all the step
+            # needed; the arithmetic, the accuracy count and the reads happen at the flush, ten times a
+            # second, for every waiting step at once.
             if probed:
-                parts.append(self.probe.after_step().reshape(-1))
-            self.readback.push((step, epoch, lr, step_time, batch_size, probed), torch.cat(parts))
-            self.step = step + 1
-            self._collect(self.readback.pop_ready())
+                self.probe.after_step_deferred()
+                self._probe_steps.append(step)
+            logits = logits.detach()
+            if self._reduce is None:
+                self._rows.append((step, epoch, lr, step_time, batch_size, loss.detach(), (logits, targets)))
+                self._pending_elems += logits.numel()
+            else:
+                loss_all, correct = self._reduce(loss, (logits.argmax(1) == targets).sum())
+                self._rows.append((step, epoch, lr, step_time, batch_size, loss_all, correct))
+            if now - self._last_emit >= self.cfg.emit_seconds or self._pending_elems > _MAX_PENDING_ELEMS:
+                self.flush()
+            return
+        correct = (logits.detach().argmax(1) == targets).sum()  # stays on the device: no sync
+        if self._reduce is not None:
+            loss, correct = self._reduce(loss, correct)
+        parts = [loss.detach().reshape(1).float(), correct.detach().reshape(1).float()]
+        if probed:
+            parts.append(self.probe.after_step().reshape(-1))
+        self.readback.push((step, epoch, lr, step_time, batch_size, probed), torch.cat(parts))
+        self._collect(self.readback.pop_ready())
         if now - self._last_emit >= self.cfg.emit_seconds:
             self.flush()
 
@@ -195,49 +246,79 @@ class Monitor:
 
     # -- host side --------------------------------------------------------------------------------
     def _collect(self, ready: list[tuple[tuple, np.ndarray]]) -> None:
+        """Rows read back from the device (CUDA, MPS): plain floats, checked for alerts at once."""
         for (step, epoch, lr, step_time, batch_size, probed), vec in ready:
             probes = vec[2:].reshape(_N_PROBES, self.n_layers) if probed else None
-            self._add(step, epoch, lr, step_time, batch_size, float(vec[0]), float(vec[1]), probes)
+            loss, correct = float(vec[0]), float(vec[1])
+            self._rows.append((step, epoch, lr, step_time, batch_size, loss, correct))
+            if probes is not None:
+                self._probe_steps.append(step)
+                self._probes.append(probes)
+            if probes is not None or not math.isfinite(loss):  # without probes only a bad loss alerts
+                self._alerts += self.alerts.check(step, epoch, loss, probes)
 
-    def _add(self, step: int, epoch: int, lr: float, step_time: float, batch_size: int, loss: float,
-             correct: float, probes: np.ndarray | None) -> None:
-        sps = batch_size / step_time if step_time and step_time > 0 else math.nan
-        self._rows.append((step, epoch, loss, correct / batch_size, lr, sps, step_time))
-        sums = self._sums
-        sums[0] += loss * batch_size
-        sums[1] += correct
-        sums[2] += batch_size
-        self.last_loss = loss
-        if probes is not None:
-            self._probe_steps.append(step)
-            self._probes.append(probes)
-        elif math.isfinite(loss):
-            return  # nothing to check: without probes only a non-finite loss can alert
-        for alert in self.alerts.check(step, epoch, loss, probes):
-            self.flush()
-            self.emit(alert)
+    def _resolve_host_rows(self, rows: list[tuple]) -> tuple[list[tuple], np.ndarray]:
+        """CPU rows with their tensors read: the accuracy counts in one argmax over the stacked logits
+        (per step when batch shapes differ), the probes in one pass. Then the alert checks, in step
+        order, now that the values are known: one test for the whole block in the healthy case."""
+        losses = [r[5].item() for r in rows]
+        counted = [r[6] for r in rows]
+        if isinstance(counted[0], tuple):  # single process: (logits, targets) of every step
+            counts = _count_correct([c[0] for c in counted], [c[1] for c in counted])
+        else:  # data-parallel: reduced counts
+            counts = [c.item() for c in counted]
+        probes = self.probe.collect()
+        assert len(probes) == len(self._probe_steps), "probed steps and probe results out of step"
+        out = [(r[0], r[1], loss, count, r[2], r[3], r[4]) for r, loss, count in zip(rows, losses, counts, strict=True)]
+        if not self.alerts.healthy(losses, probes):
+            by_step = dict(zip(self._probe_steps, range(len(probes)), strict=True))
+            for step, epoch, loss, *_ in out:
+                k = by_step.get(step)
+                if k is not None or not math.isfinite(loss):
+                    self._alerts += self.alerts.check(step, epoch, loss, probes[k] if k is not None else None)
+        return out, probes
 
     def flush(self, force: bool = False) -> None:
-        """Send buffered rows as one StepBatch. ``force`` waits for rows still on the device."""
-        if force:
+        """Send buffered rows as one StepBatch, then any alerts they raised. ``force`` waits for rows
+        still on the device."""
+        if force and not self._host:
             self._collect(self.readback.pop_ready(force=True))
         self._last_emit = time.perf_counter()
         if not self._rows:
+            self._send_alerts()
             return
-        rows, probe_steps, probes = self._rows, self._probe_steps, self._probes
+        rows, probe_steps = self._rows, self._probe_steps
+        if self._host:
+            resolved, probes = self._resolve_host_rows(rows)
+            self._pending_elems = 0
+        else:
+            resolved = [(r[0], r[1], r[5], r[6], r[2], r[3], r[4]) for r in rows]
+            probes = (np.stack(self._probes) if self._probes
+                      else np.zeros((0, _N_PROBES, self.n_layers), dtype=np.float32))
         self._rows, self._probe_steps, self._probes = [], [], []
-        table = np.array(rows, dtype=np.float64)  # step, epoch, then STEP_SCALARS; exact below 2**53
+        # step, epoch, loss, correct, lr, step time, batch size; exact in float64 below 2**53
+        table = np.array(resolved, dtype=np.float64)
+        loss, correct, lr, step_time, batch = table[:, 2], table[:, 3], table[:, 4], table[:, 5], table[:, 6]
+        sums = self._sums
+        sums[0] += float(np.dot(loss, batch))
+        sums[1] += float(correct.sum())
+        sums[2] += int(batch.sum())
+        self.last_loss = float(loss[-1])
+        with np.errstate(divide="ignore", invalid="ignore"):
+            sps = np.where(step_time > 0, batch / step_time, np.nan)
         self.emit(StepBatch(
             steps=table[:, 0].astype(np.int64),
             epochs=table[:, 1].astype(np.int32),
-            scalars=np.ascontiguousarray(table[:, 2:]),
+            scalars=np.column_stack([loss, correct / batch, lr, sps, step_time]),  # STEP_SCALARS order
             probe_steps=np.array(probe_steps, dtype=np.int64),
-            probes=(
-                np.stack(probes).astype(np.float32, copy=False)
-                if probes
-                else np.zeros((0, _N_PROBES, self.n_layers), dtype=np.float32)
-            ),
+            probes=probes.astype(np.float32, copy=False),
         ))
+        self._send_alerts()
+
+    def _send_alerts(self) -> None:
+        alerts, self._alerts = self._alerts, []
+        for alert in alerts:
+            self.emit(alert)
 
     def take_epoch_means(self) -> tuple[float, float]:
         """Mean train loss and accuracy since the last call, weighted by batch size."""
@@ -245,3 +326,16 @@ class Monitor:
         loss_sum, correct, n = self._sums
         self._sums = [0.0, 0.0, 0]
         return (loss_sum / n, correct / n) if n else (math.nan, math.nan)
+
+
+def _count_correct(logits: list[torch.Tensor], targets: list[torch.Tensor]) -> list[int]:
+    """Correct predictions per step (argmax, the first of equal maxima, as ``Tensor.argmax``).
+
+    All steps at once: one concatenation each of logits and targets, one numpy argmax over the rows
+    (several times faster than torch's on CPU for the few classes of small models) and one segment
+    sum per step, whatever the batch sizes."""
+    if logits[0].dtype != torch.float32 or logits[0].device.type != "cpu" or logits[0].dim() != 2:
+        return [int((t.argmax(-1) == y).sum()) for t, y in zip(logits, targets, strict=True)]
+    hit = torch.cat(logits).numpy().argmax(1) == torch.cat(targets).numpy()
+    starts = np.cumsum([0] + [len(t) for t in targets[:-1]])
+    return np.add.reduceat(hit, starts).tolist()

@@ -13,6 +13,13 @@ one ``torch._foreach_copy_`` call each, and reduces every tensor's segment at on
 a library call inside a training step costs several times what it costs in a tight loop (cold caches),
 so the count of calls is what is kept small. ``bench/overhead.py`` measures the result.
 
+Why deferred on CPU: copying is all that has to happen inside the step (the gradients and W_t before
+``optimizer.step()``, W_{t+1} after it); the arithmetic can wait. The flat path keeps up to ``capacity``
+probed steps in slots of one buffer and reduces all of them in one pass when the monitor flushes
+(:meth:`LayerProbe.collect`, about ten times a second): a dozen numpy calls for the lot instead of a
+dozen per probed step, and run outside the step, where caches are warm (inside it each call costs
+several times as much).
+
 Why no ``.item()``: on CUDA every host read is a synchronisation that stalls the launch queue. The
 probe builds one small device vector per step, :class:`HostReadback` copies it into pinned host memory
 with ``non_blocking=True`` and hands it back a few steps later, once its CUDA event has completed.
@@ -45,6 +52,10 @@ _FLAT_ORDER = [1, 0, 2, 3]  # rows of the flat path's sums (|g|, g^2, W^2, dW^2)
 # more than they save (ResNet18, 11M: ~100 ms a step flat, ~60 ms with _foreach on one core), and it
 # holds 7 extra floats per parameter where the _foreach path holds 1.
 _FLAT_MAX_NUMEL = 1 << 20
+# Memory the flat path may hold for probed steps waiting to be reduced (7 floats per parameter per
+# slot); at most _MAX_SLOTS slots. Tiny models get 64 slots, a 1M-element model 2.
+_DEFER_BYTES = 64 << 20
+_MAX_SLOTS = 64
 
 
 class LayerProbe:
@@ -65,6 +76,7 @@ class LayerProbe:
         self._zeros: dict[int, torch.Tensor] = {}
         self._pre: tuple[torch.Tensor, ...] | None = None
         self._armed = False  # flat path: before_step() ran since the last after_step()
+        self._done: list[np.ndarray] = []  # deferred results already computed, oldest first
         can_flat = (
             device.type == "cpu"
             and all(p.dtype == torch.float32 for p in self.params)
@@ -83,25 +95,37 @@ class LayerProbe:
 
     def _init_flat(self, sizes: list[int]) -> None:
         total = sum(sizes)
-        starts = np.cumsum([0, *sizes[:-1]])
-        self._starts = starts.astype(np.intp)
+        self._sizes = sizes
+        self._starts = np.cumsum([0, *sizes[:-1]]).astype(np.intp)
         self._numel_np = np.asarray(sizes, dtype=np.float32)
-        # rows of _flat: the grads, W_t and W_{t+1} (then W_{t+1} - W_t), every tensor flattened in turn;
-        # rows of _terms: what is summed per tensor, |g|, g^2, W_t^2 and (W_{t+1} - W_t)^2
-        self._flat = torch.empty((3, total), dtype=torch.float32)
-        self._flat_np = self._flat.numpy()  # the same memory, seen by numpy
-        self._terms = np.empty((_N_PROBES, total), dtype=np.float32)
+        self.capacity = int(min(_MAX_SLOTS, max(1, _DEFER_BYTES // (7 * 4 * total))))
+        # slot k of _buf: the grads, W_t and W_{t+1} (then W_{t+1} - W_t) of one probed step, every
+        # tensor flattened in turn; slot k of _terms: what is summed per tensor, |g|, g^2, W_t^2, dW^2
+        self._buf = torch.empty((self.capacity, 3, total), dtype=torch.float32)
+        self._buf_np = self._buf.numpy()  # the same memory, seen by numpy
+        self._terms = np.empty((self.capacity, _N_PROBES, total), dtype=np.float32)
+        self._slot_views: list[tuple[list[torch.Tensor], list[torch.Tensor]]] = []  # made on first use
+        self._slot = 0  # probed steps copied and not yet reduced: slots [0, _slot)
 
-        def views(row: int) -> list[torch.Tensor]:
-            r = self._flat[row]
-            return [r[s : s + n].view(p.shape) for s, n, p in zip(starts, sizes, self.params, strict=True)]
+    def _views(self, k: int) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Views of slot ``k`` shaped like the parameters: (grads + W_t, W_{t+1})."""
+        while len(self._slot_views) <= k:
+            rows = self._buf[len(self._slot_views)]
+            self._slot_views.append((self._shaped(rows[0]) + self._shaped(rows[1]), self._shaped(rows[2])))
+        return self._slot_views[k]
 
-        self._before_views = views(0) + views(1)  # one _foreach_copy_ fills grads and W_t
-        self._after_views = views(2)
+    def _shaped(self, row: torch.Tensor) -> list[torch.Tensor]:
+        starts = self._starts.tolist()
+        return [row[s : s + n].view(p.shape) for s, n, p in zip(starts, self._sizes, self.params, strict=True)]
 
     @property
     def n_layers(self) -> int:
         return len(self.params)
+
+    @property
+    def pending(self) -> int:
+        """Probed steps measured and not yet returned by :meth:`collect`."""
+        return (self._slot if self.flat else 0) + sum(len(d) for d in self._done)
 
     def _grads(self) -> list[torch.Tensor]:
         grads = [p.grad for p in self.params]
@@ -117,7 +141,9 @@ class LayerProbe:
     def before_step(self) -> None:
         grads = self._grads()
         if self.flat:
-            torch._foreach_copy_(self._before_views, grads + self.params)
+            if self._slot == self.capacity:  # every slot waits: reduce them now to free them
+                self._done.append(self._reduce_slots())
+            torch._foreach_copy_(self._views(self._slot)[0], grads + self.params)
             self._armed = True
             return
         n = len(grads)
@@ -143,22 +169,50 @@ class LayerProbe:
         return out
 
     @torch.no_grad()
-    def after_step_host(self) -> np.ndarray:
-        """:meth:`after_step` as a new numpy array, for CPU models (no tensor round trip on the flat path)."""
+    def after_step_deferred(self) -> None:
+        """Finish this probed step's measurement for a later :meth:`collect` (CPU models).
+
+        The flat path only copies W_{t+1} into the step's slot; the ``_foreach`` path (large models,
+        whose steps dwarf the arithmetic) computes at once and keeps the result.
+        """
         if not self.flat:
-            return self.after_step().numpy()
+            self._done.append(self.after_step().numpy()[None])
+            return
         assert self._armed, "before_step() must run before after_step()"
         self._armed = False
-        torch._foreach_copy_(self._after_views, self.params)
-        f, t = self._flat_np, self._terms
-        np.subtract(f[2], f[1], out=f[2])  # W_{t+1} - W_t
-        np.abs(f[0], out=t[0])
-        np.square(f, out=t[1:])
-        sums = np.add.reduceat(t, self._starts, axis=1)  # per-tensor segment sums, pairwise: accurate
-        np.sqrt(sums[1:], out=sums[1:])
-        out = sums[_FLAT_ORDER]  # ||g||_2, ||g||_1, ||W_t||, ||dW||: PROBE_NAMES order
-        out[1] /= self._numel_np
-        out[3] /= np.maximum(out[2], _TINY)
+        torch._foreach_copy_(self._views(self._slot)[1], self.params)
+        self._slot += 1
+
+    def collect(self) -> np.ndarray:
+        """Every deferred step's statistics, oldest first: a new ``(steps, len(PROBE_NAMES), n_layers)``
+        float32 array (zero steps when nothing waits)."""
+        parts, self._done = self._done, []
+        if self.flat and self._slot:
+            parts.append(self._reduce_slots())
+        if not parts:
+            return np.zeros((0, _N_PROBES, self.n_layers), dtype=np.float32)
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+    @torch.no_grad()
+    def after_step_host(self) -> np.ndarray:
+        """:meth:`after_step` as a new numpy array, computed now (for callers that do not defer)."""
+        if self.pending:
+            raise RuntimeError("deferred steps are waiting: collect() them before after_step_host()")
+        self.after_step_deferred()
+        return self.collect()[0]
+
+    def _reduce_slots(self) -> np.ndarray:
+        """Reduce the waiting slots in one pass (one numpy call per operation for all of them)."""
+        k, self._slot = self._slot, 0
+        f, t = self._buf_np[:k], self._terms[:k]
+        np.subtract(f[:, 2], f[:, 1], out=f[:, 2])  # W_{t+1} - W_t
+        np.abs(f[:, 0], out=t[:, 0])
+        np.square(f, out=t[:, 1:])
+        sums = np.add.reduceat(t, self._starts, axis=2)  # per-tensor segment sums, pairwise: accurate
+        np.sqrt(sums[:, 1:], out=sums[:, 1:])
+        out = sums[:, _FLAT_ORDER]  # ||g||_2, ||g||_1, ||W_t||, ||dW||: PROBE_NAMES order (a copy)
+        out[:, 1] /= self._numel_np
+        out[:, 3] /= np.maximum(out[:, 2], _TINY)
         return out
 
 

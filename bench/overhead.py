@@ -36,8 +36,8 @@ Targets for (b)/(a): <= 1.02 for VGG38 and ResNet18, <= 1.15 for the tiny MLP pr
 is missed by far: over twice the allowed overhead in three rounds out of four (at least three rounds),
 or in the direct part alone. Noise alone should not fail it.
 
-    python bench/overhead.py                      # every case: 4.5 to 8 minutes on a shared 2-core CPU
-    python bench/overhead.py --quick              # the tiny-MLP cases only, fewer blocks: about 30 s
+    python bench/overhead.py                      # every case: 6 to 10 minutes on a shared 2-core CPU
+    python bench/overhead.py --quick              # the tiny-MLP cases only, fewer blocks: about a minute
     python bench/overhead.py --models mlp,vgg38 --blocks 5 --steps 2
     python bench/overhead.py --device cuda        # on a GPU machine
 
@@ -110,8 +110,10 @@ CASES: dict[str, Case] = {
     for c in (
         # The tiny MLP of 002 (2-D spirals, 6 x 32 with BatchNorm): a step is about a millisecond, so
         # per-step Python overhead shows here first.
-        Case("mlp", "tiny MLP", "toy2d_mlp.toml", (2,), 3, 128, 1, 1.15, 200, 21, 100, 9),
-        Case("mlp10", "tiny MLP", "toy2d_mlp.toml", (2,), 3, 128, 10, 1.03, 200, 21, 100, 9),
+        # A block of 400 steps lasts about a second, the run file's flush period: each block pays the
+        # one file flush a second that training pays (shorter blocks would pay it more often).
+        Case("mlp", "tiny MLP", "toy2d_mlp.toml", (2,), 3, 128, 1, 1.15, 400, 21, 200, 9),
+        Case("mlp10", "tiny MLP", "toy2d_mlp.toml", (2,), 3, 128, 10, 1.03, 400, 21, 200, 9),
         # CIFAR-sized models on synthetic 32 x 32 inputs held on the device; seconds per step on a CPU.
         Case("vgg38", "VGG38", "vgg38.toml", (3, 32, 32), 100, 100, 1, 1.02, 2, 6, 1, 3),
         Case("resnet18", "ResNet18", "resnet18_cifar10.toml", (3, 32, 32), 10, 128, 1, 1.02, 1, 3, 1, 3),
@@ -285,7 +287,7 @@ class Monitored:
             monitor.after_step(loss, logits, y, lr, 0)
             inside += t2 - t1 + clock() - t3
         # Settle the sinks' deferred work inside this block, so that none of it lands in the next
-        # variant's: costs this one a run-file flush per block where training pays one a second.
+        # variant's: a run-file flush per block, as training pays one a second (blocks last about that).
         t1 = clock()
         monitor.flush()
         if self.writer is not None:

@@ -7,11 +7,15 @@ buffering of step rows into :class:`StepBatch` events every ``monitor.emit_secon
 detection of NaN/Inf and of vanishing or exploding gradients.
 
 Why it is written the way it is: ``after_step`` runs once per step, and for a tiny model a step takes
-about a millisecond, so every microsecond here is a visible fraction of it (``bench/overhead.py``). On
-CPU the values are host memory already, so they skip the device vector and the readback queue; a row
-is one tuple appended to a list (no numpy call per step; one array per column per flush); the alert
-checks cost three numpy reductions in the healthy case. On CUDA nothing here reads the device:
-:class:`HostReadback` hands values back a few steps late.
+about two milliseconds, so every microsecond here is a visible fraction of it (``bench/overhead.py``).
+Inside a step every library call costs several times what it costs in a tight loop (the step's forward
+and backward have evicted the caches), so on CPU a step does as little as it can: it keeps references
+to the loss, logits and targets and, on a probed step, copies the weights into a slot of the probe.
+Reading the losses, counting correct predictions, the probes' arithmetic and the alert checks happen
+at the flush, ``monitor.emit_seconds`` later, for all waiting steps at once (counting 40 steps' predictions
+in one argmax costs what 8 cost one at a time inside their steps; measured in bench/overhead.py's
+history, docs/performance.md). On CUDA nothing here reads the device:
+the count stays a device tensor and :class:`HostReadback` hands values back a few steps late.
 """
 
 from __future__ import annotations

@@ -1,16 +1,14 @@
 """Read a run file: finished, still being written, or left behind by a killed trainer.
 
 Everything is lazy: opening reads the root attributes and checks the layout, nothing more, so the UI
-can open a 1,000,000-step file in milliseconds and slice only what it draws. Every failure, from a
-missing path to a truncated file, surfaces as one :class:`RunFileError` whose message starts with
-the path; no h5py traceback escapes.
+can open a 1,000,000-step file in milliseconds and slice only what it draws. Opening, validation and
+errors live in :mod:`tuitrain.runfile.opening`; every failure surfaces as one :class:`RunFileError`
+whose message starts with the path.
 
-Live files: the writer keeps the file open in SWMR mode, so a plain open is refused ("file is already
-open for write") and :func:`open_run` retries with ``swmr=True``. A SIGKILLed writer leaves the file
-in exactly the same state, so "opened with SWMR" alone cannot tell a live run from a dead one. The
-writer records its pid and host; :meth:`RunFile.writer_alive` checks that process when the file is on
-the same host. A live reader does not see root attributes change (HDF5 has no group refresh), so the
-current status of a live run comes from the last status row of ``/events``, which does refresh.
+Live files are opened with SWMR; :meth:`RunFile.writer_alive` tells a live writer from a killed one
+when the file is on the same host. A live reader does not see root attributes change (HDF5 has no
+group refresh), so the current status of a live run comes from the last status row of ``/events``,
+which does refresh.
 """
 
 from __future__ import annotations
@@ -20,7 +18,6 @@ import json
 import math
 import os
 import socket
-import struct
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -32,72 +29,25 @@ from tuitrain.config import ConfigError, RunConfig, from_toml
 from tuitrain.events import PROBE_NAMES, Event, LayerInfo, RunStarted, StepBatch
 from tuitrain.runfile import replay
 from tuitrain.runfile import schema as S
+from tuitrain.runfile.opening import (
+    REQUIRED,
+    TABLES,
+    RunFileError,
+    guard,
+    one_line,
+    open_checked,
+    open_h5,
+    read_root_attrs,
+    start_ticks,
+)
 
-
-class RunFileError(Exception):
-    """A run file that cannot be read. The message is one line, starts with the path, meant for users."""
-
-
-def _one_line(e: BaseException) -> str:
-    text = " ".join(str(e).split())
-    return text or type(e).__name__
-
-
-_TABLES: dict[str, tuple[str, ...]] = {
-    S.STEPS: tuple(S.STEP_FIELDS),
-    S.PROBES: ("step", *PROBE_NAMES),
-    S.EPOCHS: tuple(S.EPOCH_FIELDS),
-    S.EVENTS: tuple(S.EVENT_FIELDS),
-}
-_REQUIRED = [S.path(S.LAYERS, n) for n in S.LAYER_FIELDS] + [S.path(g, n) for g, ns in _TABLES.items() for n in ns]
-
-
-def _stored_eof(path: Path) -> int | None:
-    """End-of-file address recorded in a version 2/3 superblock at offset 0 (what libver='latest'
-    writes), or None for other layouts."""
-    try:
-        with open(path, "rb") as fh:
-            head = fh.read(48)
-    except OSError:
-        return None
-    if head[:8] != b"\x89HDF\r\n\x1a\n" or len(head) < 48 or head[8] not in (2, 3) or head[9] not in (4, 8):
-        return None
-    fmt = "<3I" if head[9] == 4 else "<3Q"
-    base, _ext, eof = struct.unpack_from(fmt, head, 12)
-    return int(base + eof)
-
-
-def _open_h5(path: Path) -> tuple[h5py.File, bool]:
-    """Open plain if the file was closed cleanly, else with SWMR (live or killed writer)."""
-    try:
-        return h5py.File(path, "r"), False
-    except OSError as plain:
-        reason = _one_line(plain)
-        eof = _stored_eof(path)
-        # Only a file still marked open for write gets the SWMR retry: on a truncated file a SWMR open
-        # retries its metadata reads for minutes instead of failing.
-        if "already open for write" in reason and (eof is None or eof <= path.stat().st_size):
-            try:
-                return h5py.File(path, "r", swmr=True, libver="latest"), True
-            except OSError as e:
-                reason = _one_line(e) + " (if its writer died before switching to SWMR, `h5clear -s` may recover it)"
-        raise RunFileError(f"{path}: truncated or corrupt HDF5 file: {reason}") from None
+__all__ = ["RunFile", "RunFileError", "open_run"]
 
 
 def open_run(path: str | os.PathLike[str]) -> RunFile:
     """Open a run file for reading. Raises :class:`RunFileError` for anything that is not a readable run."""
     p = Path(path)
-    if not p.exists():
-        raise RunFileError(f"{p}: no such run file")
-    if p.is_dir():
-        raise RunFileError(f"{p}: is a directory, not a run file (expected an .h5 file)")
-    try:
-        is_h5 = h5py.is_hdf5(p)
-    except OSError as e:
-        raise RunFileError(f"{p}: cannot read: {_one_line(e)}") from None
-    if not is_h5:
-        raise RunFileError(f"{p}: not an HDF5 file (tuitrain run files are HDF5)")
-    f, swmr = _open_h5(p)
+    f, swmr = open_checked(p)
     try:
         return RunFile(p, f, swmr)
     except BaseException:
@@ -124,35 +74,10 @@ class RunFile:
     # -- opening and following ------------------------------------------------------------------
 
     def _load_attrs(self) -> None:
-        with self._guard("the root attributes"):
-            attrs = {k: self._f.attrs[k] for k in self._f.attrs}
-        fmt = attrs.get("format")
-        fmt = fmt.decode("utf-8", "replace") if isinstance(fmt, bytes) else fmt
-        if fmt != S.FORMAT:
-            what = "no `format` attribute" if fmt is None else f"format {fmt!r}"
-            raise RunFileError(f"{self.path}: HDF5 but not a tuitrain run file ({what}, expected {S.FORMAT!r})")
-        version = attrs.get("schema_version")
-        if not isinstance(version, (int, np.integer)) or version < 1:
-            raise RunFileError(f"{self.path}: bad schema_version {version!r} (corrupt run file)")
-        if version > S.SCHEMA_VERSION:
-            raise RunFileError(
-                f"{self.path}: schema_version {int(version)} is newer than this tuitrain supports "
-                f"({S.SCHEMA_VERSION}); upgrade tuitrain to read it"
-            )
-        missing = [k for k in S.ROOT_ATTRS if k not in attrs]
-        missing += [f"/{p}" for p in _REQUIRED if p not in self._f]
-        if missing:
-            raise RunFileError(f"{self.path}: incomplete or corrupt run file, missing {', '.join(missing[:4])}")
-        self._attrs = attrs
+        self._attrs = read_root_attrs(self.path, self._f)
 
-    @contextlib.contextmanager
-    def _guard(self, what: str) -> Iterator[None]:
-        try:
-            yield
-        except RunFileError:
-            raise
-        except (OSError, RuntimeError, KeyError, ValueError, TypeError) as e:
-            raise RunFileError(f"{self.path}: cannot read {what}: {_one_line(e)}") from None
+    def _guard(self, what: str) -> contextlib.AbstractContextManager[None]:
+        return guard(self.path, what)
 
     def _d(self, path: str) -> h5py.Dataset:
         ds = self._ds.get(path)
@@ -176,7 +101,7 @@ class RunFile:
             return False
         before = (self.n_steps, self.n_probe_rows, self.n_epochs, self.n_events, self._live_status)
         with self._guard("the file while following it"):
-            for p in _REQUIRED[len(S.LAYER_FIELDS) :]:
+            for p in REQUIRED[len(S.LAYER_FIELDS) :]:
                 self._d(p).refresh()
         self._live_status = self._status_from_events()
         if self._live_status in S.FINAL_STATUSES and self._attrs["status"] not in S.FINAL_STATUSES:
@@ -189,12 +114,12 @@ class RunFile:
         self._f.close()
         self._ds = {}
         try:
-            self._f, self.opened_swmr = _open_h5(self.path)
+            self._f, self.opened_swmr = open_h5(self.path)
         except RunFileError:
             try:
                 self._f, self.opened_swmr = h5py.File(self.path, "r", swmr=True, libver="latest"), True
             except OSError as e:
-                raise RunFileError(f"{self.path}: cannot reopen the run file: {_one_line(e)}") from None
+                raise RunFileError(f"{self.path}: cannot reopen the run file: {one_line(e)}") from None
         self._load_attrs()
 
     def close(self) -> None:
@@ -233,7 +158,7 @@ class RunFile:
             pass
         ticks = int(self._attrs.get("writer_start_ticks", 0))
         # A different start time means the pid was recycled by another process.
-        return not (ticks and _start_ticks(pid) not in (None, ticks))
+        return not (ticks and start_ticks(pid) not in (None, ticks))
 
     @property
     def is_live(self) -> bool:
@@ -289,7 +214,7 @@ class RunFile:
         try:
             return from_toml(self.config_toml)
         except (ConfigError, ValueError) as e:
-            raise RunFileError(f"{self.path}: the stored config does not load: {_one_line(e)}") from None
+            raise RunFileError(f"{self.path}: the stored config does not load: {one_line(e)}") from None
 
     @property
     def layers(self) -> list[LayerInfo]:
@@ -314,7 +239,7 @@ class RunFile:
 
     def _rows(self, group: str) -> int:
         # Under SWMR the columns of a table can be seen mid-flush at different lengths: use the shortest.
-        return min(int(self._d(S.path(group, n)).shape[0]) for n in _TABLES[group])
+        return min(int(self._d(S.path(group, n)).shape[0]) for n in TABLES[group])
 
     n_steps = property(lambda self: self._rows(S.STEPS))
     n_probe_rows = property(lambda self: self._rows(S.PROBES))
@@ -425,14 +350,6 @@ class RunFile:
 
     def __repr__(self) -> str:
         return f"<RunFile {str(self.path)!r} {self.status} steps={self.n_steps} layers={self.n_layers}>"
-
-
-def _start_ticks(pid: int | str) -> int | None:
-    """Process start time in clock ticks since boot (Linux /proc), None where unavailable."""
-    try:
-        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
-    except (OSError, ValueError, IndexError):
-        return None
 
 
 def _s(value: Any) -> str:

@@ -1,8 +1,9 @@
 """Views derived from a run file: the live event vocabulary again (so a replay feeds the UI exactly
 like a live run) and the one-dict summary behind ``tuitrain info``.
 
-Kept apart from :mod:`tuitrain.runfile.reader` (which owns opening, validation and raw slicing) so
-that both stay small; :class:`~tuitrain.runfile.reader.RunFile` exposes these as methods.
+Kept apart from :mod:`tuitrain.runfile.reader` (raw slicing) and :mod:`tuitrain.runfile.opening`
+(opening and validation) so that each stays small; :class:`~tuitrain.runfile.reader.RunFile` exposes
+these as methods.
 """
 
 from __future__ import annotations

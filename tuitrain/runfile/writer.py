@@ -8,10 +8,11 @@ Why it is shaped this way:
   when :class:`~tuitrain.events.RunStarted` arrives (the first moment the layer count is known).
 * The file is built under ``<path>.partial`` and renamed into place once it is complete and in SWMR
   mode, so a reader polling for the path never sees a half-initialised file.
-* ``emit`` only copies rows into growable numpy buffers (a few microseconds per step); the HDF5 work
-  happens in :meth:`flush`, at most about once every ``flush_seconds``. A background thread flushes
-  rows that would otherwise wait for the next emit (e.g. during validation), so rows reach readers
-  within about ``flush_seconds`` however the training loop is paced.
+* ``emit`` only copies rows into growable numpy buffers (:mod:`tuitrain.runfile.columns`; a few
+  microseconds per step); the HDF5 work happens in :meth:`flush`, at most about once every
+  ``flush_seconds``. A background thread flushes rows that would otherwise wait for the next emit
+  (e.g. during validation), so rows reach readers within about ``flush_seconds`` however the training
+  loop is paced.
 * Nothing is compressed: see :mod:`tuitrain.runfile.schema` for the measurements.
 """
 
@@ -44,70 +45,8 @@ from tuitrain.events import (
     TestResult,
 )
 from tuitrain.runfile import schema as S
-from tuitrain.runfile.reader import _start_ticks
-
-_STR = h5py.string_dtype("utf-8")
-
-
-def _h5dtype(dt: np.dtype) -> Any:
-    if dt == S.STR:
-        return _STR
-    if dt.kind == "S":
-        return h5py.string_dtype("utf-8", dt.itemsize)
-    return dt
-
-
-def _fixed(text: str, dt: np.dtype) -> bytes:
-    """UTF-8 bytes cut to the field width without splitting a character."""
-    raw = text.encode("utf-8")
-    if len(raw) <= dt.itemsize:
-        return raw
-    return raw[: dt.itemsize].decode("utf-8", "ignore").encode("utf-8")
-
-
-class _Column:
-    """One appendable dataset plus the rows emitted but not yet written to it.
-
-    Writes go through the low-level h5py API (set_extent + one hyperslab write): about 25 us per
-    column instead of ~150 us for ``ds.resize`` + ``ds[a:b] = ...``, which matters at one flush a second
-    over two dozen columns.
-    """
-
-    __slots__ = ("ds", "buf", "n", "n_file", "_mtype")
-
-    def __init__(self, ds: h5py.Dataset, dtype: np.dtype, tail: tuple[int, ...] = (), cap: int = 1024) -> None:
-        self.ds = ds
-        self.buf: np.ndarray = np.empty((cap, *tail), dtype)
-        self.n = 0  # pending rows
-        self.n_file = 0  # rows already in the file
-        # Fixed-length strings: the file type carries the UTF-8 tag that numpy's "S" lacks.
-        self._mtype = ds.id.get_type() if dtype.kind == "S" else h5py.h5t.py_create(dtype)
-
-    def put(self, values: Any) -> None:
-        m = len(values)
-        end = self.n + m
-        if end > self.buf.shape[0]:
-            grown = np.empty((max(end, 2 * self.buf.shape[0]), *self.buf.shape[1:]), self.buf.dtype)
-            grown[: self.n] = self.buf[: self.n]
-            self.buf = grown
-        self.buf[self.n : end] = values
-        self.n = end
-
-    def put_one(self, value: Any) -> None:
-        self.put([value])
-
-    def write(self) -> None:
-        if not self.n:
-            return
-        data = self.buf[: self.n]  # a C-contiguous prefix of the buffer
-        dsid = self.ds.id
-        dsid.set_extent((self.n_file + self.n, *data.shape[1:]))
-        if data.size:
-            fspace = dsid.get_space()
-            fspace.select_hyperslab((self.n_file,) + (0,) * (data.ndim - 1), data.shape)
-            dsid.write(h5py.h5s.create_simple(data.shape), fspace, data, self._mtype)
-        self.n_file += self.n
-        self.n = 0
+from tuitrain.runfile.columns import Column, fixed_bytes, h5dtype
+from tuitrain.runfile.opening import start_ticks
 
 
 class RunFileWriter:
@@ -135,7 +74,7 @@ class RunFileWriter:
         self._max_pending = int(max_pending_bytes)
         self._lock = threading.RLock()
         self._f: h5py.File | None = None
-        self._cols: dict[str, _Column] = {}
+        self._cols: dict[str, Column] = {}
         self._early: list[Event] = []  # events before RunStarted
         self._n_layers = 0
         self._status = "starting"
@@ -264,7 +203,7 @@ class RunFileWriter:
             status="running",
             writer_pid=os.getpid(),
             writer_host=socket.gethostname(),
-            writer_start_ticks=_start_ticks("self") or 0,
+            writer_start_ticks=start_ticks("self") or 0,
         )
         for key, value in attrs.items():
             f.attrs[key] = value
@@ -281,13 +220,13 @@ class RunFileWriter:
             "module_type": [x.module_type for x in ev.layers],
         }
         for name, dt in S.LAYER_FIELDS.items():
-            g.create_dataset(name, data=np.array(layer_values[name], dtype=dt).reshape(n_layers), dtype=_h5dtype(dt))
+            g.create_dataset(name, data=np.array(layer_values[name], dtype=dt).reshape(n_layers), dtype=h5dtype(dt))
 
         def table(group: str, fields: dict[str, np.dtype], chunk: int) -> None:
             grp = f.create_group(group)
             for name, dt in fields.items():
-                ds = grp.create_dataset(name, (0,), dtype=_h5dtype(dt), maxshape=(None,), chunks=(chunk,))
-                self._cols[S.path(group, name)] = _Column(ds, ds.dtype)  # keeps the UTF-8 tag
+                ds = grp.create_dataset(name, (0,), dtype=h5dtype(dt), maxshape=(None,), chunks=(chunk,))
+                self._cols[S.path(group, name)] = Column(ds, ds.dtype)  # keeps the UTF-8 tag
 
         table(S.STEPS, S.STEP_FIELDS, S.STEP_CHUNK)
         table(S.EPOCHS, S.EPOCH_FIELDS, S.EPOCH_CHUNK)
@@ -295,7 +234,7 @@ class RunFileWriter:
 
         pg = f.create_group(S.PROBES)
         ds = pg.create_dataset("step", (0,), dtype=S.PROBE_STEP_DTYPE, maxshape=(None,), chunks=(S.STEP_CHUNK,))
-        self._cols[S.path(S.PROBES, "step")] = _Column(ds, S.PROBE_STEP_DTYPE)
+        self._cols[S.path(S.PROBES, "step")] = Column(ds, S.PROBE_STEP_DTYPE)
         rows = S.probe_chunk_rows(n_layers)
         for name in PROBE_NAMES:
             ds = pg.create_dataset(
@@ -305,7 +244,7 @@ class RunFileWriter:
                 maxshape=(None, n_layers if n_layers else None),
                 chunks=(rows, max(n_layers, 1)),
             )
-            self._cols[S.path(S.PROBES, name)] = _Column(ds, S.PROBE_DTYPE, (n_layers,), cap=rows)
+            self._cols[S.path(S.PROBES, name)] = Column(ds, S.PROBE_DTYPE, (n_layers,), cap=rows)
 
         tg = f.create_group(S.TEST)
         for key, value in S.TEST_ATTRS.items():
@@ -366,7 +305,7 @@ class RunFileWriter:
         c["events/step"].put_one(step)
         c["events/time"].put_one(when)
         for name, text in (("level", level), ("kind", kind), ("message", message)):
-            c[S.path(S.EVENTS, name)].put_one(_fixed(text, S.EVENT_FIELDS[name]))
+            c[S.path(S.EVENTS, name)].put_one(fixed_bytes(text, S.EVENT_FIELDS[name]))
         self._dirty = True
 
     def _finish(

@@ -1,0 +1,167 @@
+"""The run configuration's shape: one dataclass per preset section, every key's default, and the
+allowed values and ranges that :mod:`tuitrain.config.validate` checks. Nothing here reads files."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+class ConfigError(ValueError):
+    """A bad preset, override or option. The message is meant for the user, as is."""
+
+
+MODELS = ("mlp", "vgg", "resnet18", "mlp_mixer")
+ACTIVATIONS = ("relu", "leaky_relu", "gelu", "sigmoid", "tanh")
+DATASETS = ("synthetic", "cifar10", "cifar100", "toy2d")
+DATASET_CLASSES = {"cifar10": 10, "cifar100": 100}
+TOY2D_SHAPES = ("spirals", "moons", "blobs")
+OPTIMIZERS = ("sgd", "adam", "adamw")
+SCHEDULES = ("none", "cosine", "step")
+DEVICES = ("auto", "cpu", "cuda", "mps")
+INITS = ("default", "kaiming", "xavier")
+SHORTCUTS = ("none", "conv1x1", "avgpool")
+
+
+@dataclass
+class ModelConfig:
+    """Model options. ``name`` picks the family; each option applies to the families noted."""
+
+    name: str = "vgg"
+    init: str = "default"  # all: PyTorch default init (as in 001), or kaiming/xavier
+    activation: str = "leaky_relu"  # mlp, vgg (leaky_relu/relu), mlp_mixer
+    batch_norm: bool = False  # mlp (before activation), vgg (after each conv)
+    dropout: float = 0.0  # mlp, mlp_mixer
+    hidden: list[int] = field(default_factory=lambda: [1024, 512, 64, 64])  # mlp
+    filters: int = 32  # vgg
+    stages: int = 3  # vgg
+    blocks_per_stage: int = 5  # vgg: 0 -> VGG08, 5 -> VGG38
+    residual: bool = False  # vgg: identity shortcuts around processing blocks
+    downsample_shortcut: str = "none"  # vgg with residual: none | conv1x1 | avgpool
+    width: int = 64  # resnet18: channels of the first stage
+    patch_size: int = 4  # mlp_mixer
+    embed_dim: int = 256  # mlp_mixer
+    num_blocks: int = 4  # mlp_mixer
+    mlp_ratio: list[float] = field(default_factory=lambda: [0.5, 4.0])  # mlp_mixer: [token, channel]
+
+
+@dataclass
+class DataConfig:
+    name: str = "synthetic"
+    classes: int = 10  # synthetic and toy2d; cifar sets its own
+    train_size: int = 0  # 0: the dataset's default (synthetic 5000, cifar all but val_size)
+    val_size: int = 0  # 0: default (synthetic 500, cifar 2500 split off the training set)
+    test_size: int = 0  # 0: default (synthetic 1000, cifar 10000)
+    dir: str = ""  # where CIFAR lives or is downloaded to; "" -> $TUITRAIN_DATA or ~/.cache/tuitrain
+    download: bool = True
+    augment: bool = True  # images: random crop with padding and horizontal flip, on the device
+    crop_padding: int = 4
+    flip: bool = True
+    shape: str = "spirals"  # toy2d: spirals | moons | blobs
+    noise: float = 0.1  # toy2d and synthetic
+    image_size: int = 32  # synthetic: 32 is CIFAR-shaped; 16 makes CNN experiments 4x cheaper on a CPU
+    seed: int = 0  # the dataset itself; train.seed drives init and shuffling
+
+
+@dataclass
+class OptimConfig:
+    name: str = "adam"
+    lr: float = 1e-3
+    momentum: float = 0.9  # sgd
+    nesterov: bool = False  # sgd
+    weight_decay: float = 0.0
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # adam, adamw
+
+
+@dataclass
+class ScheduleConfig:
+    name: str = "cosine"
+    step_size: int = 30  # step: epochs between decays
+    gamma: float = 0.1  # step: decay factor
+    warmup_epochs: int = 0
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 10
+    batch_size: int = 100
+    eval_batch_size: int = 500
+    seed: int = 0
+    device: str = "auto"
+    bf16: bool = True  # autocast to bf16; only ever used on CUDA
+    channels_last: bool = True  # only ever used on CUDA
+    cudnn_benchmark: bool = True
+    compile: bool = False
+    max_steps: int = 0  # 0: no cap; else stop after this many steps (smoke tests, quick looks)
+    checkpoint: bool = True  # save final weights beside the run file
+
+
+@dataclass
+class MonitorConfig:
+    every: int = 1  # probe per-layer statistics every N steps
+    emit_seconds: float = 0.1  # how often step batches go to the sinks
+    flush_seconds: float = 1.0  # run file flush period
+    vanishing: float = 1e-8  # mean |grad| below this is "vanishing" (VGG38 at init: ~1e-18; VGG08: ~1e-6)
+    exploding: float = 1e2  # grad L2 norm above this is "exploding"
+    alert_steps: int = 50  # a vanishing/exploding condition must last this many steps to alert
+
+
+@dataclass
+class RunConfig:
+    name: str = "run"
+    description: str = ""
+    out: str = ""  # run file path; "" -> runs/<name>-<timestamp>.h5
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    monitor: MonitorConfig = field(default_factory=MonitorConfig)
+
+
+# Allowed values and ranges, by dotted key. Checked after every merge so that the message can name
+# the key and the allowed set, whichever layer (preset, parent, --set) the bad value came from.
+CHOICES: dict[str, tuple[str, ...]] = {
+    "model.name": MODELS,
+    "model.init": INITS,
+    "model.activation": ACTIVATIONS,
+    "model.downsample_shortcut": SHORTCUTS,
+    "data.name": DATASETS,
+    "data.shape": TOY2D_SHAPES,
+    "optim.name": OPTIMIZERS,
+    "schedule.name": SCHEDULES,
+    "train.device": DEVICES,
+}
+# (low, high, low_inclusive, high_inclusive); None = unbounded
+RANGES: dict[str, tuple[float | None, float | None, bool, bool]] = {
+    "model.dropout": (0.0, 1.0, True, False),
+    "model.filters": (1, None, True, True),
+    "model.stages": (1, 5, True, True),
+    "model.blocks_per_stage": (0, None, True, True),
+    "model.width": (1, None, True, True),
+    "model.patch_size": (1, 32, True, True),
+    "model.embed_dim": (1, None, True, True),
+    "model.num_blocks": (1, None, True, True),
+    "data.classes": (2, 1000, True, True),
+    "data.train_size": (0, None, True, True),
+    "data.val_size": (0, None, True, True),
+    "data.test_size": (0, None, True, True),
+    "data.crop_padding": (0, 16, True, True),
+    "data.image_size": (8, 64, True, True),
+    "data.noise": (0.0, None, True, True),
+    "optim.lr": (0.0, None, False, True),
+    "optim.momentum": (0.0, 1.0, True, False),
+    "optim.weight_decay": (0.0, None, True, True),
+    "schedule.step_size": (1, None, True, True),
+    "schedule.gamma": (0.0, 1.0, False, True),
+    "schedule.warmup_epochs": (0, None, True, True),
+    "train.epochs": (1, None, True, True),
+    "train.batch_size": (1, None, True, True),
+    "train.eval_batch_size": (1, None, True, True),
+    "train.max_steps": (0, None, True, True),
+    "monitor.every": (1, None, True, True),
+    "monitor.emit_seconds": (0.01, 10.0, True, True),
+    "monitor.flush_seconds": (0.05, 60.0, True, True),
+    "monitor.vanishing": (0.0, None, False, True),
+    "monitor.exploding": (0.0, None, False, True),
+    "monitor.alert_steps": (1, None, True, True),
+}

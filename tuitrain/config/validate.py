@@ -1,0 +1,174 @@
+"""A raw table (parsed TOML, merged overrides) -> a checked :class:`RunConfig`, or one
+:class:`ConfigError` whose message names the file or option a bad key came from, the key and what is
+allowed: unknown keys (with a did-you-mean), wrong types, values out of range, combinations that
+cannot train."""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import typing
+from pathlib import Path
+from typing import Any
+
+from tuitrain.config.dump import to_flat
+from tuitrain.config.schema import CHOICES, RANGES, ConfigError, RunConfig
+
+
+def _where(key: str, origin: dict[str, Path | str]) -> str:
+    src = origin.get(key)
+    return f"{src}: " if src is not None else ""
+
+
+def _type_name(tp: Any) -> str:
+    if tp is bool:
+        return "a boolean (true or false)"
+    if tp is int:
+        return "an integer"
+    if tp is float:
+        return "a number"
+    if tp is str:
+        return "a string"
+    if typing.get_origin(tp) is list:
+        (inner,) = typing.get_args(tp)
+        return f"a list of {_type_name(inner).split(' ', 1)[1]}s"
+    return str(tp)
+
+
+def _coerce(value: Any, tp: Any, key: str, origin: dict[str, Path | str]) -> Any:
+    where = _where(key, origin)
+    bad = ConfigError(f"{where}`{key}` must be {_type_name(tp)}, got {value!r} ({type(value).__name__}).")
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise bad
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise bad
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise bad
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise bad
+    if typing.get_origin(tp) is list:
+        (inner,) = typing.get_args(tp)
+        if not isinstance(value, list):
+            raise bad
+        return [_coerce(v, inner, key, origin) for v in value]
+    raise bad  # pragma: no cover
+
+
+def _section_types(cls: type) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def _unknown(key: str, known: list[str], where: str, section: str) -> ConfigError:
+    leaf = key.rsplit(".", 1)[-1]
+    close = difflib.get_close_matches(leaf, known, n=1, cutoff=0.6)
+    hint = f" Did you mean `{(section + '.') if section else ''}{close[0]}`?" if close else ""
+    allowed = ", ".join(known)
+    return ConfigError(
+        f"{where}unknown key `{key}`.{hint} Allowed {'in [' + section + ']' if section else 'at the top level'}: {allowed}."
+    )
+
+
+def from_dict(raw: dict[str, Any], origin: dict[str, Path | str] | None = None) -> RunConfig:
+    origin = origin or {}
+    top_types = _section_types(RunConfig)
+    values: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key not in top_types:
+            raise _unknown(key, list(top_types), _where(key, origin) or _first_where(key, origin), "")
+        tp = top_types[key]
+        if dataclasses.is_dataclass(tp):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{_where(key, origin)}`{key}` must be a table ([{key}]), got {value!r}.")
+            sec_types = _section_types(tp)
+            kwargs = {}
+            for sk, sv in value.items():
+                dotted = f"{key}.{sk}"
+                if sk not in sec_types:
+                    raise _unknown(dotted, list(sec_types), _where(dotted, origin), key)
+                if isinstance(sv, dict):
+                    raise ConfigError(f"{_where(dotted, origin)}`{dotted}` must be a value, not a table.")
+                kwargs[sk] = _coerce(sv, sec_types[sk], dotted, origin)
+            values[key] = tp(**kwargs)
+        else:
+            values[key] = _coerce(value, tp, key, origin)
+    cfg = RunConfig(**values)
+    _check(cfg, origin)
+    return cfg
+
+
+def _first_where(key: str, origin: dict[str, Path | str]) -> str:
+    for k, src in origin.items():
+        if k == key or k.startswith(key + "."):
+            return f"{src}: "
+    return ""
+
+
+def _check(cfg: RunConfig, origin: dict[str, Path | str]) -> None:
+    flat = to_flat(cfg)
+    for key, allowed in CHOICES.items():
+        if flat[key] not in allowed:
+            close = difflib.get_close_matches(str(flat[key]), allowed, n=1, cutoff=0.5)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(
+                f"{_where(key, origin)}`{key}` = {flat[key]!r} is not allowed.{hint} Allowed: {', '.join(allowed)}."
+            )
+    for key, (lo, hi, lo_inc, hi_inc) in RANGES.items():
+        v = flat[key]
+        ok = (lo is None or (v >= lo if lo_inc else v > lo)) and (hi is None or (v <= hi if hi_inc else v < hi))
+        if not ok:
+            lo_s = "-inf" if lo is None else f"{lo:g}"
+            hi_s = "inf" if hi is None else f"{hi:g}"
+            rng = f"{'[' if lo_inc else '('}{lo_s}, {hi_s}{']' if hi_inc else ')'}"
+            raise ConfigError(f"{_where(key, origin)}`{key}` = {v!r} is out of range; allowed: {rng}.")
+    m = cfg.model
+    if m.name == "mlp" and not m.hidden:
+        raise ConfigError(f"{_where('model.hidden', origin)}`model.hidden` must list at least one width.")
+    if any(w < 1 for w in m.hidden):
+        raise ConfigError(f"{_where('model.hidden', origin)}`model.hidden` widths must be >= 1, got {m.hidden}.")
+    if len(m.mlp_ratio) != 2 or any(r <= 0 for r in m.mlp_ratio):
+        raise ConfigError(
+            f"{_where('model.mlp_ratio', origin)}`model.mlp_ratio` must be two positive numbers "
+            f"[token, channel], got {m.mlp_ratio}."
+        )
+    if len(cfg.optim.betas) != 2 or not all(0 <= b < 1 for b in cfg.optim.betas):
+        raise ConfigError(
+            f"{_where('optim.betas', origin)}`optim.betas` must be two numbers in [0, 1), got {cfg.optim.betas}."
+        )
+    size = cfg.data.image_size
+    if cfg.data.name != "synthetic" and size != 32:
+        raise ConfigError(
+            f"{_where('data.image_size', origin)}`data.image_size` = {size} applies to synthetic data only; "
+            f"{cfg.data.name} images are 32x32."
+        )
+    if m.name == "mlp_mixer" and size % m.patch_size:
+        allowed = ", ".join(str(p) for p in range(1, size + 1) if size % p == 0)
+        raise ConfigError(
+            f"{_where('model.patch_size', origin)}`model.patch_size` = {m.patch_size} must divide the "
+            f"{size}-pixel image size; allowed: {allowed}."
+        )
+    if cfg.data.name == "toy2d" and m.name != "mlp":
+        raise ConfigError(
+            f"{_where('data.name', origin)}`data.name` = 'toy2d' gives 2-D points, which only `model.name` = "
+            f"'mlp' can take (got {m.name!r})."
+        )
+    if m.downsample_shortcut != "none" and not m.residual:
+        raise ConfigError(
+            f"{_where('model.downsample_shortcut', origin)}`model.downsample_shortcut` = {m.downsample_shortcut!r} "
+            "needs `model.residual` = true (it is a shortcut across the down-sampling blocks)."
+        )
+    if m.name == "vgg" and m.activation not in ("relu", "leaky_relu"):
+        raise ConfigError(
+            f"{_where('model.activation', origin)}`model.activation` = {m.activation!r} is not supported for vgg; "
+            "allowed: leaky_relu, relu."
+        )

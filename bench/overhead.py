@@ -12,7 +12,8 @@ all three alike:
     ``watch`` worker uses: a :class:`~tuitrain.runfile.writer.RunFileWriter` writing an HDF5 run file
     in a temporary directory, and a :class:`~tuitrain.train.sinks.QueueSink` into a ``spawn``
     ``multiprocessing`` queue that a consumer process drains (so pickling and queueing are paid for).
-    It computes the accuracy count the engine passes to the monitor, which the bare loop does not.
+    It hands the monitor the logits and targets, from which it counts correct predictions per step
+    (the engine's call), which the bare loop does not.
 (c) ``tensorboard``  the bare loop plus what people write by hand with
     ``torch.utils.tensorboard.SummaryWriter`` for the same per-layer gradient norms every step:
     ``add_scalar(name, p.grad.norm().item(), step)`` per parameter tensor, plus the loss. Skipped
@@ -27,7 +28,7 @@ medians. Absolute times are only comparable within one run; compare ratios acros
 
 Columns besides those: ``cpu (x)/(a)``, the same ratios of this process's CPU time (all its threads),
 which preemption by other processes does not inflate; ``cpu in (b)`` / ``cpu in (c)``, the CPU time the
-training thread spent inside the Monitor's calls (and the accuracy count the engine makes for it) or
+training thread spent inside the Monitor's calls (its flushes included) or
 inside the TensorBoard lines, over the bare step's CPU time: the direct part of the overhead, nearly
 free of noise (reading that clock costs (b) and (c) four reads per step, about a microsecond). ``--sinkless`` adds (b0), the Monitor with no sinks, so that the sinks' share shows.
 

@@ -422,7 +422,8 @@ async def test_nan_gradients_and_alert_are_shown():
         await pilot.press("b", "b")  # a key forces the paced panels to redraw now
         bars = app.screen.query_one(GradBars)
         assert await until(pilot, lambda: bars.health[0] == 3)
-        assert "nan" in screen_text(app).splitlines()[3]  # row 0 of the bars, in the error style
+        # row 0 of the bars, in the error style; painted on the bars' next turn, not necessarily at once
+        assert await until(pilot, lambda: "nan" in screen_text(app).splitlines()[3])
         assert await until(pilot, lambda: "loss is NaN at step 259" in screen_text(app))
         assert np.isfinite(app.screen.query_one(LossChart).spec.sm_y).all()  # the chart skips NaN
 

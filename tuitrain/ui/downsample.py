@@ -11,24 +11,23 @@ import numpy as np
 def minmax_indices(y: np.ndarray, columns: int) -> np.ndarray:
     """Indices (ascending) of at most two points per column of ``columns`` equal index buckets: the
     first minimum and the first maximum of ``y`` in each. All indices when they already fit. ``y``
-    must be finite."""
+    must be finite.
+
+    A few linear passes: the bucket extremes by ``reduceat``, then the positions equal to them, of
+    which the first at or after each bucket's start is in the bucket (it holds its own extreme)."""
     n = y.shape[0]
     columns = max(1, int(columns))
     if n <= 2 * columns:
         return np.arange(n)
-    edges = np.linspace(0, n, columns + 1).astype(np.int64)
-    starts = edges[:-1]
+    starts = np.linspace(0, n, columns + 1).astype(np.int64)[:-1]
     starts = starts[starts < n]
-    # argmin/argmax per bucket via reduceat on values, then locate them
-    mins = np.minimum.reduceat(y, starts)
-    maxs = np.maximum.reduceat(y, starts)
-    ends = np.append(starts[1:], n)
-    # positions: first index in each bucket equal to min / max (vectorised with a bucket id)
-    bucket = np.repeat(np.arange(starts.shape[0]), ends - starts)
-    imin = _first_true_per_bucket(y == mins[bucket], starts, ends)
-    imax = _first_true_per_bucket(y == maxs[bucket], starts, ends)
-    lo = np.minimum(imin, imax)
-    hi = np.maximum(imin, imax)
+    sizes = np.diff(np.append(starts, n))
+    firsts = []
+    for ext in (np.minimum, np.maximum):
+        hits = np.flatnonzero(y == np.repeat(ext.reduceat(y, starts), sizes))
+        firsts.append(hits[np.searchsorted(hits, starts)])
+    lo = np.minimum(*firsts)
+    hi = np.maximum(*firsts)
     idx = np.stack([lo, hi], axis=1).reshape(-1)
     # a flat bucket gives the same point twice: keep it once
     keep = np.ones(idx.shape[0], dtype=bool)
@@ -50,12 +49,6 @@ def minmax_downsample(x: np.ndarray, y: np.ndarray, columns: int) -> tuple[np.nd
         return x, y
     idx = minmax_indices(y, columns)
     return x[idx], y[idx]
-
-
-def _first_true_per_bucket(mask: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
-    pos = np.where(mask, np.arange(mask.shape[0]), mask.shape[0])
-    first = np.minimum.reduceat(pos, starts)
-    return np.minimum(first, ends - 1)
 
 
 def bucket_mean(values: np.ndarray, buckets: int, *, stretch: bool = False) -> np.ndarray:

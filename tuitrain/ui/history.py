@@ -137,7 +137,7 @@ class History:
         self.backing: Backing | None = None  # exact lookups from the run file, when replaying one
         self.row_stride = 1.0  # steps per stored row when a file source delivers a decimated overview
         self._rate: deque[tuple[float, int]] = deque(maxlen=64)
-        self._ema_cache: dict[tuple[str, float], tuple[int, int, np.ndarray, tuple[float, int]]] = {}
+        self._ema_cache: dict[tuple[str, float], tuple[int, int, np.ndarray, tuple[float, int], np.ndarray]] = {}
 
     # -- feeding ---------------------------------------------------------------------------------
 
@@ -289,25 +289,31 @@ class History:
         return self.scalars.data[:, SCALAR_COLUMNS.index(name)]
 
     def smoothed(self, name: str, strength: float) -> np.ndarray:
-        """EMA of a per-step scalar, cached and extended incrementally."""
+        """EMA of a per-step scalar, cached and extended incrementally: new rows are smoothed into a
+        buffer that grows by doubling, so a redraw costs O(new rows), not a copy of the whole run.
+        A view: copy it if you keep it across appends."""
         y = self.column(name)
+        n = y.shape[0]
         key = (name, round(strength, 6))
         # the stride grows by compaction: adapt the strength so the time constant in steps is kept
         stride = self.scalars.stride * self.row_stride
         a = strength ** stride if strength > 0 else 0.0
         cached = self._ema_cache.get(key)
-        if cached is not None and cached[0] == self.scalars.epoch and cached[1] <= y.shape[0]:
-            _, n0, arr, state = cached
-            if n0 == y.shape[0]:
-                return arr
+        if cached is not None and cached[0] == self.scalars.epoch and cached[1] <= n:
+            _, n0, buf, state, view = cached
+            if n0 == n:
+                return view
             tail, state = ema(y[n0:], a, state=state)
-            arr = np.concatenate([arr, tail])
+            if n > buf.shape[0]:
+                buf = np.concatenate([buf[:n0], np.empty(max(n, 2 * n0) - n0)])
+            buf[n0:n] = tail
         else:
-            arr, state = ema(y, a)
+            buf, state = ema(y, a)
         if len(self._ema_cache) > 8:
             self._ema_cache.clear()
-        self._ema_cache[key] = (self.scalars.epoch, y.shape[0], arr, state)
-        return arr
+        view = buf[:n]
+        self._ema_cache[key] = (self.scalars.epoch, n, buf, state, view)
+        return view
 
     def latest_probes(self) -> tuple[int, np.ndarray] | None:
         """(step, (4, L) array) of the last probed step, or None."""

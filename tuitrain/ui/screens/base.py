@@ -56,6 +56,10 @@ class DataScreen(Screen):
         self.set_class(show, "-cursor")
         return show
 
+    def due_at(self, key: object) -> float:
+        """When ``key``'s next refresh is due (``time.monotonic`` time; 0.0: never refreshed)."""
+        return self.__dict__.setdefault("_due", {}).get(key, 0.0)
+
     def due(self, key: object, interval: float, force: bool = False) -> bool:
         """True (and re-armed) when ``key``'s refresh interval has passed, or when forced."""
         nxt = self.__dict__.setdefault("_due", {})

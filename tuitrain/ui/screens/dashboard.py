@@ -8,6 +8,8 @@ share the screen and the events are compressed, at 200x60 everything is visible.
 
 from __future__ import annotations
 
+import time
+
 from textual import events
 from textual.app import ComposeResult
 from textual.containers import Container
@@ -23,8 +25,10 @@ from tuitrain.ui.widgets.header import RunHeader
 from tuitrain.ui.widgets.loss_plot import LossPanel
 from tuitrain.ui.widgets.update_sparklines import UpdateSparklines
 
-# seconds between data refreshes while streaming (times the CPU governor's factor)
+# seconds between data refreshes while streaming (times the CPU governor's factor), and the most that
+# factor may stretch them to: the newest step is on screen within 0.5 s however loaded the process
 PACE = {RunHeader: 0.1, EventLog: 0.25, GradBars: 0.5, UpdateSparklines: 1.0}
+STALE = {RunHeader: 0.5, EventLog: 1.0, GradBars: 1.0, UpdateSparklines: 2.0}
 WIDE = 120  # columns from which the sparklines get their own column
 TALL = 36  # rows from which the event log gets room
 
@@ -59,15 +63,39 @@ class DashboardScreen(DataScreen):
             self.set_class(cls in (w, h), cls)
 
     def refresh_data(self, history: History, view: ViewState, *, force: bool = False, pace: float = 1.0) -> bool:
-        """The header follows every tick; the big panels are paced (a 200x60 repaint of all of
-        them at 10 Hz would cost a third of a core); a key press (``force``) redraws everything."""
+        """The header follows every tick; the other panels are paced (a 200x60 repaint of all of
+        them at 10 Hz would cost a third of a core) and staggered: the bars, the sparklines, the
+        event log (when it has news) and a chart rebuild each get a frame of their own, the most
+        overdue first, so that no frame pays for two of them (several at once made the slow
+        frames). A key press (``force``) redraws everything at once."""
         deferred = False
         if self.show_cursor_bar(view):
             self.cursor_bar.update_data(history, view)
-        for widget in self.paced:
-            if self.due(widget, PACE[type(widget)] * pace, force):
+        header, events, grads, updates = self.paced
+        if self.due(header, self.interval(header, pace), force):
+            header.update_data(history, view)
+        else:
+            deferred = True
+        runs = self.overlay()
+        # the one big panel of this frame: the most overdue of those due
+        now = time.monotonic()
+        panels = (grads, updates, events)
+        due = [(self.due_at(w), i, w) for i, w in enumerate(panels)
+               if w.display and self.due_at(w) <= now and (w is not events or events.has_news(history))]
+        chart_due = self.loss.build_due(history, view, runs)
+        if chart_due is not None and chart_due <= now:
+            due.append((chart_due, len(panels), self.loss))
+        first = min(due)[2] if due else None
+        for widget in panels:
+            if force or widget is first:
+                self.due(widget, self.interval(widget, pace), force=True)
                 widget.update_data(history, view)
-            else:
+            elif widget.display:
                 deferred = True
-        deferred |= self.loss.update_data(history, view, force=force, pace=pace, runs=self.overlay())
-        return deferred
+        deferred |= self.loss.update_data(history, view, force=force, pace=pace, runs=runs, build=first is self.loss)
+        return deferred or len(due) > 1
+
+    @staticmethod
+    def interval(widget: object, pace: float) -> float:
+        """Seconds until ``widget``'s next refresh: its pace times the governor's, within its staleness cap."""
+        return min(STALE[type(widget)], PACE[type(widget)] * pace)

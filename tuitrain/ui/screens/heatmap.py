@@ -17,7 +17,8 @@ from tuitrain.ui.widgets.heatmap import HeatmapPanel
 class HeatmapScreen(DataScreen):
     def compose(self) -> ComposeResult:
         self.cursor_bar = CursorBar(id="cursor")
-        self.paced = ((RunHeader(id="header"), 0.1), (HeatmapPanel(id="heatmap"), 1.0))
+        # (widget, seconds between refreshes, the most the CPU governor may stretch that to)
+        self.paced = ((RunHeader(id="header"), 0.1, 0.5), (HeatmapPanel(id="heatmap"), 1.0, 2.0))
         yield self.paced[0][0]
         yield self.cursor_bar
         yield self.paced[1][0]
@@ -27,8 +28,8 @@ class HeatmapScreen(DataScreen):
         deferred = False
         if self.show_cursor_bar(view):
             self.cursor_bar.update_data(history, view)
-        for widget, interval in self.paced:
-            if self.due(widget, interval * pace, force):
+        for widget, interval, stale in self.paced:
+            if self.due(widget, min(stale, interval * pace), force):
                 widget.update_data(history, view)
             else:
                 deferred = True

@@ -9,6 +9,7 @@ from rich.style import Style
 from textual.geometry import Region, Size
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
+from textual.widget import Widget
 
 from tuitrain.ui.history import History, LogEntry
 from tuitrain.ui.widgets.titles import set_titles
@@ -47,8 +48,12 @@ class EventLog(ScrollView, can_focus=True):
     def on_mount(self) -> None:
         self.border_title = "Events"
 
+    def has_news(self, history: History) -> bool:
+        """Whether the history logged something this panel does not show yet."""
+        return self._key != history.log_total
+
     def update_data(self, history: History, view=None) -> None:
-        if self._key == history.log_total:
+        if not self.has_news(history):
             return
         self._key = history.log_total
         at_bottom = self.scroll_y >= self.max_scroll_y
@@ -56,9 +61,17 @@ class EventLog(ScrollView, can_focus=True):
         self._step_w = max((len(f"{e.step:,}") for e in self.entries), default=1)
         warn = sum(1 for e in self.entries if e.level in ("warning", "error"))
         set_titles(self, subtitle=f"{len(self.entries)} events" + (f" · {warn} warning{'s' if warn > 1 else ''}" if warn else ""))
-        self.virtual_size = Size(self.scrollable_content_region.width, len(self.entries))
+        rows = Size(self.scrollable_content_region.width, len(self.entries))
+        if rows != self.virtual_size and hasattr(self, "_scroll_update"):
+            # a taller log needs no layout pass (assigning virtual_size asks for one: a full-screen
+            # reflow, 10-15 ms at 200x60, on every new entry): set it and update the scrollbars as
+            # Textual does for a resize without layout (a scrollbar that appears still relayouts)
+            self.set_reactive(Widget.virtual_size, rows)
+            self._scroll_update(rows)
+        elif rows != self.virtual_size:  # a Textual without that internal: the plain way
+            self.virtual_size = rows
         if at_bottom:
-            self.scroll_end(animate=False, immediate=False, x_axis=False)
+            self.scroll_end(animate=False, immediate=True, x_axis=False)
         self.refresh()
 
     def text_lines(self) -> list[str]:

@@ -83,8 +83,8 @@ class GradBars(LayerRows):
         st = self.style(HEALTH_CLASSES[code])
         lo, hi = self.scale
         segs = self.name_segments(row, name_w)
-        segs.append(Segment(" "))
+        segs.append(self.gap)
         segs.append(Segment(log_bar(v, lo, hi, bar_w), st))
-        segs.append(Segment(" "))
+        segs.append(self.gap)
         segs.append(Segment(fmt_si(v).rjust(value_w), st if code else self.style("name")))
         return segs

@@ -8,6 +8,7 @@ value at the cursor instead of its mean."""
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -49,6 +50,7 @@ def colormap(levels: int = LEVELS) -> list[tuple[int, int, int]]:
 
 COLORS = colormap()
 STYLES = [Style(bgcolor=f"rgb({r},{g},{b})") for r, g, b in COLORS]
+BAR_STYLES = [Style(color=f"rgb({r},{g},{b})") for r, g, b in COLORS]
 
 
 def color_levels(logs: np.ndarray, lo: float, hi: float) -> np.ndarray:
@@ -124,10 +126,10 @@ class HeatmapRows(LayerRows):
         name_w = self.name_width(width)
         mw = self.map_width(width)
         segs = self.name_segments(row, name_w)
-        segs.append(Segment(" "))
+        segs.append(self.gap)
         lv = self.levels[row] if row < self.levels.shape[0] else np.zeros(0, dtype=np.int16)
         if lv.size == 0:
-            segs.append(Segment(" " * mw))
+            segs.append(Segment(" " * mw, self.styled(None)))
         else:
             # runs of equal colour become one segment
             cuts = np.flatnonzero(np.diff(lv)) + 1
@@ -141,14 +143,14 @@ class HeatmapRows(LayerRows):
             for s, e in zip(starts.tolist(), ends.tolist(), strict=True):
                 v = int(lv[s])
                 if s == c:
-                    segs.append(Segment("┃", _cursor_style(v)))
+                    segs.append(Segment("┃", self.styled(_cursor_style(v))))
                 elif v < 0:
                     segs.append(Segment("×" * (e - s), self.style("nonfinite")))
                 else:
-                    segs.append(Segment(" " * (e - s), STYLES[v]))
+                    segs.append(Segment(" " * (e - s), self.styled(STYLES[v])))
             if lv.size < mw:
-                segs.append(Segment(" " * (mw - lv.size)))
-        segs.append(Segment(" "))
+                segs.append(Segment(" " * (mw - lv.size), self.styled(None)))
+        segs.append(self.gap)
         vals = self.mean if self.at_cursor is None else self.at_cursor
         m = float(vals[row]) if row < vals.shape[0] else float("nan")
         sd = float(self.std[row]) if row < self.std.shape[0] else float("nan")
@@ -162,7 +164,7 @@ class HeatmapRows(LayerRows):
             return [Segment("—".center(self.STAT_W), self.style("dim"))]
         frac = (m - lo) / max(1e-9, hi - lo)
         level = int(np.clip(frac * LEVELS, 0, LEVELS - 1))
-        col = Style(color=f"rgb({COLORS[level][0]},{COLORS[level][1]},{COLORS[level][2]})")
+        col = self.styled(BAR_STYLES[level])
         value = f"{10**m:.1e}".replace("e-0", "e-").replace("e+0", "e+")
         segs = [
             Segment(frac_bar(frac, self.MEAN_W), col),
@@ -179,6 +181,7 @@ def stat_header(at_cursor: bool = False) -> str:
     return ("at cursor" if at_cursor else "mean").ljust(w.MEAN_W) + " " + "value".rjust(7) + " " + "spread".ljust(w.SPREAD_W + 6)
 
 
+@functools.lru_cache(maxsize=LEVELS + 1)
 def _cursor_style(level: int) -> Style:
     """The cursor mark over a cell: dark on the light end of the colour map, light on the dark end."""
     if level < 0:

@@ -119,6 +119,8 @@ class LayerRows(ScrollView, can_focus=True):
         self.empty_text = "waiting for the first gradients…"
         self._base: Style | None = None
         self._width = 1  # content width, once per render pass
+        self._styled: dict[Style, Style] = {}  # style -> the widget's style + it, for this render pass
+        self.gap = Segment(" ")  # one blank cell in the widget's style (set per render pass)
         self._names_cache: dict[tuple[int, int], list[Segment]] = {}  # (row, width) -> name segments
         self._names_key: tuple | None = None
 
@@ -126,7 +128,9 @@ class LayerRows(ScrollView, can_focus=True):
 
     def set_layers(self, history: History, view: ViewState) -> None:
         self.layer_index = history.visible_layers(view.hide_bias_norm)
-        self.names = [history.layers[i].name for i in self.layer_index]
+        names = [history.layers[i].name for i in self.layer_index]
+        if names != self.names:  # the same list while unchanged: the name segments stay cached
+            self.names = names
         height = max(1, len(self.names))
         if self.virtual_size.height != height:
             self.virtual_size = Size(self.content_width, height)
@@ -149,10 +153,25 @@ class LayerRows(ScrollView, can_focus=True):
     # -- drawing -----------------------------------------------------------------------------
 
     def style(self, name: str) -> Style:
-        return self.get_component_rich_style(f"layer-rows--{name}")  # cached by Textual per CSS update
+        """A component style (cached by Textual per CSS update) with the widget's own style folded in."""
+        return self.styled(self.get_component_rich_style(f"layer-rows--{name}"))
+
+    def styled(self, style: Style | None) -> Style:
+        """``style`` over the widget's style, once per render pass: the segments a row is built from
+        are final, so a line needs no ``apply_style`` pass (a new strip and a style sum per segment)."""
+        if self._base is None:
+            return self.rich_style if style is None else self.rich_style + style
+        if style is None:
+            return self._base
+        got = self._styled.get(style)
+        if got is None:
+            got = self._styled[style] = self._base + style
+        return got
 
     def render_lines(self, crop: Region) -> list[Strip]:
-        self._base = self.rich_style  # computed once per render pass, not once per line
+        base = self.rich_style  # computed once per render pass, not once per line
+        if base != self._base:
+            self._base, self._styled, self.gap = base, {}, Segment(" ", base)
         self._width = self.content_width
         # names only change with the layer list or the styles: a cursor move repaints the bars only
         key = (id(self.names), len(self.names), self.style("dim"), self.style("name"))
@@ -167,13 +186,14 @@ class LayerRows(ScrollView, can_focus=True):
         width = self._width if self._base is not None else self.content_width
         if not self.names:
             text = self.empty_text if y == 0 else ""
-            return Strip([Segment(text[:width], self.style("dim"))]).extend_cell_length(width).apply_style(base)
+            return Strip([Segment(text[:width], self.style("dim"))]).extend_cell_length(width, base)
         if row >= len(self.names):
             return Strip.blank(width, base)
-        segs = self.render_row(row, width)
-        return Strip(segs).adjust_cell_length(width).apply_style(base)
+        return Strip(self.render_row(row, width)).adjust_cell_length(width, base)
 
     def render_row(self, row: int, width: int) -> list[Segment]:  # pragma: no cover - abstract
+        """The segments of one row, every one styled through :meth:`style`, :meth:`styled` or
+        :attr:`gap` (they are not restyled afterwards)."""
         raise NotImplementedError
 
     def name_segments(self, row: int, width: int) -> list[Segment]:

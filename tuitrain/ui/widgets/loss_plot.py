@@ -6,11 +6,12 @@ and accuracy (train, smoothed, validation and best). With several runs (replay),
 its colour and a legend with each run's value at the cursor instead of the stats; the time cursor is
 a vertical line.
 
-Data are downsampled before plotext sees them (:mod:`tuitrain.ui.widgets.chart_spec`: min/max per
-column for the raw curve, bucket means for the smoothed one, at most two points per column), and
-plotext builds are cached and rate-limited by their own cost (the chart spends ~3% of a core, and is
-never more than 1 s stale), since a build costs 5-40 ms; its output is parsed into strips once per
-build and served through the line API.
+Data are downsampled before drawing (:mod:`tuitrain.ui.widgets.chart_spec`: min/max per column for
+the raw curve, bucket means for the smoothed one, at most two points per column), then rasterised
+with numpy exactly as plotext would draw them (:mod:`tuitrain.ui.widgets.chart_raster`; plotext's
+own build took 40-70 ms at 200x60 and made the slow frames). A rebuild is rate-limited by its cost
+(spec and drawing: ~3% of a core, at most 5 a second, never more than 0.5 s stale while data
+arrive); its output is turned into strips once per build and served through the line API.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from tuitrain.ui.fmt import fmt_si
 from tuitrain.ui.history import History
 from tuitrain.ui.replay.compare import EPOCH_METRICS, LABELS, hex_rgb
 from tuitrain.ui.view_state import ViewState
+from tuitrain.ui.widgets.chart_raster import Series, rasterize
 from tuitrain.ui.widgets.chart_spec import (
     ChartSpec,
     build_overlay_spec,
@@ -44,14 +46,16 @@ from tuitrain.ui.widgets.chart_spec import (
     step_label,
 )
 from tuitrain.ui.widgets.chart_stats import legend_markup, stats_markup
-from tuitrain.ui.widgets.plotext_strips import matrix_strips
+from tuitrain.ui.widgets.plotext_strips import draw_figure, matrix_strips, raster_segments
 from tuitrain.ui.widgets.titles import set_titles
 
 __all__ = ["ChartSpec", "LossChart", "LossPanel", "StatsLines", "build_spec", "legend_markup", "stats_markup"]
 
-STATS_SECONDS = 0.5  # the numbers under the chart refresh at 2 Hz while streaming
-CHART_CPU_SHARE = 0.03  # a chart rebuild waits until its last build cost is this share of the time
-CHART_MAX_STALE = 1.0  # ... but never longer than this while data arrives
+STATS_SECONDS = 0.5  # the numbers under the chart refresh at 2 Hz while streaming ...
+STATS_MAX_STALE = 1.0  # ... at least once a second however loaded the process
+CHART_CPU_SHARE = 0.03  # a chart rebuild waits until its last cost is this share of the time ...
+CHART_HZ = 5.0  # ... rebuilds at most this often ...
+CHART_MAX_STALE = 0.5  # ... but the newest step is never older than this on screen while data arrive
 
 
 class LossChart(PlotextPlot):
@@ -145,21 +149,30 @@ class LossChart(PlotextPlot):
         return Strip.join([strip.crop(0, c), mark, strip.crop(c + 1, width)])
 
     def _build_strips(self) -> list[Strip]:
-        """Build the figure and read plotext's character/colour matrix straight into strips,
-        skipping its ANSI canvas and rich's ANSI parser (two thirds of the cost). Falls back to
-        the ANSI route if plotext's internals are not what we expect."""
-        text = self._build(matrix_only=True)
-        if text is not None:
-            return self._to_strips(text)
+        """Draw the spec with the numpy rasteriser (:mod:`~tuitrain.ui.widgets.chart_raster`: what
+        plotext would draw, cell for cell, at a small fraction of its cost); plotext itself for what
+        that does not cover (a Plotext theme, no room for a canvas), its matrices read straight into
+        strips, or its ANSI canvas if its internals are not what we expect."""
+        base = self.rich_style
+        width, height = self.size.width, self.size.height
+        spec = self.spec
+        if width < 8 or height < 4 or spec.message:
+            msg = spec.message or "too small"
+            return self._to_strips(Text(("\n" * max(0, height // 2 - 1)) + msg.center(max(0, width)), style="dim"))
+        series, ticks, colors = self._series(), self._ticks(), self._colors()
+        if self.theme == "auto" and spec.ylim is not None:
+            raster = rasterize(width, height, series, spec.xlim, spec.ylim, *ticks, colors["ticks"])
+            if raster is not None:  # lines of exactly ``width`` cells, the widget's style folded in per colour
+                return [Strip(segs, width) for segs in raster_segments(raster, colors["bg"], base)]
+        plt = self.plt
+        draw_figure(plt, width, height, self._get_plotext_theme_name(self.app.theme), series, spec.xlim, spec.ylim, ticks)
         try:
-            m = self.plt.monitor.matrix
+            m = plt.monitor.matrix
             rows = matrix_strips(m.marker, m.fullground, m.style, m.background, self._style_cache)
         except Exception:
-            self.plt.monitor.matrix.set_canvas()
-            return self._to_strips(Text.from_ansi(self.plt.monitor.matrix.get_canvas()))
-        base = self.rich_style
-        width = self.size.width
-        return [Strip(segs).adjust_cell_length(width).apply_style(base) for segs in rows[: self.size.height]]
+            plt.monitor.matrix.set_canvas()
+            return self._to_strips(Text.from_ansi(plt.monitor.matrix.get_canvas()))
+        return [Strip(segs).adjust_cell_length(width).apply_style(base) for segs in rows[:height]]
 
     def _to_strips(self, text: Text) -> list[Strip]:
         console = self.app.console
@@ -175,59 +188,48 @@ class LossChart(PlotextPlot):
         tv = self.app.theme_variables
         bg = Color.parse(tv.get("surface", "#1e1e1e"))
         prim = Color.parse(tv.get("primary", "#0178D4"))
+        fg = Color.parse(tv.get("foreground", "#e0e0e0"))
         return {
             "smooth": prim.lighten(0.1).rgb,
             "raw": prim.blend(bg, 0.45).rgb,
             "val": Color.parse(tv.get("warning", "#ffa62b")).rgb,
-            "cursor": Color.parse(tv.get("foreground", "#e0e0e0")).blend(bg, 0.35).rgb,
+            "cursor": fg.blend(bg, 0.35).rgb,
+            "bg": bg.rgb,  # the auto theme's canvas and axes (textual-plotext: the surface colour)
+            "ticks": fg.rgb,  # ... and its frame and labels (the foreground)
         }
 
-    def _build(self, matrix_only: bool = False) -> Text | None:
-        """Draw the spec with plotext. Returns the chart as Text, or None with ``matrix_only``
-        (the figure is then left built in ``plt.monitor.matrix``); a message is always Text."""
-        w, h = self.size.width, self.size.height
-        spec = self.spec
-        if w < 8 or h < 4 or spec.message:
-            msg = spec.message or "too small"
-            return Text(("\n" * max(0, h // 2 - 1)) + msg.center(max(0, w)), style="dim")
-        plt = self.plt
-        plt.clear_data()
-        plt.plotsize(w, h)
-        plt._set_size(w, h)  # see textual-plotext issue #5: plotsize alone does not always take
-        plt.theme(self._get_plotext_theme_name(self.app.theme))
-        c = self._colors()
-        x0, x1 = spec.xlim
+    def _series(self) -> list[Series]:
+        """What is drawn, in drawing order (later series on top): overlaid runs, the raw envelope
+        (a faint band of ``·`` at cell resolution; braille there made a plotext build 4x dearer),
+        the EMA, the validation line and its dots."""
+        spec, c = self.spec, self._colors()
+        out = []
         for ln in spec.lines:
             rgb = hex_rgb(ln.color)
             if ln.x.size > 1 or not ln.points:
-                plt.plot(ln.x.tolist(), ln.y.tolist(), marker="braille", color=rgb)
+                out.append(Series(ln.x, ln.y, rgb))
             if ln.points:
-                plt.scatter(ln.x.tolist(), ln.y.tolist(), marker="●", color=rgb)
+                out.append(Series(ln.x, ln.y, rgb, "●", lines=False))
         if spec.raw_x.size:
-            # the raw min/max envelope at cell resolution: a faint band; braille here costs 4x the build
-            plt.plot(spec.raw_x.tolist(), spec.raw_y.tolist(), marker="·", color=c["raw"])
+            out.append(Series(spec.raw_x, spec.raw_y, c["raw"], "·"))
         if spec.sm_x.size:
-            plt.plot(spec.sm_x.tolist(), spec.sm_y.tolist(), marker="braille", color=c["smooth"])
+            out.append(Series(spec.sm_x, spec.sm_y, c["smooth"]))
         if spec.val_x.size:
             if spec.val_x.size > 1:
-                plt.plot(spec.val_x.tolist(), spec.val_y.tolist(), marker="braille", color=c["val"])
-            plt.scatter(spec.val_x.tolist(), spec.val_y.tolist(), marker="●", color=c["val"])
-        plt.xlim(x0, x1)
-        xt = nice_ticks(x0, x1, max(2, min(6, w // 12)))
-        plt.xticks(xt, [step_label(v) for v in xt])
-        if spec.ylim is not None:
-            plt.ylim(*spec.ylim)
+                out.append(Series(spec.val_x, spec.val_y, c["val"]))
+            out.append(Series(spec.val_x, spec.val_y, c["val"], "●", lines=False))
+        return out
+
+    def _ticks(self) -> tuple[list[float], list[str], list[float], list[str]]:
+        """x ticks and labels, y ticks and labels for the spec at the current size."""
+        w, h = self.size.width, self.size.height
+        spec = self.spec
+        xt = nice_ticks(*spec.xlim, max(2, min(6, w // 12)))
         if spec.yticks:
-            plt.yticks(spec.yticks, spec.ylabels)
-        else:
-            y0, y1 = spec.ylim or (0.0, 1.0)
-            yt = nice_ticks(y0, y1, max(2, min(6, h // 3)))
-            plt.yticks(yt, [fmt_si(v, 3) for v in yt])
-        if matrix_only:
-            plt._set_sizes()  # what plt.build() does, minus the ANSI canvas
-            plt._build_matrix()
-            return None
-        return Text.from_ansi(plt.build())
+            return xt, [step_label(v) for v in xt], list(spec.yticks), list(spec.ylabels)
+        y0, y1 = spec.ylim or (0.0, 1.0)
+        yt = nice_ticks(y0, y1, max(2, min(6, h // 3)))
+        return xt, [step_label(v) for v in xt], yt, [fmt_si(v, 3) for v in yt]
 
 
 class StatsLines(Widget):
@@ -275,6 +277,7 @@ class LossPanel(Vertical):
         self._view_key: tuple | None = None
         self._next_build = 0.0
         self._next_stats = 0.0
+        self.spec_s = 0.0  # seconds the last chart spec took (its drawing: chart.last_build_s)
         self.deferred = False
 
     def compose(self) -> ComposeResult:
@@ -284,37 +287,57 @@ class LossPanel(Vertical):
     def on_mount(self) -> None:
         self.border_title = "Loss"
 
-    def update_data(self, history: History, view: ViewState, *, force: bool = False, pace: float = 1.0,
-                    runs: Sequence[tuple[str, str, History]] = ()) -> bool:
-        """Refresh title and stats; rebuild the chart spec if data or view changed and the chart's
-        CPU budget allows (or ``force``). ``runs``: (name, colour, history) of every run, to overlay
-        when there are several. Returns True when a rebuild was deferred."""
+    def _keys(self, history: History, view: ViewState, runs: Sequence[tuple[str, str, History]]
+              ) -> tuple[tuple, tuple, list[History]]:
+        """(view key, data key, histories drawn): a rebuild is wanted when either key changed."""
         self.overlay = len(runs) > 1
         view_key = (view.metric, view.log_y, round(view.smoothing, 4), view.follow, view.span, view.end,
                     view.selected, self.chart.size.width, self.chart.size.height)
         hists = [h for _, _, h in runs] if self.overlay else [history]
-        data_key = tuple((h.version, h.scalars.n, len(h.epochs)) for h in hists)
+        return view_key, tuple((h.version, h.scalars.n, len(h.epochs)) for h in hists), hists
+
+    def build_due(self, history: History, view: ViewState, runs: Sequence[tuple[str, str, History]] = ()
+                  ) -> float | None:
+        """When the chart wants its next rebuild (a ``time.monotonic`` time, 0.0 when the view changed:
+        at once), or None when nothing changed; lets the screen give each frame one big panel."""
+        view_key, data_key, _ = self._keys(history, view, runs)
+        if view_key != self._view_key:
+            return 0.0
+        return None if data_key == self._data_key else self._next_build
+
+    def update_data(self, history: History, view: ViewState, *, force: bool = False, pace: float = 1.0,
+                    runs: Sequence[tuple[str, str, History]] = (), build: bool = True) -> bool:
+        """Refresh title and stats; rebuild the chart spec if data or view changed and the chart's
+        CPU budget allows (or ``force``); ``build=False``: not in this frame (another panel has it),
+        unless the view changed. ``runs``: (name, colour, history) of every run, to overlay when
+        there are several. Returns True when a rebuild was deferred."""
+        view_key, data_key, hists = self._keys(history, view, runs)
         self._set_title(hists, view, len(runs))
         self.chart.set_cursor(None if view.cursor is None else float(view.cursor))
         now = time.monotonic()
         if force or now >= self._next_stats or view_key != self._view_key:
             self._set_stats(history, view, runs)
-            self._next_stats = now + STATS_SECONDS * pace
+            self._next_stats = now + min(STATS_MAX_STALE, STATS_SECONDS * pace)
         changed_view = view_key != self._view_key
         if not changed_view and data_key == self._data_key:
             self.deferred = False
             return False
-        if not (force or changed_view) and now < self._next_build:
+        if not (force or changed_view) and (now < self._next_build or not build):
             self.deferred = True
             return True
         self._view_key, self._data_key = view_key, data_key
         cols = max(8, self.chart.size.width - 8)
+        t0 = time.perf_counter()
         if self.overlay:
             spec = build_overlay_spec(hists, [c for _, c, _ in runs], view, cols)
         else:
             spec = build_spec(history, view, cols)
+        self.spec_s = time.perf_counter() - t0
         self.chart.set_spec(spec)
-        self._next_build = now + pace * min(CHART_MAX_STALE, max(0.1, self.chart.last_build_s / CHART_CPU_SHARE))
+        # the next rebuild waits until the last one's cost (spec and drawing) is CHART_CPU_SHARE of the
+        # time, at most CHART_HZ a second, and never longer than CHART_MAX_STALE while data arrive
+        cost = self.spec_s + self.chart.last_build_s
+        self._next_build = now + min(CHART_MAX_STALE, pace * max(1.0 / CHART_HZ, cost / CHART_CPU_SHARE))
         self.deferred = False
         return False
 

@@ -1,12 +1,38 @@
-"""plotext's character and colour matrices straight into Textual strips, skipping plotext's ANSI canvas
-and rich's ANSI parser (two thirds of a chart build's cost)."""
+"""Chart cells into rich segments: plotext's character and colour matrices (the fallback path, skipping
+plotext's ANSI canvas and rich's ANSI parser) and :class:`~tuitrain.ui.widgets.chart_raster.Raster`
+output (the usual path)."""
 
 from __future__ import annotations
 
+import numpy as np
 import plotext._utility as pt_ut
 from rich.color import Color as RichColor
 from rich.segment import Segment
 from rich.style import Style
+
+from tuitrain.ui.widgets.chart_raster import Raster, Series
+
+
+def draw_figure(plt, width: int, height: int, theme: str, series: list[Series], xlim: tuple[float, float],
+                ylim: tuple[float, float] | None, ticks: tuple[list[float], list[str], list[float], list[str]]) -> None:
+    """Draw a chart with plotext into ``plt.monitor.matrix`` (what ``plt.build()`` does, minus the
+    ANSI canvas): the fallback for what :func:`~tuitrain.ui.widgets.chart_raster.rasterize` does not
+    cover, and the reference it is tested against."""
+    plt.clear_data()
+    plt.plotsize(width, height)
+    plt._set_size(width, height)  # see textual-plotext issue #5: plotsize alone does not always take
+    plt.theme(theme)
+    for s in series:
+        draw = plt.plot if s.lines else plt.scatter
+        draw(np.asarray(s.x).tolist(), np.asarray(s.y).tolist(), marker=s.marker, color=s.color)
+    xt, xl, yt, yl = ticks
+    plt.xlim(*xlim)
+    plt.xticks(xt, xl)
+    if ylim is not None:
+        plt.ylim(*ylim)
+    plt.yticks(yt, yl)
+    plt._set_sizes()
+    plt._build_matrix()
 
 
 def plotext_color(color) -> RichColor | None:
@@ -57,4 +83,19 @@ def matrix_strips(marker, fullground, style, background, cache: dict) -> list[li
         if run:
             segs.append(Segment("".join(run), plotext_style(*prev, cache)))
         out.append(segs)
+    return out
+
+
+def raster_segments(raster: Raster, background: tuple[int, int, int], base: Style | None = None) -> list[list[Segment]]:
+    """One list of segments per screen line, one segment per run of equal colour, every cell on
+    ``background`` (what plotext's matrices give for the same cells: no attributes, the colour or
+    none) under ``base`` (the widget's style, applied once per colour rather than per segment)."""
+    bg = RichColor.from_rgb(*background)
+    styles = [Style(color=None if c is None else RichColor.from_rgb(*c), bgcolor=bg) for c in raster.colors]
+    if base is not None:
+        styles = [base + st for st in styles]
+    out = []
+    for line, fg in zip(raster.lines, raster.fg, strict=True):
+        cuts = (np.flatnonzero(fg[1:] != fg[:-1]) + 1).tolist()
+        out.append([Segment(line[a:b], styles[int(fg[a])]) for a, b in zip([0, *cuts], [*cuts, len(line)], strict=True)])
     return out

@@ -24,26 +24,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from tests.recorder import Recorder
 from tuitrain.config import MonitorConfig
 from tuitrain.events import PROBE_NAMES, Alert, LayerInfo, StepBatch
 from tuitrain.train import probes as probes_mod
 from tuitrain.train.monitor import GradientAlerts, Monitor
 from tuitrain.train.probes import HostReadback, LayerProbe
 from tuitrain.train.summary import layer_infos
-
-
-class Recorder:
-    def __init__(self) -> None:
-        self.events: list = []
-
-    def emit(self, event) -> None:
-        self.events.append(event)
-
-    def close(self) -> None:
-        pass
-
-    def batches(self) -> list[StepBatch]:
-        return [e for e in self.events if isinstance(e, StepBatch)]
 
 
 def small_mlp(seed: int = 0) -> torch.nn.Module:

@@ -8,21 +8,11 @@ import numpy as np
 import pytest
 import torch
 
+from tests.recorder import Recorder
 from tuitrain.config import MonitorConfig
 from tuitrain.events import PROBE_NAMES, Alert, LayerInfo, StepBatch
 from tuitrain.train.monitor import Monitor
 from tuitrain.train.probes import HostReadback, LayerProbe
-
-
-class Recorder:
-    def __init__(self) -> None:
-        self.events: list = []
-
-    def emit(self, event) -> None:
-        self.events.append(event)
-
-    def close(self) -> None:
-        pass
 
 
 def tiny() -> torch.nn.Linear:

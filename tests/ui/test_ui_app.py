@@ -9,6 +9,7 @@ import time
 import numpy as np
 import pytest
 from fake_events import T0, fake_run, iter_fake_run, make_batch, mlp_layers, vgg_layers
+from pilot_helpers import screen_text, until
 
 from tuitrain.events import Alert, EventBatch, RunFinished, StatusChanged, StepBatch
 from tuitrain.ui.app import TuitrainApp
@@ -36,19 +37,6 @@ class Recorder:
 
     def send(self, cmd: str) -> None:
         self.sent.append(cmd)
-
-
-def screen_text(app) -> str:
-    return "\n".join(strip.text for strip in app.screen._compositor.render_strips())
-
-
-async def until(pilot, cond, timeout: float = 3.0) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if cond():
-            return True
-        await pilot.pause(0.05)
-    return cond()
 
 
 async def ready(pilot) -> None:

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from pilot_helpers import screen_text
+from pilot_helpers import until as wait_until
 
 from tests.test_replay import engine_runs, killed_run, spawn_writer, write_synthetic
 from tuitrain.events import PROBE_NAMES
@@ -27,17 +29,9 @@ from tuitrain.ui.widgets.update_sparklines import UpdateSparklines
 WIDE = (120, 36)
 
 
-def screen_text(app) -> str:
-    return "\n".join(strip.text for strip in app.screen._compositor.render_strips())
-
-
 async def until(pilot, cond, timeout: float = 10.0) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if cond():
-            return True
-        await pilot.pause(0.05)
-    return cond()
+    """Replay loads real run files: a longer default wait than the live tests'."""
+    return await wait_until(pilot, cond, timeout)
 
 
 def app_for(paths, **kw):

@@ -183,7 +183,6 @@ class Monitor:
         self._sums = [0.0, 0.0, 0]  # loss*n, correct, n: epoch means without another device pass
         self._last_emit = time.perf_counter()
         self._last_step_t: float | None = None
-        self.last_loss = math.nan
 
     @property
     def epoch_sums(self) -> np.ndarray:
@@ -194,9 +193,6 @@ class Monitor:
     def emit(self, event: Event) -> None:
         for sink in self.sinks:
             sink.emit(event)
-
-    def probing(self) -> bool:
-        return self.step % self.cfg.every == 0
 
     # -- the two calls around optimizer.step() ----------------------------------------------------
     def before_step(self) -> None:
@@ -307,7 +303,6 @@ class Monitor:
         sums[0] += float(np.dot(loss, batch))
         sums[1] += float(correct.sum())
         sums[2] += int(batch.sum())
-        self.last_loss = float(loss[-1])
         with np.errstate(divide="ignore", invalid="ignore"):
             sps = np.where(step_time > 0, batch / step_time, np.nan)
         self.emit(StepBatch(

@@ -103,13 +103,32 @@ def startup() -> float | None:
     env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
     exe = Path(sys.executable).parent / "tuitrain"
     t0 = time.time()
-    subprocess.run(["tmux", "-L", name, "new-session", "-d", "-s", name, "-x", "120", "-y", "36", "-c", str(ROOT),
-                    f"exec {exe} watch presets/toy2d_mlp.toml --epochs 50 --out {out}"], check=True, env=env)
+    subprocess.run(
+        [
+            "tmux",
+            "-L",
+            name,
+            "new-session",
+            "-d",
+            "-s",
+            name,
+            "-x",
+            "120",
+            "-y",
+            "36",
+            "-c",
+            str(ROOT),
+            f"exec {exe} watch presets/toy2d_mlp.toml --epochs 50 --out {out}",
+        ],
+        check=True,
+        env=env,
+    )
     took = None
     try:
         while time.time() - t0 < 120:
-            screen = subprocess.run(["tmux", "-L", name, "capture-pane", "-p", "-t", name], capture_output=True,
-                                    text=True).stdout
+            screen = subprocess.run(
+                ["tmux", "-L", name, "capture-pane", "-p", "-t", name], capture_output=True, text=True
+            ).stdout
             if "RUNNING" in screen and "step " in screen and " step 0/" not in screen:
                 took = time.time() - t0
                 break
@@ -135,13 +154,21 @@ def main() -> None:
         print("no frames measured")
         sys.exit(1)
     p50, p95, mx = np.percentile(lat, 50), np.percentile(lat, 95), lat.max()
-    print(f"step-to-screen latency over {lat.size} frames, {args.steps_per_emit * 10} steps/s, {args.layers} layers")
+    print(
+        f"step-to-screen latency over {lat.size} frames, {args.steps_per_emit * 10} steps/s, {args.layers} layers"
+    )
     print(f"  newest step: p50 {p50 * 1000:.0f} ms  p95 {p95 * 1000:.0f} ms  max {mx * 1000:.0f} ms")
-    print(f"  oldest step (+{EMIT * 1000:.0f} ms inside the engine): p50 {(p50 + EMIT) * 1000:.0f} ms  "
-          f"p95 {(p95 + EMIT) * 1000:.0f} ms")
+    print(
+        f"  oldest step (+{EMIT * 1000:.0f} ms inside the engine): p50 {(p50 + EMIT) * 1000:.0f} ms  "
+        f"p95 {(p95 + EMIT) * 1000:.0f} ms"
+    )
     if args.startup:
         took = startup()
-        print(f"start-up: `tuitrain watch` to first drawn step: {took:.1f} s" if took else "start-up: not measured")
+        print(
+            f"start-up: `tuitrain watch` to first drawn step: {took:.1f} s"
+            if took
+            else "start-up: not measured"
+        )
     if p95 + EMIT > 0.5:
         sys.exit(1)
 

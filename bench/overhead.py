@@ -255,15 +255,30 @@ class Monitored:
         self.live = QueueSink(self.q)
         flops, modules = model_summary(model, s.case.input_shape)
         self.monitor = Monitor(params, layers, [self.writer, self.live], cfg.monitor, s.device)
-        self.monitor.emit(RunStarted(  # as engine.train() builds it
-            run_name=f"overhead-{s.case.key}", config_toml=to_toml(cfg), model_name=cfg.model.name,
-            dataset="synthetic" if s.case.input_shape != (2,) else "toy2d", device=str(s.device),
-            params=sum(p.numel() for p in params), layers=layers, flops=int(flops), module_summary=modules,
-            epochs=1, steps_per_epoch=1 << 30, batch_size=s.case.batch, num_classes=s.case.classes,
-            out_path=str(self.path),
-            versions={"tuitrain": tuitrain.__version__, "torch": torch.__version__,
-                      "python": platform.python_version(), "numpy": np.__version__},
-        ))
+        self.monitor.emit(
+            RunStarted(  # as engine.train() builds it
+                run_name=f"overhead-{s.case.key}",
+                config_toml=to_toml(cfg),
+                model_name=cfg.model.name,
+                dataset="synthetic" if s.case.input_shape != (2,) else "toy2d",
+                device=str(s.device),
+                params=sum(p.numel() for p in params),
+                layers=layers,
+                flops=int(flops),
+                module_summary=modules,
+                epochs=1,
+                steps_per_epoch=1 << 30,
+                batch_size=s.case.batch,
+                num_classes=s.case.classes,
+                out_path=str(self.path),
+                versions={
+                    "tuitrain": tuitrain.__version__,
+                    "torch": torch.__version__,
+                    "python": platform.python_version(),
+                    "numpy": np.__version__,
+                },
+            )
+        )
         self.monitor.emit(StatusChanged("running", 0))
 
     def block(self, steps: int) -> tuple[float, float]:
@@ -314,9 +329,11 @@ class Monitored:
             file_rows, probe_rows = f["steps/step"].shape[0], f["probes/step"].shape[0]
         expected_probes = len(range(0, m.step, m.cfg.every))
         ok = file_rows == m.step and probe_rows == expected_probes and rows + dropped == m.step
-        return (f"{m.step} steps: run file {file_rows} rows / {probe_rows} probe rows "
-                f"({self.path.stat().st_size / 1e6:.2f} MB), queue {rows} rows + {dropped} thinned "
-                f"in {batches} items{'' if ok else '  MISMATCH'}")
+        return (
+            f"{m.step} steps: run file {file_rows} rows / {probe_rows} probe rows "
+            f"({self.path.stat().st_size / 1e6:.2f} MB), queue {rows} rows + {dropped} thinned "
+            f"in {batches} items{'' if ok else '  MISMATCH'}"
+        )
 
 
 class Tensorboard:
@@ -459,7 +476,7 @@ def run_case(case: Case, args: argparse.Namespace, device: torch.device, tmp: Pa
                 v.block(steps)
         for i in range(blocks):
             # a, b, c, then b, c, a, ...: interleaved, and no variant always runs first in its round
-            for v in variants[i % len(variants):] + variants[: i % len(variants)]:
+            for v in variants[i % len(variants) :] + variants[: i % len(variants)]:
                 wall, cpu = v.block(steps)
                 res.wall[v.name].append(wall / steps)
                 res.cpu[v.name].append(cpu / steps)
@@ -499,7 +516,10 @@ def table(results: list[Result]) -> str:
     ]
     if has_c:
         cols.append(("(c) tensorboard ms", lambda r: fmt_ms(r.median("tensorboard"))))
-    cols += [("(b)/(a)", lambda r: fmt_ratio(r.ratio("tuitrain"))), ("target", lambda r: f"<= {r.case.target:g}")]
+    cols += [
+        ("(b)/(a)", lambda r: fmt_ratio(r.ratio("tuitrain"))),
+        ("target", lambda r: f"<= {r.case.target:g}"),
+    ]
     if has_c:
         cols.append(("(c)/(a)", lambda r: fmt_ratio(r.ratio("tensorboard"))))
     if has_b0:
@@ -513,7 +533,9 @@ def table(results: list[Result]) -> str:
     cols.append(("verdict", lambda r: r.verdict()[0]))
     rows = [[name for name, _ in cols]] + [[cell(r) for _, cell in cols] for r in results]
     widths = [max(len(row[i]) for row in rows) for i in range(len(cols))]
-    lines = ["| " + " | ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) + " |" for row in rows]
+    lines = [
+        "| " + " | ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) + " |" for row in rows
+    ]
     lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
     return "\n".join(lines)
 
@@ -527,15 +549,21 @@ def machine(device: torch.device) -> str:
         load = " load {:.2f} {:.2f} {:.2f},".format(*os.getloadavg())
     except OSError:
         load = ""
-    return (f"{device.type}: {where},{load} torch {torch.__version__} with {torch.get_num_threads()} "
-            f"thread(s), python {platform.python_version()}")
+    return (
+        f"{device.type}: {where},{load} torch {torch.__version__} with {torch.get_num_threads()} "
+        f"thread(s), python {platform.python_version()}"
+    )
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--models", default="", help=f"comma-separated cases out of {', '.join(CASES)} "
-                   "(default: all; --quick: mlp,mlp10)")
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--models",
+        default="",
+        help=f"comma-separated cases out of {', '.join(CASES)} (default: all; --quick: mlp,mlp10)",
+    )
     p.add_argument("--blocks", type=int, default=0, help="timed blocks per variant (default: per case)")
     p.add_argument("--steps", type=int, default=0, help="steps per block (default: per case)")
     p.add_argument("--warmup", type=int, default=1, help="untimed blocks of each variant first")
@@ -543,19 +571,31 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (0: torch's default)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--clock", default="wall", choices=("wall", "cpu"),
-                   help="which ratios the verdict reads: wall time (default) or this process's CPU time, "
-                   "which a loaded machine's preemption does not inflate (CPU devices only)")
-    p.add_argument("--sinkless", action="store_true",
-                   help="also run (b0): the Monitor with no sinks, to tell its cost from the sinks'")
+    p.add_argument(
+        "--clock",
+        default="wall",
+        choices=("wall", "cpu"),
+        help="which ratios the verdict reads: wall time (default) or this process's CPU time, "
+        "which a loaded machine's preemption does not inflate (CPU devices only)",
+    )
+    p.add_argument(
+        "--sinkless",
+        action="store_true",
+        help="also run (b0): the Monitor with no sinks, to tell its cost from the sinks'",
+    )
     p.add_argument("--no-tensorboard", dest="tensorboard", action="store_false", help="skip variant (c)")
     return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
-                          "cpu" if args.device == "auto" else args.device)
+    device = torch.device(
+        "cuda"
+        if args.device == "auto" and torch.cuda.is_available()
+        else "cpu"
+        if args.device == "auto"
+        else args.device
+    )
     if device.type == "cuda":  # what engine.train() sets
         torch.backends.cudnn.benchmark = True
         torch.backends.cuda.matmul.allow_tf32 = True
@@ -566,7 +606,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     keys = [k.strip() for k in args.models.split(",") if k.strip()] or (
-        ["mlp", "mlp10"] if args.quick else list(CASES))
+        ["mlp", "mlp10"] if args.quick else list(CASES)
+    )
     unknown = [k for k in keys if k not in CASES]
     if unknown:
         print(f"unknown case(s) {', '.join(unknown)}; allowed: {', '.join(CASES)}", file=sys.stderr)
@@ -583,11 +624,15 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {key:<9} {res.note}", flush=True)
             results.append(res)
     print(table(results))
-    print("ms = median wall time per step; ratios = median of per-round ratios, of wall time or of this "
-          f"process's CPU time (cpu); verdict on {args.clock} ratios. Compare ratios across runs, never times.")
+    print(
+        "ms = median wall time per step; ratios = median of per-round ratios, of wall time or of this "
+        f"process's CPU time (cpu); verdict on {args.clock} ratios. Compare ratios across runs, never times."
+    )
     failed = [r.case.key for r in results if r.verdict()[1]]
     if failed:
-        print(f"targets missed by far (over twice the allowed overhead): {', '.join(failed)}", file=sys.stderr)
+        print(
+            f"targets missed by far (over twice the allowed overhead): {', '.join(failed)}", file=sys.stderr
+        )
         return 1
     return 0
 

@@ -56,18 +56,41 @@ def generate(path: Path, steps: int, n_layers: int, epochs: int = 10, batch: int
 
     t0 = time.perf_counter()
     path.parent.mkdir(parents=True, exist_ok=True)
-    layers = [LayerInfo(f"layers.{i // 2}.{'bias' if i % 2 else 'weight'}", (64,) if i % 2 else (64, 64),
-                        64 if i % 2 else 4096, "bias" if i % 2 else "weight", f"layers.{i // 2}", "Linear")
-              for i in range(n_layers)]
+    layers = [
+        LayerInfo(
+            f"layers.{i // 2}.{'bias' if i % 2 else 'weight'}",
+            (64,) if i % 2 else (64, 64),
+            64 if i % 2 else 4096,
+            "bias" if i % 2 else "weight",
+            f"layers.{i // 2}",
+            "Linear",
+        )
+        for i in range(n_layers)
+    ]
     spe = max(1, steps // epochs)
     rng = np.random.default_rng(0)
     noise = rng.normal(0, 0.3, size=(batch, len(PROBE_NAMES), n_layers)).astype(np.float32)
     depth = (1.0 - np.arange(n_layers) / max(1, n_layers - 1)).astype(np.float32)
     with RunFileWriter(path, flush_seconds=math.inf, background=False) as w:
-        w.emit(RunStarted(run_name=f"bench-{steps}x{n_layers}", config_toml=to_toml(RunConfig(name="bench")),
-                          model_name="mlp", dataset="synthetic", device="cpu", params=n_layers * 2080,
-                          layers=layers, flops=1, module_summary=[], epochs=epochs, steps_per_epoch=spe,
-                          batch_size=128, num_classes=10, out_path=str(path), started_at=time.time()))
+        w.emit(
+            RunStarted(
+                run_name=f"bench-{steps}x{n_layers}",
+                config_toml=to_toml(RunConfig(name="bench")),
+                model_name="mlp",
+                dataset="synthetic",
+                device="cpu",
+                params=n_layers * 2080,
+                layers=layers,
+                flops=1,
+                module_summary=[],
+                epochs=epochs,
+                steps_per_epoch=spe,
+                batch_size=128,
+                num_classes=10,
+                out_path=str(path),
+                started_at=time.time(),
+            )
+        )
         for s in range(0, steps, batch):
             n = min(batch, steps - s)
             st = np.arange(s, s + n, dtype=np.int64)
@@ -78,7 +101,9 @@ def generate(path: Path, steps: int, n_layers: int, epochs: int = 10, batch: int
             sc[:, 2], sc[:, 3], sc[:, 4] = 1e-3, 1e4, 0.01
             # gradients that collapse on the input side as the run goes on
             logs = -1.0 - 8.0 * frac[:, None, None] * depth[None, None, :] + noise[:n]
-            w.emit(StepBatch(st, (st // spe).astype(np.int32), sc, st, np.power(10.0, logs, dtype=np.float32)))
+            w.emit(
+                StepBatch(st, (st // spe).astype(np.int32), sc, st, np.power(10.0, logs, dtype=np.float32))
+            )
             for e in range(epochs):
                 if s < (e + 1) * spe <= s + n:
                     w.emit(EpochEnd(e, (e + 1) * spe, 1.0, 0.5, 1.1, 0.45, 1e-3, 10.0))
@@ -92,7 +117,12 @@ def matches(path: Path, steps: int, n_layers: int) -> bool:
         from tuitrain.runfile import open_run
 
         with open_run(path) as rf:
-            return rf.n_steps == steps and rf.n_layers == n_layers and rf.n_probe_rows == steps and rf.status == "completed"
+            return (
+                rf.n_steps == steps
+                and rf.n_layers == n_layers
+                and rf.n_probe_rows == steps
+                and rf.status == "completed"
+            )
     except Exception:
         return False
 
@@ -154,13 +184,23 @@ async def measure(path: Path, size: tuple[int, int], moves: int) -> dict:
         spent["redraw"] += time.perf_counter() - t
 
     app.redraw = timed_redraw
-    out: dict = {"file_gb": path.stat().st_size / 1e9, "steps": n_steps, "layers": rf.n_layers,
-                 "import_s": import_s, "open_run_s": open_s, "rss_after_imports_mb": rss_before}
+    out: dict = {
+        "file_gb": path.stat().st_size / 1e9,
+        "steps": n_steps,
+        "layers": rf.n_layers,
+        "import_s": import_s,
+        "open_run_s": open_s,
+        "rss_after_imports_mb": rss_before,
+    }
     async with app.run_test(size=size) as pilot:
         chart, bars = app.screen.query_one(LossChart), app.screen.query_one(GradBars)
         while True:
-            if (chart.builds and chart.spec.sm_x.size and bars.probe_step == n_steps - 1
-                    and app.history.steps_done == n_steps):
+            if (
+                chart.builds
+                and chart.spec.sm_x.size
+                and bars.probe_step == n_steps - 1
+                and app.history.steps_done == n_steps
+            ):
                 break
             if time.perf_counter() - t0 > 120:
                 raise TimeoutError("no first frame within 120 s")
@@ -206,7 +246,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--steps", type=int, default=1_000_000)
     ap.add_argument("--layers", type=int, default=200)
-    ap.add_argument("--path", type=Path, default=None, help="run file (default /tmp/tuitrain-bench/replay-<steps>x<layers>.h5)")
+    ap.add_argument(
+        "--path",
+        type=Path,
+        default=None,
+        help="run file (default /tmp/tuitrain-bench/replay-<steps>x<layers>.h5)",
+    )
     ap.add_argument("--size", default="200x60", help="terminal size, e.g. 80x24")
     ap.add_argument("--moves", type=int, default=30)
     ap.add_argument("--measure", action="store_true", help=argparse.SUPPRESS)  # the child process
@@ -219,31 +264,67 @@ def main() -> None:
     if matches(path, args.steps, args.layers):
         print(f"reusing {path} ({path.stat().st_size / 1e9:.2f} GB)")
     else:
-        print(f"writing {path}: {args.steps:,} steps x {args.layers} layers, a probe every step ...", flush=True)
+        print(
+            f"writing {path}: {args.steps:,} steps x {args.layers} layers, a probe every step ...", flush=True
+        )
         gen = generate(path, args.steps, args.layers)
         print(f"  written in {gen:.1f} s ({path.stat().st_size / 1e9:.2f} GB)")
-    child = subprocess.run([sys.executable, __file__, "--measure", "--path", str(path), "--size", args.size,
-                            "--moves", str(args.moves), "--steps", str(args.steps), "--layers", str(args.layers)],
-                           capture_output=True, text=True, cwd=ROOT)
+    child = subprocess.run(
+        [
+            sys.executable,
+            __file__,
+            "--measure",
+            "--path",
+            str(path),
+            "--size",
+            args.size,
+            "--moves",
+            str(args.moves),
+            "--steps",
+            str(args.steps),
+            "--layers",
+            str(args.layers),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
     if child.returncode:
         print(child.stdout + child.stderr, file=sys.stderr)
         sys.exit(child.returncode)
     r = json.loads(child.stdout.strip().splitlines()[-1])
-    print(f"\nreplay of {r['steps']:,} steps x {r['layers']} layers ({r['file_gb']:.2f} GB), terminal {args.size}")
+    print(
+        f"\nreplay of {r['steps']:,} steps x {r['layers']} layers ({r['file_gb']:.2f} GB), terminal {args.size}"
+    )
     rows = [
         ("imports (textual, h5py, app)", f"{r['import_s'] * 1000:.0f} ms"),
         ("open_run", f"{r['open_run_s'] * 1000:.0f} ms"),
-        ("overview read (file source)", f"{r['overview_read_s'] * 1000:.0f} ms -> {r['overview_rows']:,} step rows, "
-                                        f"{r['overview_probe_rows']} probe rows"),
+        (
+            "overview read (file source)",
+            f"{r['overview_read_s'] * 1000:.0f} ms -> {r['overview_rows']:,} step rows, "
+            f"{r['overview_probe_rows']} probe rows",
+        ),
         ("open -> first frame", f"{r['first_frame_s'] * 1000:.0f} ms"),
-        ("peak RSS at first frame / end", f"{r['rss_first_frame_mb']:.0f} / {r['rss_end_mb']:.0f} MB "
-                                          f"(after imports {r['rss_after_imports_mb']:.0f} MB)"),
+        (
+            "peak RSS at first frame / end",
+            f"{r['rss_first_frame_mb']:.0f} / {r['rss_end_mb']:.0f} MB "
+            f"(after imports {r['rss_after_imports_mb']:.0f} MB)",
+        ),
     ]
-    for key, label in (("left", "cursor left (1 chart column)"), ("shift_left", "cursor shift+left (1 epoch)"),
-                       ("home_end", "cursor home / end"), ("heatmap_left", "cursor left on the heatmap")):
-        rows.append((label, f"p50 {r[key + '_p50_ms']:.0f} ms  p95 {r[key + '_p95_ms']:.0f} ms  "
-                            f"max {r[key + '_max_ms']:.0f} ms  (redraw {r[key + '_redraw_ms']:.0f} ms + "
-                            f"paint {r[key + '_paint_ms']:.0f} ms)"))
+    for key, label in (
+        ("left", "cursor left (1 chart column)"),
+        ("shift_left", "cursor shift+left (1 epoch)"),
+        ("home_end", "cursor home / end"),
+        ("heatmap_left", "cursor left on the heatmap"),
+    ):
+        rows.append(
+            (
+                label,
+                f"p50 {r[key + '_p50_ms']:.0f} ms  p95 {r[key + '_p95_ms']:.0f} ms  "
+                f"max {r[key + '_max_ms']:.0f} ms  (redraw {r[key + '_redraw_ms']:.0f} ms + "
+                f"paint {r[key + '_paint_ms']:.0f} ms)",
+            )
+        )
     w = max(len(a) for a, _ in rows)
     for a, b in rows:
         print(f"  {a:<{w}}  {b}")

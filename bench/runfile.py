@@ -30,15 +30,31 @@ from tuitrain.runfile import RunFileWriter, open_run
 
 
 def started(n_layers: int, steps: int) -> RunStarted:
-    layers = [LayerInfo(f"layer{i}.weight", (64, 64), 4096, "weight", f"layer{i}", "Linear") for i in range(n_layers)]
+    layers = [
+        LayerInfo(f"layer{i}.weight", (64, 64), 4096, "weight", f"layer{i}", "Linear")
+        for i in range(n_layers)
+    ]
     return RunStarted(
-        run_name="bench", config_toml="", model_name="bench", dataset="synthetic", device="cpu",
-        params=4096 * n_layers, layers=layers, flops=0, module_summary=[], epochs=1, steps_per_epoch=steps,
-        batch_size=100, num_classes=10, out_path="",
+        run_name="bench",
+        config_toml="",
+        model_name="bench",
+        dataset="synthetic",
+        device="cpu",
+        params=4096 * n_layers,
+        layers=layers,
+        flops=0,
+        module_summary=[],
+        epochs=1,
+        steps_per_epoch=steps,
+        batch_size=100,
+        num_classes=10,
+        out_path="",
     )
 
 
-def payloads(batch: int, n_layers: int, probe_every: int, pool: int = 8) -> list[tuple[np.ndarray, np.ndarray]]:
+def payloads(
+    batch: int, n_layers: int, probe_every: int, pool: int = 8
+) -> list[tuple[np.ndarray, np.ndarray]]:
     """A few distinct (scalars, probes) blocks, reused so that generating data does not dominate."""
     rng = np.random.default_rng(0)
     m = len(range(0, batch, probe_every))
@@ -75,7 +91,9 @@ def write(path: Path, args: argparse.Namespace, flush_seconds: float) -> tuple[f
     w.emit(RunFinished("completed", args.steps))
     w.close()
     spent += time.perf_counter() - t
-    return spent, math.ceil(args.steps / args.steps_per_second / flush_seconds) if math.isfinite(flush_seconds) else 1
+    return spent, math.ceil(args.steps / args.steps_per_second / flush_seconds) if math.isfinite(
+        flush_seconds
+    ) else 1
 
 
 def timed(fn: Callable[[], object]) -> str:
@@ -104,18 +122,24 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     live, once = out / "bench-swmr.h5", out / "bench-once.h5"
     try:
-        print(f"{args.steps:,} steps x {args.layers} layers, probes every {args.probe_every} step(s), "
-              f"batches of {args.batch}, flush every {args.flush_seconds:g} s at {args.steps_per_second:g} steps/s")
+        print(
+            f"{args.steps:,} steps x {args.layers} layers, probes every {args.probe_every} step(s), "
+            f"batches of {args.batch}, flush every {args.flush_seconds:g} s at {args.steps_per_second:g} steps/s"
+        )
         spent, flushes = write(live, args, args.flush_seconds)
         spent_once, _ = write(once, args, math.inf)
         size, size_once = live.stat().st_size, once.stat().st_size
         m = len(range(0, args.steps, args.probe_every))
         payload = args.steps * (8 + 4 + 4 * len(STEP_SCALARS)) + m * (8 + 4 * len(PROBE_NAMES) * args.layers)
         mio = 1e6 / args.steps
-        print(f"writer:  {spent / args.steps * 1e6:.2f} us/step amortised ({flushes} flushes); "
-              f"write-once baseline {spent_once / args.steps * 1e6:.2f} us/step")
-        print(f"size:    {size * mio / 2**20:,.1f} MiB per million steps; bloat vs write-once "
-              f"{size / size_once:.4f}x; vs raw payload {size / payload:.4f}x")
+        print(
+            f"writer:  {spent / args.steps * 1e6:.2f} us/step amortised ({flushes} flushes); "
+            f"write-once baseline {spent_once / args.steps * 1e6:.2f} us/step"
+        )
+        print(
+            f"size:    {size * mio / 2**20:,.1f} MiB per million steps; bloat vs write-once "
+            f"{size / size_once:.4f}x; vs raw payload {size / payload:.4f}x"
+        )
 
         t = time.perf_counter()
         rf = open_run(live)
@@ -136,7 +160,9 @@ def main() -> None:
                 print(f"  {label:<46} {timed(fn)}")
             t = time.perf_counter()
             rf.probe(name, layers=slice(0, 1))
-            print(f"  {'one layer over every probe row (all chunks)':<46} {(time.perf_counter() - t) * 1e3:9.2f} ms")
+            print(
+                f"  {'one layer over every probe row (all chunks)':<46} {(time.perf_counter() - t) * 1e3:9.2f} ms"
+            )
     finally:
         if args.keep:
             print(f"files kept in {out}")

@@ -67,7 +67,10 @@ def producer(q, rate: int, n_layers: int, probe_every: int, seconds: float, emit
     layers = mlp_layers(n_layers)
     per = max(1, int(rate * emit))
     rng = np.random.default_rng(0)
-    pool = [make_batch(0, per, layers, rng, steps_per_epoch=10**9, probe_every=probe_every, t=0.0) for _ in range(4)]
+    pool = [
+        make_batch(0, per, layers, rng, steps_per_epoch=10**9, probe_every=probe_every, t=0.0)
+        for _ in range(4)
+    ]
     total = int(rate * seconds)
     q.put(EventBatch([run_started(layers, epochs=1, steps_per_epoch=total, name="bench")]))
     q.put(EventBatch([StatusChanged("running", 0)]))
@@ -120,7 +123,10 @@ class FrameClock:
         self.encode: list[float] = []
         self._pending = 0.0
         self._painted = self._inside = False
-        self._restore = [(Screen, "_on_timer_update", Screen._on_timer_update), (App, "_display", App._display)]
+        self._restore = [
+            (Screen, "_on_timer_update", Screen._on_timer_update),
+            (App, "_display", App._display),
+        ]
         orig_update, orig_display, orig_redraw = Screen._on_timer_update, App._display, app.redraw
         clock = self
 
@@ -187,12 +193,23 @@ async def run_ui(q, proc, seconds: float, size: tuple[int, int], warmup: float =
             steps, wall, fr = h.steps_seen - steps0, wall1 - wall0, clock.frames
             chart = app.screen.query("LossChart")
             return {
-                "steps_absorbed": steps, "steps_per_s": steps / wall, "dropped": h.dropped_steps,
-                "cpu_pct": 100 * (cpu1 - cpu0) / wall, "frames": len(fr), "frames_per_s": len(fr) / wall,
-                "redraws_per_s": (app.redraws - redraws0) / wall, "p50_ms": pct(fr, 50), "p95_ms": pct(fr, 95),
-                "max_ms": 1000 * max(fr) if fr else float("nan"), "encode_p95_ms": pct(clock.encode, 95),
-                "rss0_mb": rss0, "rss_growth_mb": rss1 - rss0, "rss_growth_2nd_half_mb": rss1 - rss_mid,
-                "chart_builds": chart.first().builds if chart else 0, "pace": app.pacer.factor, "status": h.status,
+                "steps_absorbed": steps,
+                "steps_per_s": steps / wall,
+                "dropped": h.dropped_steps,
+                "cpu_pct": 100 * (cpu1 - cpu0) / wall,
+                "frames": len(fr),
+                "frames_per_s": len(fr) / wall,
+                "redraws_per_s": (app.redraws - redraws0) / wall,
+                "p50_ms": pct(fr, 50),
+                "p95_ms": pct(fr, 95),
+                "max_ms": 1000 * max(fr) if fr else float("nan"),
+                "encode_p95_ms": pct(clock.encode, 95),
+                "rss0_mb": rss0,
+                "rss_growth_mb": rss1 - rss0,
+                "rss_growth_2nd_half_mb": rss1 - rss_mid,
+                "chart_builds": chart.first().builds if chart else 0,
+                "pace": app.pacer.factor,
+                "status": h.status,
             }
     finally:
         clock.close()
@@ -207,7 +224,9 @@ def bench(rate: int, layers: int, probe_every: int, seconds: float, size: tuple[
     finally:
         proc.terminate()
         proc.join(2)
-    res.update(rate=rate, layers=layers, probe_every=probe_every, size=f"{size[0]}x{size[1]}", seconds=seconds)
+    res.update(
+        rate=rate, layers=layers, probe_every=probe_every, size=f"{size[0]}x{size[1]}", seconds=seconds
+    )
     return res
 
 
@@ -218,8 +237,9 @@ STREAM_TARGET_MS = 50.0
 RSS_GROWTH_MB = 64.0  # the history's own caps (probe ring 32 MB, steps 15 MB, buckets 7 MB): beyond is a leak
 
 
-def run_events(start: int, steps: int, layers, probe_every: int, rng, per: int = 10_000,
-               steps_per_epoch: int = 10_000) -> list[list]:
+def run_events(
+    start: int, steps: int, layers, probe_every: int, rng, per: int = 10_000, steps_per_epoch: int = 10_000
+) -> list[list]:
     """A run's events from step ``start`` on, as lists to deliver together: a StepBatch of up to
     ``per`` steps each, with an EpochEnd at each epoch's end."""
     from tuitrain.events import EpochEnd
@@ -227,17 +247,22 @@ def run_events(start: int, steps: int, layers, probe_every: int, rng, per: int =
     out, s, end = [], start, start + steps
     while s < end:
         n = min(per, end - s, steps_per_epoch - s % steps_per_epoch)
-        events: list = [make_batch(s, n, layers, rng, steps_per_epoch=steps_per_epoch, probe_every=probe_every, t=0.0)]
+        events: list = [
+            make_batch(s, n, layers, rng, steps_per_epoch=steps_per_epoch, probe_every=probe_every, t=0.0)
+        ]
         s += n
         if s % steps_per_epoch == 0:
             e = s // steps_per_epoch - 1
-            events.append(EpochEnd(e, s, 1.45, 0.6, 1.5 + 0.1 / (e + 1), 0.58 - 0.1 / (e + 1), 1e-3, 1.0, time=0.0))
+            events.append(
+                EpochEnd(e, s, 1.45, 0.6, 1.5 + 0.1 / (e + 1), 0.58 - 0.1 / (e + 1), 1e-3, 1.0, time=0.0)
+            )
         out.append(events)
     return out
 
 
-async def run_draw(steps: int, size: tuple[int, int], frames: int, layers: int, probe_every: int,
-                   seconds: float) -> dict:
+async def run_draw(
+    steps: int, size: tuple[int, int], frames: int, layers: int, probe_every: int, seconds: float
+) -> dict:
     """Frames over a ``steps``-long history: the dashboard as the app draws it while the run goes on
     at 10,000 steps/s (its own 10 Hz tick, pacing and staggering; no CPU governor), every panel at
     once (what a key press costs), and the loss chart alone."""
@@ -255,8 +280,12 @@ async def run_draw(steps: int, size: tuple[int, int], frames: int, layers: int, 
     t0 = time.perf_counter()
     for events in run_events(0, steps, infos, probe_every, rng):
         h.extend(events)
-    out: dict = {"steps": h.steps_done, "rows": h.scalars.n, "fill_s": time.perf_counter() - t0,
-                 "size": f"{size[0]}x{size[1]}"}
+    out: dict = {
+        "steps": h.steps_done,
+        "rows": h.scalars.n,
+        "fill_s": time.perf_counter() - t0,
+        "size": f"{size[0]}x{size[1]}",
+    }
 
     def more(n: int = 1000) -> list:  # the next 0.1 s of a 10,000 steps/s run
         return [e for events in run_events(h.steps_done, n, infos, probe_every, rng) for e in events]
@@ -319,21 +348,37 @@ async def run_draw(steps: int, size: tuple[int, int], frames: int, layers: int, 
 # what each --draw-1m row is held to: the 1M-point drawing target for the frames a live run shows and
 # for the chart; a key press repaints every panel at once, and a 200x60 repaint of everything costs
 # ~30 ms in Textual before any data (the "repaint only" row), so it is held to the frame target
-DRAW_ROWS = {"live": DRAW_TARGET_MS, "chart": DRAW_TARGET_MS, "all panels": STREAM_TARGET_MS,
-             "repaint only": float("nan")}
+DRAW_ROWS = {
+    "live": DRAW_TARGET_MS,
+    "chart": DRAW_TARGET_MS,
+    "all panels": STREAM_TARGET_MS,
+    "repaint only": float("nan"),
+}
 
 
 def draw_rows(out: dict) -> list[dict]:
     rows = []
     for what, target in DRAW_ROWS.items():
         fr = out[what]
-        rows.append({"what": what, "size": out["size"], "steps": out["steps"], "rows": out["rows"],
-                     "frames": len(fr), "builds": out[f"{what}_builds"], "p50_ms": pct(fr, 50),
-                     "p95_ms": pct(fr, 95), "max_ms": 1000 * max(fr), "target_ms": target})
+        rows.append(
+            {
+                "what": what,
+                "size": out["size"],
+                "steps": out["steps"],
+                "rows": out["rows"],
+                "frames": len(fr),
+                "builds": out[f"{what}_builds"],
+                "p50_ms": pct(fr, 50),
+                "p95_ms": pct(fr, 95),
+                "max_ms": 1000 * max(fr),
+                "target_ms": target,
+            }
+        )
     return rows
 
 
 # -- driver --------------------------------------------------------------------------------------------
+
 
 def print_table(rows: list[dict], cols: list[tuple[str, str]]) -> None:
     table = [[fmt.format(r[c]) for c, fmt in cols] for r in rows]
@@ -354,15 +399,22 @@ def verdict(rows: list[dict], target_ms: float | None = None, rate_key: str | No
         if target != target:
             continue
         if r["p95_ms"] > 2 * target:
-            print(f"FAIL {name}: frame p95 {r['p95_ms']:.1f} ms > 2x the {target:g} ms target", file=sys.stderr)
+            print(
+                f"FAIL {name}: frame p95 {r['p95_ms']:.1f} ms > 2x the {target:g} ms target", file=sys.stderr
+            )
             bad = 1
         elif r["p95_ms"] > target:
             print(f"miss {name}: frame p95 {r['p95_ms']:.1f} ms > {target:g} ms target", file=sys.stderr)
         if rate_key and r["steps_per_s"] < 0.5 * r[rate_key]:
-            print(f"FAIL {name}: absorbed {r['steps_per_s']:,.0f} steps/s of {r[rate_key]:,}", file=sys.stderr)
+            print(
+                f"FAIL {name}: absorbed {r['steps_per_s']:,.0f} steps/s of {r[rate_key]:,}", file=sys.stderr
+            )
             bad = 1
         if r.get("rss_growth_2nd_half_mb", 0.0) > RSS_GROWTH_MB:
-            print(f"FAIL {name}: RSS grew {r['rss_growth_2nd_half_mb']:.0f} MB in the second half", file=sys.stderr)
+            print(
+                f"FAIL {name}: RSS grew {r['rss_growth_2nd_half_mb']:.0f} MB in the second half",
+                file=sys.stderr,
+            )
             bad = 1
     return bad
 
@@ -379,7 +431,9 @@ def child(args: list[str]) -> dict:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--scenario", choices=["all", *SCENARIOS], default="all")
-    ap.add_argument("--seconds", type=float, default=20.0, help="per configuration (--draw-1m: live frames, at most 10)")
+    ap.add_argument(
+        "--seconds", type=float, default=20.0, help="per configuration (--draw-1m: live frames, at most 10)"
+    )
     ap.add_argument("--rate", type=int, help="steps/s (overrides the scenario)")
     ap.add_argument("--layers", type=int)
     ap.add_argument("--probe-every", type=int)
@@ -396,7 +450,9 @@ def main(argv: list[str] | None = None) -> int:
     if a.one:
         size = tuple(int(v) for v in sizes[0].split("x"))
         if a.draw_1m:
-            out = run_draw(a.steps, size, a.frames, a.layers or 200, a.probe_every or 10, min(a.seconds, 10.0))
+            out = run_draw(
+                a.steps, size, a.frames, a.layers or 200, a.probe_every or 10, min(a.seconds, 10.0)
+            )
             print(json.dumps(asyncio.run(out)))
         else:
             sc = {**SCENARIOS[names[0]], **given}
@@ -407,21 +463,67 @@ def main(argv: list[str] | None = None) -> int:
     if a.draw_1m:
         for size in sizes:
             print(f"drawing a {a.steps:,}-step history at {size} ...", file=sys.stderr, flush=True)
-            rows += draw_rows(child(["--one", "--draw-1m", "--size", size, "--steps", str(a.steps),
-                                     "--frames", str(a.frames), "--seconds", str(a.seconds), *extra]))
-        print_table(rows, [("what", "{}"), ("size", "{}"), ("steps", "{:,}"), ("rows", "{:,}"), ("frames", "{}"),
-                           ("builds", "{}"), ("p50_ms", "{:.1f}"), ("p95_ms", "{:.1f}"), ("max_ms", "{:.1f}"),
-                           ("target_ms", "{:g}")])
+            rows += draw_rows(
+                child(
+                    [
+                        "--one",
+                        "--draw-1m",
+                        "--size",
+                        size,
+                        "--steps",
+                        str(a.steps),
+                        "--frames",
+                        str(a.frames),
+                        "--seconds",
+                        str(a.seconds),
+                        *extra,
+                    ]
+                )
+            )
+        print_table(
+            rows,
+            [
+                ("what", "{}"),
+                ("size", "{}"),
+                ("steps", "{:,}"),
+                ("rows", "{:,}"),
+                ("frames", "{}"),
+                ("builds", "{}"),
+                ("p50_ms", "{:.1f}"),
+                ("p95_ms", "{:.1f}"),
+                ("max_ms", "{:.1f}"),
+                ("target_ms", "{:g}"),
+            ],
+        )
         return verdict(rows)
     for name in names:
         for size in sizes:
             print(f"running {name} at {size} for {a.seconds:.0f} s ...", file=sys.stderr, flush=True)
-            rows.append(child(["--one", "--scenario", name, "--seconds", str(a.seconds), "--size", size, *extra]))
-    print_table(rows, [("scenario", "{}"), ("size", "{}"), ("rate", "{:,}"), ("layers", "{}"),
-                       ("steps_per_s", "{:,.0f}"), ("dropped", "{:,}"), ("cpu_pct", "{:.1f}"),
-                       ("frames_per_s", "{:.1f}"), ("p50_ms", "{:.1f}"), ("p95_ms", "{:.1f}"), ("max_ms", "{:.1f}"),
-                       ("encode_p95_ms", "{:.1f}"), ("chart_builds", "{}"), ("pace", "{:.1f}"), ("rss0_mb", "{:.0f}"),
-                       ("rss_growth_mb", "{:+.1f}"), ("rss_growth_2nd_half_mb", "{:+.1f}")])
+            rows.append(
+                child(["--one", "--scenario", name, "--seconds", str(a.seconds), "--size", size, *extra])
+            )
+    print_table(
+        rows,
+        [
+            ("scenario", "{}"),
+            ("size", "{}"),
+            ("rate", "{:,}"),
+            ("layers", "{}"),
+            ("steps_per_s", "{:,.0f}"),
+            ("dropped", "{:,}"),
+            ("cpu_pct", "{:.1f}"),
+            ("frames_per_s", "{:.1f}"),
+            ("p50_ms", "{:.1f}"),
+            ("p95_ms", "{:.1f}"),
+            ("max_ms", "{:.1f}"),
+            ("encode_p95_ms", "{:.1f}"),
+            ("chart_builds", "{}"),
+            ("pace", "{:.1f}"),
+            ("rss0_mb", "{:.0f}"),
+            ("rss_growth_mb", "{:+.1f}"),
+            ("rss_growth_2nd_half_mb", "{:+.1f}"),
+        ],
+    )
     return verdict(rows, STREAM_TARGET_MS, "rate")
 
 

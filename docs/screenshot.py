@@ -21,8 +21,13 @@ def make_run(path: Path) -> None:
     from tuitrain.runfile.writer import RunFileWriter
     from tuitrain.train.engine import train
 
-    cfg = build_config("presets/vgg38.toml", ["monitor.alert_steps=20", "data.train_size=1000"], data="synthetic",
-                       epochs=3, batch_size=50)
+    cfg = build_config(
+        "presets/vgg38.toml",
+        ["monitor.alert_steps=20", "data.train_size=1000"],
+        data="synthetic",
+        epochs=3,
+        batch_size=50,
+    )
     train(cfg, [RunFileWriter(str(path))], out_path=str(path))
 
 

@@ -16,8 +16,9 @@ from tests.conftest import REPO, cli_env, tuitrain_cmd
 
 
 def tt(*args: str, timeout: float = 120, cwd: Path = REPO) -> subprocess.CompletedProcess:
-    return subprocess.run([*tuitrain_cmd(), *args], capture_output=True, text=True, timeout=timeout,
-                          env=cli_env(), cwd=cwd)
+    return subprocess.run(
+        [*tuitrain_cmd(), *args], capture_output=True, text=True, timeout=timeout, env=cli_env(), cwd=cwd
+    )
 
 
 def assert_clean_error(p: subprocess.CompletedProcess, *needles: str, code: int = 2) -> None:
@@ -33,7 +34,9 @@ def test_help_is_fast_and_does_not_import_torch() -> None:
         "import sys, time; t = time.perf_counter(); import tuitrain.cli; "
         "print(time.perf_counter() - t); print('torch' in sys.modules, 'textual' in sys.modules)"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.split()
     assert out[1:] == ["False", "False"]
     for cmd in ([], ["run"], ["info"], ["presets"]):
         p = tt(*cmd, "--help")
@@ -44,7 +47,10 @@ def test_help_is_fast_and_does_not_import_torch() -> None:
     ("args", "needles"),
     [
         (["run", "presets/nope.toml", "--no-ui"], ["nope.toml", "no such preset"]),
-        (["run", "presets/vgg38.toml", "--no-ui", "--set", "optim.lrr=1"], ["optim.lrr", "Did you mean `optim.lr`"]),
+        (
+            ["run", "presets/vgg38.toml", "--no-ui", "--set", "optim.lrr=1"],
+            ["optim.lrr", "Did you mean `optim.lr`"],
+        ),
         (["run", "presets/vgg38.toml", "--no-ui", "--set", "optim.lr=-3"], ["optim.lr", "out of range"]),
         (["run", "presets/vgg38.toml", "--no-ui", "--data", "imagenet"], ["data.name", "synthetic"]),
         (["run", "presets/vgg38.toml", "--no-ui", "--set", "train.epochs=many"], ["train.epochs", "integer"]),
@@ -58,7 +64,7 @@ def test_bad_input_is_one_clear_message(args: list[str], needles: list[str]) -> 
 
 def test_toml_syntax_error_in_preset(tmp_path: Path) -> None:
     bad = tmp_path / "bad.toml"
-    bad.write_text('[train]\nepochs = 2\nbatch_size = = 3\n')
+    bad.write_text("[train]\nepochs = 2\nbatch_size = = 3\n")
     assert_clean_error(tt("run", str(bad), "--no-ui"), "bad.toml", "line 3")
 
 
@@ -73,17 +79,32 @@ def test_info_on_a_file_that_is_not_a_run(tmp_path: Path) -> None:
 
 
 def test_cifar_offline_suggests_synthetic(tmp_path: Path) -> None:
-    p = tt("run", "presets/vgg08.toml", "--no-ui", "--data-dir", str(tmp_path / "empty"), "--set", "data.download=false",
-           "--out", str(tmp_path / "r.h5"), timeout=180)
+    p = tt(
+        "run",
+        "presets/vgg08.toml",
+        "--no-ui",
+        "--data-dir",
+        str(tmp_path / "empty"),
+        "--set",
+        "data.download=false",
+        "--out",
+        str(tmp_path / "r.h5"),
+        timeout=180,
+    )
     assert_clean_error(p, "--data synthetic")
 
 
 def test_presets_table_lists_param_counts() -> None:
     p = tt("presets", timeout=180)
     assert p.returncode == 0, p.stderr
-    for name, params in (("vgg08", "59,460"), ("vgg38", "335,940"), ("vgg38_bn", "338,308"),
-                         ("mlp_cifar10", "3,709,194"), ("resnet18_cifar10", "11,173,962"),
-                         ("mlp_mixer_cifar10", "2,188,298")):
+    for name, params in (
+        ("vgg08", "59,460"),
+        ("vgg38", "335,940"),
+        ("vgg38_bn", "338,308"),
+        ("mlp_cifar10", "3,709,194"),
+        ("resnet18_cifar10", "11,173,962"),
+        ("mlp_mixer_cifar10", "2,188,298"),
+    ):
         line = next(ln for ln in p.stdout.splitlines() if f" {name} " in ln)
         assert params in line, line
 
@@ -111,9 +132,14 @@ def test_headless_run_writes_a_complete_run_file(tmp_path: Path) -> None:
 
 def test_ctrl_c_stops_cleanly_with_130(tmp_path: Path) -> None:
     out = tmp_path / "stopped.h5"
-    proc = subprocess.Popen([*tuitrain_cmd(), "run", "presets/toy2d_mlp.toml", "--no-ui", "--epochs", "1000",
-                             "--out", str(out)], cwd=REPO, env=cli_env(), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [*tuitrain_cmd(), "run", "presets/toy2d_mlp.toml", "--no-ui", "--epochs", "1000", "--out", str(out)],
+        cwd=REPO,
+        env=cli_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.time() + 120
     while time.time() < deadline:  # wait until training really runs: rows in the file
         time.sleep(0.5)

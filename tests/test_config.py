@@ -25,8 +25,19 @@ def test_every_preset_loads(presets_dir: Path) -> None:
     files = sorted(presets_dir.glob("*.toml"))
     assert len(files) >= 12
     names = {f.stem for f in files}
-    for required in ("vgg08", "vgg38", "vgg38_bn", "vgg38_rc", "vgg38_bn_rc", "mlp_cifar10", "resnet18_cifar10",
-                     "resnet18_sgd", "mlp_mixer_cifar10", "deep_mlp", "toy2d_mlp"):
+    for required in (
+        "vgg08",
+        "vgg38",
+        "vgg38_bn",
+        "vgg38_rc",
+        "vgg38_bn_rc",
+        "mlp_cifar10",
+        "resnet18_cifar10",
+        "resnet18_sgd",
+        "mlp_mixer_cifar10",
+        "deep_mlp",
+        "toy2d_mlp",
+    ):
         assert required in names
     for f in files:
         cfg = load_config(f)
@@ -35,8 +46,12 @@ def test_every_preset_loads(presets_dir: Path) -> None:
 
 
 def test_vgg_presets_follow_001(presets_dir: Path) -> None:
-    for stem, bn, rc in (("vgg38", False, False), ("vgg38_bn", True, False), ("vgg38_rc", False, True),
-                         ("vgg38_bn_rc", True, True)):
+    for stem, bn, rc in (
+        ("vgg38", False, False),
+        ("vgg38_bn", True, False),
+        ("vgg38_rc", False, True),
+        ("vgg38_bn_rc", True, True),
+    ):
         cfg = load_config(presets_dir / f"{stem}.toml")
         assert (cfg.model.batch_norm, cfg.model.residual) == (bn, rc)
         assert cfg.model.blocks_per_stage == 5 and cfg.model.filters == 32

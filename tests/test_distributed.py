@@ -30,8 +30,9 @@ TOY_STEPS_PER_EPOCH = 16  # toy2d: 2,000 training points; global batch 128 -> 1,
 def run_cli(*args: str, timeout: float = 180) -> subprocess.CompletedProcess:
     env = cli_env()
     env.pop("WORLD_SIZE", None)
-    return subprocess.run([*tuitrain_cmd(), *args], capture_output=True, text=True, timeout=timeout, env=env,
-                          cwd=REPO)
+    return subprocess.run(
+        [*tuitrain_cmd(), *args], capture_output=True, text=True, timeout=timeout, env=env, cwd=REPO
+    )
 
 
 # ---- the real CLI ----------------------------------------------------------------------------------
@@ -39,8 +40,19 @@ def run_cli(*args: str, timeout: float = 180) -> subprocess.CompletedProcess:
 
 def test_run_nproc_per_node_2_writes_one_complete_file(tmp_path: Path) -> None:
     out = tmp_path / "x.h5"
-    p = run_cli("run", "presets/toy2d_mlp.toml", "--no-ui", "--nproc-per-node", "2", "--epochs", "2",
-                "--device", "cpu", "--out", str(out))
+    p = run_cli(
+        "run",
+        "presets/toy2d_mlp.toml",
+        "--no-ui",
+        "--nproc-per-node",
+        "2",
+        "--epochs",
+        "2",
+        "--device",
+        "cpu",
+        "--out",
+        str(out),
+    )
     assert p.returncode == 0, p.stdout + p.stderr
     assert "data-parallel with torchrun: 2 processes" in p.stderr
     assert "Traceback" not in p.stdout + p.stderr
@@ -92,9 +104,11 @@ class Recorder:
         pass
 
     def arrays(self) -> dict[str, np.ndarray]:
-        return {"loss": np.concatenate([b.scalar("loss") for b in self.batches]),
-                "acc": np.concatenate([b.scalar("acc") for b in self.batches]),
-                "grad": np.concatenate([b.probe("grad_norm") for b in self.batches])}
+        return {
+            "loss": np.concatenate([b.scalar("loss") for b in self.batches]),
+            "acc": np.concatenate([b.scalar("acc") for b in self.batches]),
+            "grad": np.concatenate([b.probe("grad_norm") for b in self.batches]),
+        }
 
 
 def train_toy(sinks: list) -> str:
@@ -116,8 +130,13 @@ class Scripted:
 
 def _rank_checks(rank: int, world: int, port: int, out_dir: str) -> None:
     torch.set_num_threads(1)  # as torchrun's OMP_NUM_THREADS=1: 2 x 2 threads on 2 cores crawl (5x)
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
-                      LOCAL_RANK=str(rank))
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        RANK=str(rank),
+        WORLD_SIZE=str(world),
+        LOCAL_RANK=str(rank),
+    )
     job, device = distributed.init(torch.device("cpu"))
     try:
         assert (job.rank, job.world_size, job.backend, device.type) == (rank, world, "gloo", "cpu")
@@ -181,8 +200,10 @@ def test_helpers_and_two_ranks_reproducing_one_process(tmp_path: Path) -> None:
 
 def toy_data(n_train: int = 103, n_val: int = 11) -> DeviceData:
     """Points whose first coordinate is their index, so a batch says which samples it holds."""
-    xs = {s: torch.stack([torch.arange(n, dtype=torch.float32), torch.zeros(n)], 1)
-          for s, n in (("train", n_train), ("val", n_val), ("test", 5))}
+    xs = {
+        s: torch.stack([torch.arange(n, dtype=torch.float32), torch.zeros(n)], 1)
+        for s, n in (("train", n_train), ("val", n_val), ("test", 5))
+    }
     ys = {s: torch.zeros(x.shape[0], dtype=torch.int64) for s, x in xs.items()}
     return DeviceData("toy2d", 2, (2,), xs, ys, augmentable=False)
 

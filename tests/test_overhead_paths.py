@@ -37,8 +37,12 @@ def small_mlp(seed: int = 0) -> torch.nn.Module:
     """The shape of the toy2d preset, smaller: Linear + BatchNorm + ReLU layers, a linear head."""
     torch.manual_seed(seed)
     return torch.nn.Sequential(
-        torch.nn.Linear(2, 16), torch.nn.BatchNorm1d(16), torch.nn.ReLU(),
-        torch.nn.Linear(16, 16), torch.nn.BatchNorm1d(16), torch.nn.ReLU(),
+        torch.nn.Linear(2, 16),
+        torch.nn.BatchNorm1d(16),
+        torch.nn.ReLU(),
+        torch.nn.Linear(16, 16),
+        torch.nn.BatchNorm1d(16),
+        torch.nn.ReLU(),
         torch.nn.Linear(16, 3),
     )
 
@@ -59,11 +63,15 @@ class WithUnused(torch.nn.Module):
 
 def batches(n: int, device: str = "cpu", seed: int = 0) -> list[tuple[torch.Tensor, torch.Tensor]]:
     g = torch.Generator().manual_seed(seed)
-    return [(torch.randn(32, 2, generator=g).to(device), torch.randint(0, 3, (32,), generator=g).to(device))
-            for _ in range(n)]
+    return [
+        (torch.randn(32, 2, generator=g).to(device), torch.randint(0, 3, (32,), generator=g).to(device))
+        for _ in range(n)
+    ]
 
 
-def reference_probes(params: list[torch.Tensor], grads: list[torch.Tensor], after: list[torch.Tensor]) -> np.ndarray:
+def reference_probes(
+    params: list[torch.Tensor], grads: list[torch.Tensor], after: list[torch.Tensor]
+) -> np.ndarray:
     """The four statistics in float64, straight from their definitions."""
     out = np.zeros((len(PROBE_NAMES), len(params)))
     for i, (w, g, w1) in enumerate(zip(params, grads, after, strict=True)):
@@ -85,8 +93,9 @@ def test_monitor_step_loop_has_no_host_sync_on_cuda(optim: str) -> None:
     device = torch.device("cuda")
     model = small_mlp().to(device)
     params = list(model.parameters())
-    opt = (torch.optim.SGD(params, lr=0.1, momentum=0.9) if optim == "sgd"
-           else torch.optim.Adam(params, lr=1e-3))
+    opt = (
+        torch.optim.SGD(params, lr=0.1, momentum=0.9) if optim == "sgd" else torch.optim.Adam(params, lr=1e-3)
+    )
     rec = Recorder()
     monitor = Monitor(params, layer_infos(model), [rec], MonitorConfig(every=1, emit_seconds=0.0), device)
     data = batches(4, "cuda")
@@ -130,8 +139,11 @@ def test_flat_and_foreach_probes_agree_with_float64(make: Callable[[], torch.nn.
     for flat in (True, False):
         model = copy.deepcopy(base)
         params = list(model.parameters())
-        opt = (torch.optim.SGD(params, lr=0.1, momentum=0.9) if optim == "sgd"
-               else torch.optim.Adam(params, lr=1e-2))
+        opt = (
+            torch.optim.SGD(params, lr=0.1, momentum=0.9)
+            if optim == "sgd"
+            else torch.optim.Adam(params, lr=1e-2)
+        )
         probe = LayerProbe(params, flat=flat)
         assert probe.flat is flat
         got, want = [], []
@@ -211,8 +223,9 @@ def test_monitor_counts_accuracy_of_uneven_batches_and_flushes_early_for_big_log
     params = list(model.parameters())
     opt = torch.optim.SGD(params, lr=0.1)
     rec = Recorder()
-    monitor = Monitor(params, layer_infos(model), [rec], MonitorConfig(every=2, emit_seconds=1e9),
-                      torch.device("cpu"))
+    monitor = Monitor(
+        params, layer_infos(model), [rec], MonitorConfig(every=2, emit_seconds=1e9), torch.device("cpu")
+    )
     monkeypatch.setattr("tuitrain.train.monitor._MAX_PENDING_ELEMS", (32 + 20 + 32) * 3 - 1)
     want = []
     for i, (x, y) in enumerate(batches(4)):
@@ -233,9 +246,13 @@ def test_monitor_counts_accuracy_of_uneven_batches_and_flushes_early_for_big_log
     np.testing.assert_allclose(m.scalar("acc"), [w[0] for w in want])
     np.testing.assert_allclose(m.scalar("loss"), [w[1] for w in want], rtol=1e-6)
     sizes = [32, 20, 32, 32]
-    assert monitor.epoch_sums.tolist() == pytest.approx([
-        sum(w[1] * b for w, b in zip(want, sizes, strict=True)),
-        sum(w[0] * b for w, b in zip(want, sizes, strict=True)), sum(sizes)])
+    assert monitor.epoch_sums.tolist() == pytest.approx(
+        [
+            sum(w[1] * b for w, b in zip(want, sizes, strict=True)),
+            sum(w[0] * b for w, b in zip(want, sizes, strict=True)),
+            sum(sizes),
+        ]
+    )
 
 
 def test_probe_picks_its_path() -> None:
@@ -287,6 +304,7 @@ def fake_events() -> list[FakeEvent]:
 
 def deferred(made: list[FakeEvent], depth: int = 3) -> HostReadback:
     """The CUDA bookkeeping of HostReadback on CPU tensors, with FakeEvents appended to ``made``."""
+
     def factory() -> FakeEvent:
         made.append(FakeEvent())
         return made[-1]
@@ -345,9 +363,9 @@ def test_deferred_readback_reuses_buffers_and_events(fake_events: list[FakeEvent
 def test_readback_copies_out_of_pooled_buffers(fake_events: list[FakeEvent]) -> None:
     rb = deferred(fake_events, depth=1)
     rb.push(("a",), torch.tensor([1.0, 2.0]))
-    (_, first), = rb.pop_ready(force=True)
+    ((_, first),) = rb.pop_ready(force=True)
     rb.push(("b",), torch.tensor([3.0, 4.0]))  # reuses the pooled buffer of "a"
-    (_, second), = rb.pop_ready(force=True)
+    ((_, second),) = rb.pop_ready(force=True)
     assert len(fake_events) == 1
     assert first.tolist() == [1.0, 2.0] and second.tolist() == [3.0, 4.0]
 
@@ -363,10 +381,12 @@ def run_monitor(every: int, readback: bool = False, steps: int = 12, lag: int = 
     params = list(model.parameters())
     opt = torch.optim.Adam(params, lr=1e-2)
     rec = Recorder()
-    monitor = Monitor(params, layer_infos(model), [rec], MonitorConfig(every=every, emit_seconds=1e9),
-                      torch.device("cpu"))
+    monitor = Monitor(
+        params, layer_infos(model), [rec], MonitorConfig(every=every, emit_seconds=1e9), torch.device("cpu")
+    )
     events: list[FakeEvent] = []
     if readback:
+
         def factory() -> FakeEvent:
             events.append(FakeEvent())
             return events[-1]
@@ -392,8 +412,10 @@ def run_monitor(every: int, readback: bool = False, steps: int = 12, lag: int = 
 
 def merged(batches_: list[StepBatch]) -> StepBatch:
     return StepBatch(
-        np.concatenate([b.steps for b in batches_]), np.concatenate([b.epochs for b in batches_]),
-        np.concatenate([b.scalars for b in batches_]), np.concatenate([b.probe_steps for b in batches_]),
+        np.concatenate([b.steps for b in batches_]),
+        np.concatenate([b.epochs for b in batches_]),
+        np.concatenate([b.scalars for b in batches_]),
+        np.concatenate([b.probe_steps for b in batches_]),
         np.concatenate([b.probes for b in batches_]),
     )
 
@@ -492,31 +514,43 @@ class ReferenceAlerts:
         n_stuck, n_weights = int(stuck.sum()), int(self.weights.sum())
         if n_stuck and n_stuck >= max(1, self.vanish_reported + max(1, n_weights // 4)):
             first = self.names[int(np.argmax(stuck))]
-            alerts.append(Alert(
-                step, "warning", "vanishing",
-                f"vanishing gradients: {n_stuck} of {n_weights} weight layers have mean |grad| below "
-                f"{self.cfg.vanishing:g} for {self.cfg.alert_steps} steps (first: {first})",
-            ))
+            alerts.append(
+                Alert(
+                    step,
+                    "warning",
+                    "vanishing",
+                    f"vanishing gradients: {n_stuck} of {n_weights} weight layers have mean |grad| below "
+                    f"{self.cfg.vanishing:g} for {self.cfg.alert_steps} steps (first: {first})",
+                )
+            )
             self.vanish_reported = n_stuck
         elif self.vanish_reported and n_stuck == 0 and not below.any():
-            alerts.append(Alert(step, "info", "recovered", "gradients recovered: no weight layer is vanishing now"))
+            alerts.append(
+                Alert(step, "info", "recovered", "gradients recovered: no weight layer is vanishing now")
+            )
             self.vanish_reported = 0
         norms = probes[PROBE_NAMES.index("grad_norm")]
         over = np.isfinite(norms) & (norms > self.cfg.exploding)
         if over.any() and self.explode_armed:
             worst = int(np.argmax(np.where(over, norms, -np.inf)))
-            alerts.append(Alert(
-                step, "warning", "exploding",
-                f"exploding gradients: {int(over.sum())} tensors have grad norm above {self.cfg.exploding:g} "
-                f"(largest {norms[worst]:.3g} in {self.names[worst]})",
-            ))
+            alerts.append(
+                Alert(
+                    step,
+                    "warning",
+                    "exploding",
+                    f"exploding gradients: {int(over.sum())} tensors have grad norm above {self.cfg.exploding:g} "
+                    f"(largest {norms[worst]:.3g} in {self.names[worst]})",
+                )
+            )
             self.explode_armed = False
         elif not over.any():
             self.explode_armed = True
         return alerts
 
 
-def probe_sequence(rng: np.random.Generator, n_layers: int, steps: int) -> list[tuple[float, np.ndarray | None]]:
+def probe_sequence(
+    rng: np.random.Generator, n_layers: int, steps: int
+) -> list[tuple[float, np.ndarray | None]]:
     """Healthy stretches, vanishing stretches (some or all layers), recoveries, bursts of exploding
     norms (finite, +Inf, mixed with NaN), NaN losses and skipped probes, in random order."""
     out: list[tuple[float, np.ndarray | None]] = []
@@ -551,14 +585,17 @@ def test_alert_shortcuts_say_what_the_full_checks_say(seed: int) -> None:
     n = 9
     kinds = ["weight", "bias", "norm"]
     layers = [LayerInfo(f"l{i}", (4,), 4, kinds[i % 3], f"m{i}", "Linear") for i in range(n)]
-    cfg = MonitorConfig(every=int(rng.integers(1, 4)), vanishing=1e-8, exploding=1e2,
-                        alert_steps=int(rng.integers(1, 12)))
+    cfg = MonitorConfig(
+        every=int(rng.integers(1, 4)), vanishing=1e-8, exploding=1e2, alert_steps=int(rng.integers(1, 12))
+    )
     fast, ref = GradientAlerts(layers, cfg), ReferenceAlerts(layers, cfg)
     said = 0
     for step, (loss, p) in enumerate(probe_sequence(rng, n, 600)):
         epoch = step // 100
         got = fast.check(step, epoch, loss, p)
         want = ref.check(step, epoch, loss, p)
-        assert [(a.kind, a.level, a.message) for a in got] == [(a.kind, a.level, a.message) for a in want], step
+        assert [(a.kind, a.level, a.message) for a in got] == [(a.kind, a.level, a.message) for a in want], (
+            step
+        )
         said += len(got)
     assert said > 5  # the sequence did exercise the alerts

@@ -24,8 +24,10 @@ def tiny() -> torch.nn.Linear:
 
 
 def layers_of(model: torch.nn.Module) -> list[LayerInfo]:
-    return [LayerInfo(n, tuple(p.shape), p.numel(), "bias" if n.endswith("bias") else "weight", "", "Linear")
-            for n, p in model.named_parameters()]
+    return [
+        LayerInfo(n, tuple(p.shape), p.numel(), "bias" if n.endswith("bias") else "weight", "", "Linear")
+        for n, p in model.named_parameters()
+    ]
 
 
 def test_probe_matches_hand_computation() -> None:
@@ -67,7 +69,9 @@ def test_probe_update_ratio_for_adam_matches_weights_diff() -> None:
         probe.before_step()
         opt.step()
         out = probe.after_step()
-        expected = torch.stack([(p.detach() - b).norm() / b.norm() for p, b in zip(model.parameters(), before, strict=True)])
+        expected = torch.stack(
+            [(p.detach() - b).norm() / b.norm() for p, b in zip(model.parameters(), before, strict=True)]
+        )
         torch.testing.assert_close(out[3], expected, rtol=1e-5, atol=1e-9)
 
 
@@ -89,7 +93,9 @@ def test_readback_on_cpu_is_immediate() -> None:
     assert ready[0][0] == ("a",) and ready[0][1].tolist() == [1.0, 2.0]
 
 
-def run_steps(monitor: Monitor, model: torch.nn.Module, opt, n: int, lr_value: float = 0.1, scale: float = 1.0) -> None:
+def run_steps(
+    monitor: Monitor, model: torch.nn.Module, opt, n: int, lr_value: float = 0.1, scale: float = 1.0
+) -> None:
     for _ in range(n):
         x = torch.randn(4, 3)
         logits = model(x) * scale
@@ -107,7 +113,13 @@ def test_monitor_batches_every_step_and_probes_every_n() -> None:
     model = tiny()
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     rec = Recorder()
-    mon = Monitor(list(model.parameters()), layers_of(model), [rec], MonitorConfig(every=3, emit_seconds=1e3), torch.device("cpu"))
+    mon = Monitor(
+        list(model.parameters()),
+        layers_of(model),
+        [rec],
+        MonitorConfig(every=3, emit_seconds=1e3),
+        torch.device("cpu"),
+    )
     run_steps(mon, model, opt, 10)
     mon.flush(force=True)
     batches = [e for e in rec.events if isinstance(e, StepBatch)]

@@ -61,17 +61,42 @@ def engine_runs(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     return paths
 
 
-def synthetic_events(steps: int = 2000, n_layers: int = 12, epochs: int = 4, name: str = "syn", lr: float = 1e-3,
-                     batch: int = 500, probe_every: int = 1, finish: bool = True) -> Iterator[Event]:
+def synthetic_events(
+    steps: int = 2000,
+    n_layers: int = 12,
+    epochs: int = 4,
+    name: str = "syn",
+    lr: float = 1e-3,
+    batch: int = 500,
+    probe_every: int = 1,
+    finish: bool = True,
+) -> Iterator[Event]:
     """A deterministic run whose input-side gradients collapse over time (layer 0 falls from 1e-1 to
     1e-9 by the last step, the output layer stays near 1e-1), loss falling at a rate set by ``lr``."""
     cfg = RunConfig(name=name)
     cfg.optim.lr = lr
-    layers = [LayerInfo(f"layers.{i}.weight", (8, 8), 64, "weight", f"layers.{i}", "Linear") for i in range(n_layers)]
+    layers = [
+        LayerInfo(f"layers.{i}.weight", (8, 8), 64, "weight", f"layers.{i}", "Linear")
+        for i in range(n_layers)
+    ]
     spe = max(1, steps // epochs)
-    yield RunStarted(run_name=name, config_toml=to_toml(cfg), model_name="mlp", dataset="synthetic", device="cpu",
-                     params=1000 + n_layers, layers=layers, flops=1, module_summary=[], epochs=epochs,
-                     steps_per_epoch=spe, batch_size=32, num_classes=10, out_path="", started_at=1_700_000_000.0)
+    yield RunStarted(
+        run_name=name,
+        config_toml=to_toml(cfg),
+        model_name="mlp",
+        dataset="synthetic",
+        device="cpu",
+        params=1000 + n_layers,
+        layers=layers,
+        flops=1,
+        module_summary=[],
+        epochs=epochs,
+        steps_per_epoch=spe,
+        batch_size=32,
+        num_classes=10,
+        out_path="",
+        started_at=1_700_000_000.0,
+    )
     depth = 1.0 - np.arange(n_layers) / max(1, n_layers - 1)  # 1 at the input, 0 at the output
     rate = 3.0 * lr / 1e-3
     for s in range(0, steps, batch):
@@ -90,8 +115,17 @@ def synthetic_events(steps: int = 2000, n_layers: int = 12, epochs: int = 4, nam
         for e in range(epochs):
             if s < (e + 1) * spe <= s + batch:
                 loss = float(sc[min(len(st) - 1, (e + 1) * spe - 1 - s), 0])
-                yield EpochEnd(e, (e + 1) * spe, loss, 1 - loss / 2.5, loss * 1.1, 1 - loss / 2.2, lr, 1.0,
-                               time=1_700_000_000.0 + (e + 1) * spe)
+                yield EpochEnd(
+                    e,
+                    (e + 1) * spe,
+                    loss,
+                    1 - loss / 2.5,
+                    loss * 1.1,
+                    1 - loss / 2.2,
+                    lr,
+                    1.0,
+                    time=1_700_000_000.0 + (e + 1) * spe,
+                )
     if finish:
         yield EvTestResult(loss * 1.1, 1 - loss / 2.2, time=1_700_000_000.0 + steps)
         yield RunFinished("completed", steps, time=1_700_000_000.0 + steps + 1)
@@ -107,16 +141,20 @@ def write_synthetic(path: Path, **kw: object) -> Path:
 def spawn_writer(tmp_path: Path, body: str) -> subprocess.Popen[str]:
     """A Python process that writes a run file with RunFileWriter (``synthetic_events`` is in scope)."""
     script = tmp_path / f"writer_{time.monotonic_ns()}.py"
-    script.write_text(f"import sys, time\nsys.path.insert(0, {str(REPO)!r})\n"
-                      "from tests.test_replay import synthetic_events\n"
-                      "from tuitrain.runfile import RunFileWriter\n" + textwrap.dedent(body))
+    script.write_text(
+        f"import sys, time\nsys.path.insert(0, {str(REPO)!r})\n"
+        "from tests.test_replay import synthetic_events\n"
+        "from tuitrain.runfile import RunFileWriter\n" + textwrap.dedent(body)
+    )
     return subprocess.Popen([sys.executable, "-u", str(script)], stdout=subprocess.PIPE, text=True, cwd=REPO)
 
 
 def killed_run(tmp_path: Path, name: str = "killed") -> Path:
     """A run file whose writer was SIGKILLed after 600 of 2000 steps (and reaped)."""
     path = tmp_path / f"{name}.h5"
-    proc = spawn_writer(tmp_path, f"""
+    proc = spawn_writer(
+        tmp_path,
+        f"""
         w = RunFileWriter({str(path)!r}, flush_seconds=0.0)
         for i, ev in enumerate(synthetic_events(steps=2000, batch=200, name={name!r})):
             w.emit(ev)
@@ -124,7 +162,8 @@ def killed_run(tmp_path: Path, name: str = "killed") -> Path:
                 w.flush()
                 print("flushed", flush=True)
                 time.sleep(600)
-    """)
+    """,
+    )
     assert proc.stdout is not None
     assert proc.stdout.readline().strip() == "flushed"
     proc.send_signal(signal.SIGKILL)
@@ -245,7 +284,9 @@ def test_follow_sees_another_process_write_and_then_die(tmp_path: Path) -> None:
     from tuitrain.ui.replay.file_source import FileSource
 
     path = tmp_path / "dies.h5"
-    proc = spawn_writer(tmp_path, f"""
+    proc = spawn_writer(
+        tmp_path,
+        f"""
         w = RunFileWriter({str(path)!r}, flush_seconds=0.05)
         for i, ev in enumerate(synthetic_events(steps=2000, batch=100, finish=False)):
             w.emit(ev)
@@ -255,7 +296,8 @@ def test_follow_sees_another_process_write_and_then_die(tmp_path: Path) -> None:
             time.sleep(0.1)
         print("written", flush=True)
         time.sleep(600)
-    """)
+    """,
+    )
     assert proc.stdout is not None
     assert proc.stdout.readline().strip() == "started"
     src = FileSource(path, follow=True, poll_seconds=0.05)
@@ -336,9 +378,17 @@ def bad_inputs(tmp_path: Path, good: Path) -> dict[str, tuple[list[str], list[st
 
 def test_bad_input_is_one_clear_line(tmp_path: Path, engine: list[Path]) -> None:
     cases = bad_inputs(tmp_path, engine[0])
-    procs = {name: subprocess.Popen([*tuitrain_cmd(), "replay", *args, "--print"], cwd=REPO, env=cli_env(),
-                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for name, (args, _) in cases.items()}  # all at once: each is mostly interpreter start-up
+    procs = {
+        name: subprocess.Popen(
+            [*tuitrain_cmd(), "replay", *args, "--print"],
+            cwd=REPO,
+            env=cli_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for name, (args, _) in cases.items()
+    }  # all at once: each is mostly interpreter start-up
     for name, proc in procs.items():
         out, err = proc.communicate(timeout=120)
         assert proc.returncode == 2, (name, out, err)
@@ -350,13 +400,29 @@ def test_bad_input_is_one_clear_line(tmp_path: Path, engine: list[Path]) -> None
 
 def test_print_shows_the_table_and_a_chart_without_a_tty(tmp_path: Path, engine: list[Path]) -> None:
     killed = killed_run(tmp_path, "crashed")
-    p = subprocess.run([*tuitrain_cmd(), "replay", *map(str, engine), str(killed), "--metric", "val_acc"],
-                       capture_output=True, text=True, timeout=120, cwd=REPO, env=cli_env())
+    p = subprocess.run(
+        [*tuitrain_cmd(), "replay", *map(str, engine), str(killed), "--metric", "val_acc"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
+        env=cli_env(),
+    )
     assert p.returncode == 0, p.stderr
     out = p.stdout
     assert "\x1b[" not in out  # not a terminal: plain text
-    for col in ("Run", "Train Loss", "Val Loss", "Train Acc", "Val Acc", "Test Loss", "Test Acc", "Params",
-                "optim.lr", "Status"):
+    for col in (
+        "Run",
+        "Train Loss",
+        "Val Loss",
+        "Train Acc",
+        "Val Acc",
+        "Test Loss",
+        "Test Acc",
+        "Params",
+        "optim.lr",
+        "Status",
+    ):
         assert col in out, col
     for name in ("mlp_lr1e-3", "mlp_lr1e-2", "crashed"):
         assert name in out, name
@@ -369,17 +435,30 @@ def test_print_shows_the_table_and_a_chart_without_a_tty(tmp_path: Path, engine:
 def test_print_long_run_reads_lazily(tmp_path: Path) -> None:
     path = write_synthetic(tmp_path / "long.h5", steps=20_000, n_layers=8, batch=5000, name="long")
     t0 = time.perf_counter()
-    p = subprocess.run([*tuitrain_cmd(), "replay", str(path), "--print", "--metric", "loss"],
-                       capture_output=True, text=True, timeout=120, cwd=REPO, env={**cli_env(), "COLUMNS": "100"})
+    p = subprocess.run(
+        [*tuitrain_cmd(), "replay", str(path), "--print", "--metric", "loss"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
+        env={**cli_env(), "COLUMNS": "100"},
+    )
     assert p.returncode == 0, p.stderr
     assert "long" in p.stdout and "Loss · 1 run" in p.stdout
     assert time.perf_counter() - t0 < 30
 
 
 def test_replay_does_not_import_torch() -> None:
-    code = ("import sys, tuitrain.replay_print, tuitrain.ui.replay.launch;"
-            "bad = sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.'));"
-            "print(bad); sys.exit(1 if bad else 0)")
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
-                       env={**os.environ, "PYTHONPATH": str(REPO)})
+    code = (
+        "import sys, tuitrain.replay_print, tuitrain.ui.replay.launch;"
+        "bad = sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.'));"
+        "print(bad); sys.exit(1 if bad else 0)"
+    )
+    r = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
     assert r.returncode == 0, r.stdout + r.stderr

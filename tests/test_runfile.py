@@ -83,7 +83,9 @@ def make_started(n_layers: int = N_LAYERS, **kw: object) -> RunStarted:
     return RunStarted(**fields)  # type: ignore[arg-type]
 
 
-def make_batch(start: int, n: int, n_layers: int = N_LAYERS, probe_every: int = 1, epoch: int = 0) -> StepBatch:
+def make_batch(
+    start: int, n: int, n_layers: int = N_LAYERS, probe_every: int = 1, epoch: int = 0
+) -> StepBatch:
     """Consecutive steps with float32-exact values (the file stores float32), probes every k steps."""
     rng = np.random.default_rng(start)
     steps = np.arange(start, start + n, dtype=np.int64)
@@ -103,7 +105,9 @@ def write_run(path: Path, batches: list[StepBatch], n_layers: int = N_LAYERS, **
         w.emit(make_started(n_layers))
         for b in batches:
             w.emit(b)
-        w.emit(RunFinished("completed", sum(len(b) for b in batches), checkpoint="ck.pt", time=1_700_000_500.0))
+        w.emit(
+            RunFinished("completed", sum(len(b) for b in batches), checkpoint="ck.pt", time=1_700_000_500.0)
+        )
 
 
 def concat(batches: list[StepBatch]) -> StepBatch:
@@ -138,21 +142,49 @@ def test_round_trip_every_event_type(tmp_path: Path) -> None:
     test_res = EvTestResult(1.625, 0.3125, time=30.0)
     done = RunFinished("completed", 50, checkpoint="runs/unit.pt", time=31.0)
     with RunFileWriter(path, flush_seconds=0.0) as w:
-        for ev in [started, batches[0], alert, long_alert, pause, resume, ep0, batches[1], ep1, test_res, done]:
+        for ev in [
+            started,
+            batches[0],
+            alert,
+            long_alert,
+            pause,
+            resume,
+            ep0,
+            batches[1],
+            ep1,
+            test_res,
+            done,
+        ]:
             w.emit(ev)
     assert not path.with_name("run.h5.partial").exists()
 
     with open_run(path) as rf:
         assert not rf.opened_swmr and not rf.is_live and not rf.incomplete
         assert (rf.status, rf.run_name, rf.model_name, rf.dataset, rf.device) == (
-            "completed", "unit", "mlp", "synthetic", "cpu")
-        assert (rf.params, rf.flops, rf.epochs_planned, rf.steps_per_epoch, rf.batch_size, rf.num_classes) == (
-            12345, 678, 2, 50, 100, 10)
+            "completed",
+            "unit",
+            "mlp",
+            "synthetic",
+            "cpu",
+        )
+        assert (
+            rf.params,
+            rf.flops,
+            rf.epochs_planned,
+            rf.steps_per_epoch,
+            rf.batch_size,
+            rf.num_classes,
+        ) == (12345, 678, 2, 50, 100, 10)
         assert rf.versions == started.versions and rf.module_summary == started.module_summary
         assert rf.config == RunConfig(name="unit")
         assert rf.layers == started.layers
         assert (rf.started_at, rf.ended_at, rf.checkpoint, rf.error, rf.traceback) == (
-            started.started_at, 31.0, "runs/unit.pt", "", "")
+            started.started_at,
+            31.0,
+            "runs/unit.pt",
+            "",
+            "",
+        )
         assert rf.schema_version == S.SCHEMA_VERSION and rf.last_step == 49
         assert (rf.n_steps, rf.n_probe_rows, rf.n_epochs, rf.n_layers) == (50, 13, 2, N_LAYERS)
 
@@ -160,7 +192,9 @@ def test_round_trip_every_event_type(tmp_path: Path) -> None:
         np.testing.assert_array_equal(rf.scalar("loss"), want.scalars[:, 0].astype(np.float32))
         np.testing.assert_array_equal(rf.steps(-10)["step"], np.arange(40, 50))
         np.testing.assert_array_equal(rf.probe("grad_norm"), want.probes[:, 0, :])
-        np.testing.assert_array_equal(rf.probe("weight_norm", slice(0, None, 5), slice(1, 3)), want.probes[::5, 2, 1:3])
+        np.testing.assert_array_equal(
+            rf.probe("weight_norm", slice(0, None, 5), slice(1, 3)), want.probes[::5, 2, 1:3]
+        )
         np.testing.assert_array_equal(rf.probe_at_step(23), want.probes[5])  # probe rows at 0,4,..,20,24
         assert rf.probe_row_at(24) == 6 and np.isnan(rf.probe_at_step(-1)).all()
         assert_batch_equal(rf.read_batches(0, 50), want)
@@ -179,12 +213,22 @@ def test_round_trip_every_event_type(tmp_path: Path) -> None:
             {"step": 50, "time": 31.0, "level": "info", "kind": "finished", "message": "completed"},
         ]
         assert rf.final_metrics() == {
-            "train_loss": 1.25, "val_loss": 1.5, "train_acc": 0.5, "val_acc": 0.375,
-            "test_loss": 1.625, "test_acc": 0.3125, "params": 12345.0}
+            "train_loss": 1.25,
+            "val_loss": 1.5,
+            "train_acc": 0.5,
+            "val_acc": 0.375,
+            "test_loss": 1.625,
+            "test_acc": 0.3125,
+            "params": 12345.0,
+        }
 
         summary = rf.summary()
         assert (summary["status"], summary["n_steps"], summary["n_epochs"], summary["ended_at"]) == (
-            "completed", 50, 2, 31.0)
+            "completed",
+            50,
+            2,
+            31.0,
+        )
         assert summary["final"] == rf.final_metrics() and summary["modules"] == started.module_summary
 
         replay = list(rf.to_events(batch_steps=16))
@@ -192,7 +236,15 @@ def test_round_trip_every_event_type(tmp_path: Path) -> None:
     assert kinds[0] == "RunStarted" and kinds[-2:] == ["TestResult", "RunFinished"]
     long_alert.message = "ü" * 256
     assert [e for e in replay if not isinstance(e, (StepBatch, RunStarted))] == [
-        alert, long_alert, pause, resume, ep0, ep1, test_res, done]
+        alert,
+        long_alert,
+        pause,
+        resume,
+        ep0,
+        ep1,
+        test_res,
+        done,
+    ]
     assert_batch_equal(concat([e for e in replay if isinstance(e, StepBatch)]), want)
     assert kinds.index("EpochEnd") > kinds.index("StepBatch")  # ep0 follows the batch holding step 29
 
@@ -321,8 +373,10 @@ def test_sigkill_keeps_every_flushed_row(tmp_path: Path) -> None:
     with open_run(path) as rf:
         assert rf.opened_swmr and rf.status == "running" and rf.incomplete and not rf.is_live
         assert rf.writer_alive() is False and rf.last_step == 299
-        assert_batch_equal(rf.read_batches(0, 1000), concat([make_batch(0, 200, probe_every=3),
-                                                            make_batch(200, 100, probe_every=3)]))
+        assert_batch_equal(
+            rf.read_batches(0, 1000),
+            concat([make_batch(0, 200, probe_every=3), make_batch(200, 100, probe_every=3)]),
+        )
         assert [e["message"] for e in rf.events()] == ["paused", "running"]
 
 

@@ -21,8 +21,16 @@ from tuitrain.train.engine import train
 # Ten classes of 16x16 synthetic images keep "two short epochs" short on a 2-core CPU (VGG38 costs
 # about 4x less than at 32x32); chance is 10%. Measured with these settings (seeds 0-2): VGG08 0.22-0.40,
 # VGG38+BN+RC 0.6-0.8, VGG38 0.10 exactly.
-STORY = ["data.classes=10", "data.image_size=16", "data.train_size=2000", "data.val_size=500",
-         "data.test_size=500", "train.batch_size=50", "train.eval_batch_size=500", "monitor.alert_steps=10"]
+STORY = [
+    "data.classes=10",
+    "data.image_size=16",
+    "data.train_size=2000",
+    "data.val_size=500",
+    "data.test_size=500",
+    "train.batch_size=50",
+    "train.eval_batch_size=500",
+    "monitor.alert_steps=10",
+]
 
 
 def story_run(tmp_path: Path, preset: str) -> Path:

@@ -24,8 +24,16 @@ from tuitrain.launch import Launch
 
 # Re-exported from tuitrain.commands: tests and docs/screenshot.py build configs as the commands do.
 __all__ = [
-    "EXIT_BAD_INPUT", "EXIT_FAILED", "EXIT_STOPPED", "app", "build_config", "check_out", "default_out", "main",
-    "presets_dir", "resolve_preset",
+    "EXIT_BAD_INPUT",
+    "EXIT_FAILED",
+    "EXIT_STOPPED",
+    "app",
+    "build_config",
+    "check_out",
+    "default_out",
+    "main",
+    "presets_dir",
+    "resolve_preset",
 ]
 
 app = typer.Typer(
@@ -37,37 +45,93 @@ app = typer.Typer(
 )
 
 # Options shared by `run` and `watch` -------------------------------------------------------------
-SetOpt = Annotated[list[str] | None, typer.Option("--set", "-s", help="Override a config key: KEY=VALUE (TOML value), repeatable.", metavar="KEY=VALUE")]
-DataOpt = Annotated[str | None, typer.Option("--data", help="Dataset: synthetic (offline), cifar10, cifar100, toy2d.")]
-DataDirOpt = Annotated[str | None, typer.Option("--data-dir", help="Where CIFAR lives or is downloaded to (also $TUITRAIN_DATA).")]
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--set", "-s", help="Override a config key: KEY=VALUE (TOML value), repeatable.", metavar="KEY=VALUE"
+    ),
+]
+DataOpt = Annotated[
+    str | None, typer.Option("--data", help="Dataset: synthetic (offline), cifar10, cifar100, toy2d.")
+]
+DataDirOpt = Annotated[
+    str | None,
+    typer.Option("--data-dir", help="Where CIFAR lives or is downloaded to (also $TUITRAIN_DATA)."),
+]
 EpochsOpt = Annotated[int | None, typer.Option("--epochs", help="Number of epochs.")]
-StepsOpt = Annotated[int | None, typer.Option("--max-steps", help="Stop after this many steps (quick looks).")]
+StepsOpt = Annotated[
+    int | None, typer.Option("--max-steps", help="Stop after this many steps (quick looks).")
+]
 BatchOpt = Annotated[int | None, typer.Option("--batch-size", help="Training batch size.")]
 DeviceOpt = Annotated[str | None, typer.Option("--device", help="auto (cuda > mps > cpu), cpu, cuda or mps.")]
-SeedOpt = Annotated[int | None, typer.Option("--seed", help="Seed for initialisation, shuffling and augmentation.")]
-OutOpt = Annotated[Path | None, typer.Option("--out", "-o", help="Run file to write (default runs/<name>-<time>.h5).")]
+SeedOpt = Annotated[
+    int | None, typer.Option("--seed", help="Seed for initialisation, shuffling and augmentation.")
+]
+OutOpt = Annotated[
+    Path | None, typer.Option("--out", "-o", help="Run file to write (default runs/<name>-<time>.h5).")
+]
 NameOpt = Annotated[str | None, typer.Option("--name", help="Run name (default: the preset's name).")]
 # Data-parallel (torchrun) options, shared by `run` and `watch`
-NprocOpt = Annotated[int, typer.Option("--nproc-per-node", min=1, help="Data-parallel: processes on this machine "
-                                       "(one per GPU), started with torchrun; --batch-size stays the global batch.")]
-NnodesOpt = Annotated[int, typer.Option("--nnodes", min=1, help="Machines in a data-parallel run; each runs this "
-                                        "command with its own --node-rank.")]
-NodeRankOpt = Annotated[int, typer.Option("--node-rank", min=0, help="This machine's index, 0..nnodes-1; "
-                                          "node 0 holds rank 0, which writes the run file.")]
-MasterAddrOpt = Annotated[str | None, typer.Option("--master-addr", help="Address of node 0 that every node reaches "
-                                                   "(needed with --nnodes > 1; default 127.0.0.1).")]
-MasterPortOpt = Annotated[int | None, typer.Option("--master-port", help="Free TCP port on node 0 (default: any "
-                                                   "free port on one machine, 29500 across machines).")]
+NprocOpt = Annotated[
+    int,
+    typer.Option(
+        "--nproc-per-node",
+        min=1,
+        help="Data-parallel: processes on this machine "
+        "(one per GPU), started with torchrun; --batch-size stays the global batch.",
+    ),
+]
+NnodesOpt = Annotated[
+    int,
+    typer.Option(
+        "--nnodes",
+        min=1,
+        help="Machines in a data-parallel run; each runs this command with its own --node-rank.",
+    ),
+]
+NodeRankOpt = Annotated[
+    int,
+    typer.Option(
+        "--node-rank",
+        min=0,
+        help="This machine's index, 0..nnodes-1; node 0 holds rank 0, which writes the run file.",
+    ),
+]
+MasterAddrOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--master-addr",
+        help="Address of node 0 that every node reaches (needed with --nnodes > 1; default 127.0.0.1).",
+    ),
+]
+MasterPortOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--master-port",
+        help="Free TCP port on node 0 (default: any free port on one machine, 29500 across machines).",
+    ),
+]
 
 
 @app.command()
 def run(
     preset: Annotated[str, typer.Argument(help="Preset TOML file (or a preset name such as vgg38).")],
     no_ui: Annotated[bool, typer.Option("--no-ui", help="Headless: rich progress on the console.")] = False,
-    sets: SetOpt = None, data: DataOpt = None, data_dir: DataDirOpt = None, epochs: EpochsOpt = None,
-    max_steps: StepsOpt = None, batch_size: BatchOpt = None, device: DeviceOpt = None, seed: SeedOpt = None,
-    out: OutOpt = None, name: NameOpt = None, nproc_per_node: NprocOpt = 1, nnodes: NnodesOpt = 1,
-    node_rank: NodeRankOpt = 0, master_addr: MasterAddrOpt = None, master_port: MasterPortOpt = None,
+    sets: SetOpt = None,
+    data: DataOpt = None,
+    data_dir: DataDirOpt = None,
+    epochs: EpochsOpt = None,
+    max_steps: StepsOpt = None,
+    batch_size: BatchOpt = None,
+    device: DeviceOpt = None,
+    seed: SeedOpt = None,
+    out: OutOpt = None,
+    name: NameOpt = None,
+    nproc_per_node: NprocOpt = 1,
+    nnodes: NnodesOpt = 1,
+    node_rank: NodeRankOpt = 0,
+    master_addr: MasterAddrOpt = None,
+    master_port: MasterPortOpt = None,
 ) -> None:
     """Train a preset and write its full history to one HDF5 run file."""
     launch = Launch(nproc_per_node, nnodes, node_rank, master_addr, master_port)
@@ -90,14 +154,28 @@ def run(
 @app.command()
 def watch(
     preset: Annotated[str, typer.Argument(help="Preset TOML file (or a preset name such as vgg38).")],
-    sets: SetOpt = None, data: DataOpt = None, data_dir: DataDirOpt = None, epochs: EpochsOpt = None,
-    max_steps: StepsOpt = None, batch_size: BatchOpt = None, device: DeviceOpt = None, seed: SeedOpt = None,
-    out: OutOpt = None, name: NameOpt = None,
-    on_hangup: Annotated[str, typer.Option(
-        "--on-hangup", help="When the terminal goes away (SSH drops): 'detach' keeps training, 'stop' stops it.",
-    )] = "detach",
-    nproc_per_node: NprocOpt = 1, nnodes: NnodesOpt = 1, node_rank: NodeRankOpt = 0,
-    master_addr: MasterAddrOpt = None, master_port: MasterPortOpt = None,
+    sets: SetOpt = None,
+    data: DataOpt = None,
+    data_dir: DataDirOpt = None,
+    epochs: EpochsOpt = None,
+    max_steps: StepsOpt = None,
+    batch_size: BatchOpt = None,
+    device: DeviceOpt = None,
+    seed: SeedOpt = None,
+    out: OutOpt = None,
+    name: NameOpt = None,
+    on_hangup: Annotated[
+        str,
+        typer.Option(
+            "--on-hangup",
+            help="When the terminal goes away (SSH drops): 'detach' keeps training, 'stop' stops it.",
+        ),
+    ] = "detach",
+    nproc_per_node: NprocOpt = 1,
+    nnodes: NnodesOpt = 1,
+    node_rank: NodeRankOpt = 0,
+    master_addr: MasterAddrOpt = None,
+    master_port: MasterPortOpt = None,
 ) -> None:
     """Train a preset in the background and watch it live in the terminal dashboard."""
     launch = Launch(nproc_per_node, nnodes, node_rank, master_addr, master_port)
@@ -115,7 +193,9 @@ def watch(
 
 @app.command()
 def presets(
-    directory: Annotated[Path | None, typer.Option("--dir", help="Folder of presets (default ./presets).")] = None,
+    directory: Annotated[
+        Path | None, typer.Option("--dir", help="Folder of presets (default ./presets).")
+    ] = None,
 ) -> None:
     """List the presets: name, model, dataset, parameters and what each one is for."""
     folder = directory or presets_dir()
@@ -146,14 +226,38 @@ def info(
 
 @app.command()
 def replay(
-    run_files: Annotated[list[Path], typer.Argument(help="Run files (.h5) written by tuitrain; several are compared.",
-                                                    metavar="RUN.h5...")],
-    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep up with runs another process is still "
-                                         "writing; shows when they finish or their writer dies.")] = False,
-    metric: Annotated[str, typer.Option("--metric", "-m", help="The overlaid curve: loss, acc, lr, samples_per_s, "
-                                        "step_time, train_loss, train_acc, val_loss, val_acc.")] = "loss",
-    print_only: Annotated[bool, typer.Option("--print", help="No TUI: print the final table and a chart of "
-                                             "--metric to stdout (the default when stdout is not a terminal).")] = False,
+    run_files: Annotated[
+        list[Path],
+        typer.Argument(
+            help="Run files (.h5) written by tuitrain; several are compared.", metavar="RUN.h5..."
+        ),
+    ],
+    follow: Annotated[
+        bool,
+        typer.Option(
+            "--follow",
+            "-f",
+            help="Keep up with runs another process is still "
+            "writing; shows when they finish or their writer dies.",
+        ),
+    ] = False,
+    metric: Annotated[
+        str,
+        typer.Option(
+            "--metric",
+            "-m",
+            help="The overlaid curve: loss, acc, lr, samples_per_s, "
+            "step_time, train_loss, train_acc, val_loss, val_acc.",
+        ),
+    ] = "loss",
+    print_only: Annotated[
+        bool,
+        typer.Option(
+            "--print",
+            help="No TUI: print the final table and a chart of "
+            "--metric to stdout (the default when stdout is not a terminal).",
+        ),
+    ] = False,
 ) -> None:
     """Scrub through finished runs, follow running ones, compare several side by side."""
     from tuitrain.runfile.reader import RunFileError, open_run

@@ -62,16 +62,24 @@ class Launch:
         if not self.distributed:
             return
         if os.environ.get("WORLD_SIZE"):
-            raise ConfigError("--nproc-per-node / --nnodes: this process already runs under torchrun "
-                              "(WORLD_SIZE is set); leave the launcher options out here.")
+            raise ConfigError(
+                "--nproc-per-node / --nnodes: this process already runs under torchrun "
+                "(WORLD_SIZE is set); leave the launcher options out here."
+            )
         if not 0 <= self.node_rank < self.nnodes:
-            raise ConfigError(f"--node-rank {self.node_rank}: must be in 0..{self.nnodes - 1} for --nnodes {self.nnodes}.")
+            raise ConfigError(
+                f"--node-rank {self.node_rank}: must be in 0..{self.nnodes - 1} for --nnodes {self.nnodes}."
+            )
         if self.nnodes > 1 and not self.master_addr:
-            raise ConfigError("--nnodes > 1 needs --master-addr: the address of node 0, which every node "
-                              "must reach (and --master-port, a free port there, if 29500 is taken).")
+            raise ConfigError(
+                "--nnodes > 1 needs --master-addr: the address of node 0, which every node "
+                "must reach (and --master-port, a free port there, if 29500 is taken)."
+            )
         if dashboard and self.node_rank != 0:
-            raise ConfigError("the dashboard lives on node 0, where rank 0 writes the run file; on the other "
-                              "nodes use `tuitrain run --no-ui` with the same options.")
+            raise ConfigError(
+                "the dashboard lives on node 0, where rank 0 writes the run file; on the other "
+                "nodes use `tuitrain run --no-ui` with the same options."
+            )
         if cfg.train.batch_size % self.world_size:
             raise ConfigError(
                 f"`train.batch_size` = {cfg.train.batch_size} is the global batch and must be divisible by "
@@ -82,11 +90,21 @@ class Launch:
         """The torchrun command line that trains ``config_path`` into ``out_path`` on this node."""
         port = self.master_port or (free_port() if self.nnodes == 1 else TORCHRUN_DEFAULT_PORT)
         return [
-            sys.executable, "-m", "tuitrain.train.torchrun",  # torch.distributed.run, quiet on Ctrl-C
-            f"--nproc-per-node={self.nproc_per_node}", f"--nnodes={self.nnodes}",
-            f"--node-rank={self.node_rank}", f"--master-addr={self.master_addr or '127.0.0.1'}",
+            sys.executable,
+            "-m",
+            "tuitrain.train.torchrun",  # torch.distributed.run, quiet on Ctrl-C
+            f"--nproc-per-node={self.nproc_per_node}",
+            f"--nnodes={self.nnodes}",
+            f"--node-rank={self.node_rank}",
+            f"--master-addr={self.master_addr or '127.0.0.1'}",
             f"--master-port={port}",
-            "-m", "tuitrain", "run", str(config_path), "--no-ui", "--out", str(out_path),
+            "-m",
+            "tuitrain",
+            "run",
+            str(config_path),
+            "--no-ui",
+            "--out",
+            str(out_path),
         ]
 
     def env(self) -> dict[str, str]:
@@ -104,7 +122,9 @@ def run_launcher(cmd: list[str], env: dict[str, str]) -> int:
     must not die with the terminal, but end cleanly); a second one is forwarded too, and torchrun
     then stops waiting for the ranks, which still close the run file on their own.
     """
-    group: dict[str, Any] = {"process_group": 0} if sys.version_info >= (3, 11) else {"preexec_fn": os.setpgrp}
+    group: dict[str, Any] = (
+        {"process_group": 0} if sys.version_info >= (3, 11) else {"preexec_fn": os.setpgrp}
+    )
     proc = subprocess.Popen(cmd, env=env, **group)
     count = 0
 
@@ -112,8 +132,11 @@ def run_launcher(cmd: list[str], env: dict[str, str]) -> int:
         nonlocal count
         count += 1
         if count == 1:
-            print("\nstopping all ranks after the current step (Ctrl-C again to stop waiting)",
-                  file=sys.stderr, flush=True)
+            print(
+                "\nstopping all ranks after the current step (Ctrl-C again to stop waiting)",
+                file=sys.stderr,
+                flush=True,
+            )
         with contextlib.suppress(ProcessLookupError):
             proc.send_signal(signal.SIGINT if signum == signal.SIGINT else signal.SIGTERM)
 

@@ -52,8 +52,15 @@ def series(rf: RunFile, metric: str, columns: int) -> tuple[np.ndarray, np.ndarr
     return x[ok], y[ok] * scale
 
 
-def chart(runs: Sequence[RunFile], names: Sequence[str], colors: Sequence[str], metric: str, width: int,
-          height: int, color: bool) -> str:
+def chart(
+    runs: Sequence[RunFile],
+    names: Sequence[str],
+    colors: Sequence[str],
+    metric: str,
+    width: int,
+    height: int,
+    color: bool,
+) -> str:
     """The plotext chart of ``metric`` for every run, as text (ANSI colours only with ``color``)."""
     import plotext as plt
 
@@ -65,7 +72,11 @@ def chart(runs: Sequence[RunFile], names: Sequence[str], colors: Sequence[str], 
         x, y = series(rf, metric, max(8, width - 12))
         if not x.size:
             continue
-        kw = {"color": hex_rgb(colors[i]), "marker": "braille"} if color else {"marker": MARKERS[i % len(MARKERS)]}
+        kw = (
+            {"color": hex_rgb(colors[i]), "marker": "braille"}
+            if color
+            else {"marker": MARKERS[i % len(MARKERS)]}
+        )
         if metric in EPOCH_METRICS and color:
             kw["marker"] = "●" if x.size == 1 else "braille"
         plt.plot(x.tolist(), y.tolist(), label=name, **kw)
@@ -87,8 +98,14 @@ def wait_finished(runs: Sequence[RunFile], poll: float = 0.5, timeout: float = m
             rf.refresh()
 
 
-def print_report(runs: Sequence[RunFile], metric: str, *, console: Console | None = None,
-                 width: int | None = None, height: int = 20) -> None:
+def print_report(
+    runs: Sequence[RunFile],
+    metric: str,
+    *,
+    console: Console | None = None,
+    width: int | None = None,
+    height: int = 20,
+) -> None:
     """Print the final table and the chart of ``metric`` for ``runs`` (open run files)."""
     if console is None:
         console = Console(highlight=False)
@@ -106,11 +123,18 @@ def print_report(runs: Sequence[RunFile], metric: str, *, console: Console | Non
         console.print(table)
     for rf, name in zip(runs, names, strict=True):
         if rf.incomplete:
-            console.print(f"{name}: incomplete: the writing process is gone and never finished {rf.path} "
-                          f"({rf.n_steps:,} steps)", markup=False, soft_wrap=True)
+            console.print(
+                f"{name}: incomplete: the writing process is gone and never finished {rf.path} "
+                f"({rf.n_steps:,} steps)",
+                markup=False,
+                soft_wrap=True,
+            )
         elif rf.is_live:
-            console.print(f"{name}: still running ({rf.n_steps:,} steps so far; --follow waits for the end)",
-                          markup=False, soft_wrap=True)
+            console.print(
+                f"{name}: still running ({rf.n_steps:,} steps so far; --follow waits for the end)",
+                markup=False,
+                soft_wrap=True,
+            )
         elif rf.status == "failed" and rf.error:
             console.print(f"{name}: failed: {rf.error}", markup=False, soft_wrap=True)
     w = width or min(console.width, 120)

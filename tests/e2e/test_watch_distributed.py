@@ -25,8 +25,11 @@ def test_watch_two_ranks_live_pause_and_stop(tmp_path: Path) -> None:
     out = tmp_path / "ddp.h5"
     args = f"presets/toy2d_mlp.toml --epochs 400 --device cpu --nproc-per-node 2 --out {out}"
     with watch_in_tmux(args) as (t, pane, workers):
-        screen = t.wait_for(lambda s: "RUNNING" in s and step_of(s) > 0 and "head.w" in s, 120,
-                            "a running header with steps and gradient bars")
+        screen = t.wait_for(
+            lambda s: "RUNNING" in s and step_of(s) > 0 and "head.w" in s,
+            120,
+            "a running header with steps and gradient bars",
+        )
         assert "2 x cpu (gloo)" in screen
         workers.extend(descendants(pane))  # worker, torchrun, 2 ranks (and their helpers)
         assert len(workers) >= 4

@@ -15,9 +15,13 @@ def test_watch_live_pause_and_quit_and_stop(tmp_path: Path) -> None:
     out = tmp_path / "live.h5"
     with watch_in_tmux(f"presets/toy2d_mlp.toml --epochs 400 --out {out}") as (t, pane, workers):
         # panels are paced (the chart may lag the header by up to a second): wait for all of them
-        screen = t.wait_for(lambda s: "RUNNING" in s and step_of(s) > 0 and "head.w" in s
-                            and ("loss 0." in s or "loss 1." in s), 150,
-                            "a running header with steps, a gradient bar for the head and the latest loss")
+        screen = t.wait_for(
+            lambda s: (
+                "RUNNING" in s and step_of(s) > 0 and "head.w" in s and ("loss 0." in s or "loss 1." in s)
+            ),
+            150,
+            "a running header with steps, a gradient bar for the head and the latest loss",
+        )
         assert "toy2d_mlp" in screen and "Loss" in screen and "Gradients" in screen
         workers.extend(descendants(pane))
         first = step_of(screen)

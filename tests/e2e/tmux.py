@@ -25,11 +25,31 @@ class Tmux:
         self.name = f"tt-{uuid.uuid4().hex[:8]}"
         # COLUMNS/LINES from the test runner would override the pane's real size
         env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
-        subprocess.run(["tmux", "-L", self.name, "new-session", "-d", "-s", self.name, "-x", str(width),
-                        "-y", str(height), "-c", str(REPO), cmd], check=True, env=env)
+        subprocess.run(
+            [
+                "tmux",
+                "-L",
+                self.name,
+                "new-session",
+                "-d",
+                "-s",
+                self.name,
+                "-x",
+                str(width),
+                "-y",
+                str(height),
+                "-c",
+                str(REPO),
+                cmd,
+            ],
+            check=True,
+            env=env,
+        )
 
     def screen(self) -> str:
-        return subprocess.run(["tmux", "-L", self.name, "capture-pane", "-p", "-t", self.name], capture_output=True, text=True).stdout
+        return subprocess.run(
+            ["tmux", "-L", self.name, "capture-pane", "-p", "-t", self.name], capture_output=True, text=True
+        ).stdout
 
     def keys(self, *keys: str) -> None:
         subprocess.run(["tmux", "-L", self.name, "send-keys", "-t", self.name, *keys], check=True)
@@ -45,8 +65,11 @@ class Tmux:
         raise AssertionError(f"timed out waiting for {what}; screen:\n{screen}")
 
     def pane_pid(self) -> int:
-        out = subprocess.run(["tmux", "-L", self.name, "list-panes", "-t", self.name, "-F", "#{pane_pid}"], capture_output=True,
-                             text=True).stdout
+        out = subprocess.run(
+            ["tmux", "-L", self.name, "list-panes", "-t", self.name, "-F", "#{pane_pid}"],
+            capture_output=True,
+            text=True,
+        ).stdout
         return int(out.split()[0])
 
     def kill(self) -> None:
@@ -115,9 +138,14 @@ def quit_and_stop(t: Tmux, pane: int) -> None:
     t.wait_for(lambda s: "Stop training and quit" in s, 10, "the quit dialog")
     t.keys("s")
     deadline = time.time() + 60
-    while time.time() < deadline and subprocess.run(["kill", "-0", str(pane)], capture_output=True).returncode == 0:
+    while (
+        time.time() < deadline
+        and subprocess.run(["kill", "-0", str(pane)], capture_output=True).returncode == 0
+    ):
         time.sleep(0.25)
-    assert subprocess.run(["kill", "-0", str(pane)], capture_output=True).returncode != 0, "tuitrain still running"
+    assert subprocess.run(["kill", "-0", str(pane)], capture_output=True).returncode != 0, (
+        "tuitrain still running"
+    )
 
 
 def kill_all(pids: list[int]) -> None:

@@ -57,13 +57,21 @@ RuntimeError: CUDA out of memory. Tried to allocate 2.00 GiB (GPU 0; 23.65 GiB t
 """
 
 
-def vgg_layers(blocks_per_stage: int = 5, stages: int = 3, filters: int = 32, classes: int = 100, batch_norm: bool = False) -> list[LayerInfo]:
+def vgg_layers(
+    blocks_per_stage: int = 5,
+    stages: int = 3,
+    filters: int = 32,
+    classes: int = 100,
+    batch_norm: bool = False,
+) -> list[LayerInfo]:
     """Parameter tensors of the course's VGG (input conv, stages of processing + reduction blocks,
     a linear head), input side first. blocks_per_stage=5 gives VGG38."""
     out: list[LayerInfo] = []
 
     def conv(module: str, cin: int) -> None:
-        out.append(LayerInfo(f"{module}.weight", (filters, cin, 3, 3), filters * cin * 9, "weight", module, "Conv2d"))
+        out.append(
+            LayerInfo(f"{module}.weight", (filters, cin, 3, 3), filters * cin * 9, "weight", module, "Conv2d")
+        )
         out.append(LayerInfo(f"{module}.bias", (filters,), filters, "bias", module, "Conv2d"))
         if batch_norm:
             bn = module.replace("conv", "bn")
@@ -77,7 +85,11 @@ def vgg_layers(blocks_per_stage: int = 5, stages: int = 3, filters: int = 32, cl
             conv(f"stages.{s}.blocks.{b}.conv1", filters)
         conv(f"stages.{s}.reduce.conv0", filters)
         conv(f"stages.{s}.reduce.conv1", filters)
-    out.append(LayerInfo("logits_linear.weight", (classes, filters), classes * filters, "weight", "logits_linear", "Linear"))
+    out.append(
+        LayerInfo(
+            "logits_linear.weight", (classes, filters), classes * filters, "weight", "logits_linear", "Linear"
+        )
+    )
     out.append(LayerInfo("logits_linear.bias", (classes,), classes, "bias", "logits_linear", "Linear"))
     return out
 
@@ -86,12 +98,21 @@ def mlp_layers(n_tensors: int = 200, width: int = 256) -> list[LayerInfo]:
     """A deep MLP with ``n_tensors`` parameter tensors (weight and bias per Linear)."""
     out: list[LayerInfo] = []
     for i in range(n_tensors // 2):
-        out.append(LayerInfo(f"layers.{i}.weight", (width, width), width * width, "weight", f"layers.{i}", "Linear"))
+        out.append(
+            LayerInfo(f"layers.{i}.weight", (width, width), width * width, "weight", f"layers.{i}", "Linear")
+        )
         out.append(LayerInfo(f"layers.{i}.bias", (width,), width, "bias", f"layers.{i}", "Linear"))
     return out
 
 
-def run_started(layers: list[LayerInfo], *, epochs: int, steps_per_epoch: int, name: str = "vgg38-cifar100", t0: float = T0) -> RunStarted:
+def run_started(
+    layers: list[LayerInfo],
+    *,
+    epochs: int,
+    steps_per_epoch: int,
+    name: str = "vgg38-cifar100",
+    t0: float = T0,
+) -> RunStarted:
     params = sum(la.numel for la in layers)
     return RunStarted(
         run_name=name,
@@ -185,19 +206,43 @@ def iter_fake_run(
     while step < limit:
         n = min(batch_steps, limit - step, steps_per_epoch - step % steps_per_epoch)
         t = t0 + 1.0 + (step + n) / steps_per_s
-        yield make_batch(step, n, layers, rng, steps_per_epoch=steps_per_epoch, probe_every=probe_every, t=t, profile=prof)
+        yield make_batch(
+            step, n, layers, rng, steps_per_epoch=steps_per_epoch, probe_every=probe_every, t=t, profile=prof
+        )
         step += n
         if not vanish_said and step >= min(60, limit):
             vanish_said = True
             k = int((prof < -7.5).sum())
-            yield Alert(step, "warning", "vanishing", f"vanishing gradients: mean |grad| < 1e-6 in {k} tensors (input_conv.weight ...) for 200 steps", time=t)
+            yield Alert(
+                step,
+                "warning",
+                "vanishing",
+                f"vanishing gradients: mean |grad| < 1e-6 in {k} tensors (input_conv.weight ...) for 200 steps",
+                time=t,
+            )
         if step % steps_per_epoch == 0:
             e = step // steps_per_epoch - 1
             val_loss = 1.5 + 2.9 * math.exp(-step / 130.0) + 0.03 * math.sin(e * 1.7)
             val_acc = 0.6 - 0.55 * math.exp(-step / 150.0) - 0.01 * math.cos(e * 2.1)
-            yield EpochEnd(e, step, 1.4 + 3.2 * math.exp(-step / 120.0), 0.62 - 0.6 * math.exp(-step / 140.0), val_loss, val_acc, 1e-3, steps_per_epoch / steps_per_s + 0.4, time=t + 0.4)
+            yield EpochEnd(
+                e,
+                step,
+                1.4 + 3.2 * math.exp(-step / 120.0),
+                0.62 - 0.6 * math.exp(-step / 140.0),
+                val_loss,
+                val_acc,
+                1e-3,
+                steps_per_epoch / steps_per_s + 0.4,
+                time=t + 0.4,
+            )
             if e == 1:
-                yield Alert(step, "info", "checkpoint", f"checkpoint written: runs/vgg38-cifar100-ep{e + 1}.pt", time=t + 0.5)
+                yield Alert(
+                    step,
+                    "info",
+                    "checkpoint",
+                    f"checkpoint written: runs/vgg38-cifar100-ep{e + 1}.pt",
+                    time=t + 0.5,
+                )
     if finish is None or stop_after is not None and stop_after < total:
         return
     t_end = t0 + 1.0 + limit / steps_per_s + 1.0
@@ -208,7 +253,13 @@ def iter_fake_run(
         yield StatusChanged("stopped", limit, time=t_end - 0.1)
         yield RunFinished("stopped", limit, time=t_end)
     else:
-        yield RunFinished("failed", limit, error="RuntimeError: CUDA out of memory. Tried to allocate 2.00 GiB", traceback=TRACEBACK, time=t_end)
+        yield RunFinished(
+            "failed",
+            limit,
+            error="RuntimeError: CUDA out of memory. Tried to allocate 2.00 GiB",
+            traceback=TRACEBACK,
+            time=t_end,
+        )
 
 
 def fake_run(**kw) -> list[Event]:

@@ -61,7 +61,9 @@ def running_events(stop_after: int = 250, **kw):
 def make_app(events=None, control=None, proc_alive=None):
     source = ListSource(running_events() if events is None else events)
     # cpu_budget=None: the CPU governor would see the busy test process and stretch the redraws
-    return TuitrainApp(source, control=control, proc_alive=proc_alive, clock=lambda: T0 + 10.0, cpu_budget=None), source
+    return TuitrainApp(
+        source, control=control, proc_alive=proc_alive, clock=lambda: T0 + 10.0, cpu_budget=None
+    ), source
 
 
 async def test_starting_state_before_run_started():
@@ -327,7 +329,9 @@ async def test_process_death_shows_failed_within_two_seconds():
         t0 = time.monotonic()
         assert await until(pilot, lambda: "FAILED" in screen_text(app), timeout=2.0)
         assert time.monotonic() - t0 < 2.0
-        assert await until(pilot, lambda: any("exited without finishing" in n.message for n in app._notifications))
+        assert await until(
+            pilot, lambda: any("exited without finishing" in n.message for n in app._notifications)
+        )
         assert any("exited without finishing" in line for line in app.screen.query_one(EventLog).text_lines())
         # still usable: views switch, the error panel opens and closes, q just quits
         await pilot.press("h")
@@ -421,7 +425,9 @@ async def test_live_source_over_a_multiprocessing_queue_end_to_end():
     events = fake_run(epochs=2, steps_per_epoch=50)
     for i in range(0, len(events), 4):
         q.put(EventBatch(events[i : i + 4]))
-    app = TuitrainApp(LiveSource(q), control=Recorder(), proc_alive=lambda: True, clock=lambda: T0 + 10, cpu_budget=None)
+    app = TuitrainApp(
+        LiveSource(q), control=Recorder(), proc_alive=lambda: True, clock=lambda: T0 + 10, cpu_budget=None
+    )
     async with app.run_test(size=NARROW) as pilot:
         assert await until(pilot, lambda: "COMPLETED" in screen_text(app))
         assert "step 100/100" in screen_text(app)

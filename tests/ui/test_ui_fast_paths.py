@@ -59,7 +59,14 @@ def random_chart(rng):
         series.append(Series(x[::11], y[::11] + 0.3, (0, 100, 200), lines=bool(rng.random() < 0.5)))
     xt = nice_ticks(lo, hi, max(2, min(6, width // 12)))  # may be empty: no label line then
     yt = nice_ticks(*ylim, max(2, min(6, height // 3)))
-    return width, height, series, (lo, hi), ylim, (xt, [step_label(v) for v in xt], yt, [fmt_si(v, 3) for v in yt])
+    return (
+        width,
+        height,
+        series,
+        (lo, hi),
+        ylim,
+        (xt, [step_label(v) for v in xt], yt, [fmt_si(v, 3) for v in yt]),
+    )
 
 
 def test_rasterize_draws_what_plotext_draws():
@@ -80,8 +87,11 @@ def test_rasterize_draws_what_plotext_draws():
 
 def test_rasterize_edge_cases_match_plotext():
     x, y = np.array([5.0]), np.array([1.0])  # one point; a scatter only; a flat line
-    for series in ([Series(x, y, (1, 2, 3))], [Series(x, y, (1, 2, 3), "●", lines=False)],
-                   [Series(np.arange(10.0), np.ones(10), (1, 2, 3), "·")]):
+    for series in (
+        [Series(x, y, (1, 2, 3))],
+        [Series(x, y, (1, 2, 3), "●", lines=False)],
+        [Series(np.arange(10.0), np.ones(10), (1, 2, 3), "·")],
+    ):
         ticks = ([0.0, 5.0, 10.0], ["0", "5", "10"], [0.5, 1.0, 1.5], ["0.5", "1", "1.5"])
         got = rasterize(40, 12, series, (0.0, 10.0), (0.5, 1.5), *ticks, TICKS)
         lines, fg = plotext_cells(40, 12, series, (0.0, 10.0), (0.5, 1.5), ticks)
@@ -91,7 +101,9 @@ def test_rasterize_edge_cases_match_plotext():
 
 
 async def test_the_chart_is_rasterised_cell_for_cell_as_plotext_would():
-    app = TuitrainApp(ListSource(fake_run(finish=None, stop_after=250)), clock=lambda: T0 + 4.0, cpu_budget=None)
+    app = TuitrainApp(
+        ListSource(fake_run(finish=None, stop_after=250)), clock=lambda: T0 + 4.0, cpu_budget=None
+    )
     async with app.run_test(size=(120, 40)) as pilot:
         await pilot.pause(0.3)
         app.redraw(force=True)
@@ -136,7 +148,11 @@ def test_minmax_indices_first_extremes_per_bucket():
 
 def test_last_finite_and_best_value_follow_appends_and_decimation():
     a = np.array([1.0, np.nan, 3.0] + [np.nan] * 1000)
-    assert last_finite(a) == 3.0 and np.isnan(last_finite(np.full(5, np.nan))) and np.isnan(last_finite(np.zeros(0)))
+    assert (
+        last_finite(a) == 3.0
+        and np.isnan(last_finite(np.full(5, np.nan)))
+        and np.isnan(last_finite(np.zeros(0)))
+    )
     h = History(step_cap=64)
     rng = np.random.default_rng(0)
     layers = mlp_layers(4)
@@ -169,7 +185,9 @@ def test_spark_strings_one_character_per_value():
 
 def batch_events(h: History, n: int = 20) -> list:
     layers = h.layers
-    return [make_batch(h.steps_done, n, layers, np.random.default_rng(h.steps_done), steps_per_epoch=100, t=T0)]
+    return [
+        make_batch(h.steps_done, n, layers, np.random.default_rng(h.steps_done), steps_per_epoch=100, t=T0)
+    ]
 
 
 async def test_big_panels_take_turns_but_a_key_redraws_them_all():
@@ -222,7 +240,9 @@ async def test_big_panels_take_turns_but_a_key_redraws_them_all():
 
 
 async def test_event_log_grows_without_relayout_and_sticks_to_the_bottom():
-    app = TuitrainApp(ListSource(fake_run(finish=None, stop_after=250)), clock=lambda: T0 + 4.0, cpu_budget=None)
+    app = TuitrainApp(
+        ListSource(fake_run(finish=None, stop_after=250)), clock=lambda: T0 + 4.0, cpu_budget=None
+    )
     async with app.run_test(size=(80, 24)) as pilot:
         await pilot.pause(0.3)
         log = app.screen.query_one(EventLog)
@@ -242,7 +262,9 @@ async def test_event_log_grows_without_relayout_and_sticks_to_the_bottom():
 
 async def test_the_collector_is_settled_while_running_and_restored_after():
     before = gc.get_threshold()
-    app = TuitrainApp(ListSource(fake_run(finish=None, stop_after=50)), clock=lambda: T0 + 4.0, cpu_budget=None)
+    app = TuitrainApp(
+        ListSource(fake_run(finish=None, stop_after=50)), clock=lambda: T0 + 4.0, cpu_budget=None
+    )
     async with app.run_test(size=(80, 24)) as pilot:
         await pilot.pause(0.2)
         assert gc.get_freeze_count() > 0

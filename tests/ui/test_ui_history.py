@@ -183,7 +183,9 @@ def test_history_status_pending_and_death():
     assert h.status == "paused" and h.pending == ""
     h.mark_process_died()
     assert h.status == "failed" and h.finished.status == "failed" and h.process_died
-    h.extend([RunFinished("completed", 60)])  # late events do not resurrect it... except a RunFinished, which wins
+    h.extend(
+        [RunFinished("completed", 60)]
+    )  # late events do not resurrect it... except a RunFinished, which wins
     assert h.finished.status == "completed"
 
 
@@ -199,7 +201,7 @@ def test_history_alerts_and_best_dedupe():
 
 
 def test_thresholds_from_config():
-    th = thresholds_from_toml('[monitor]\nvanishing = 1e-5\nexploding = 10.0\n')
+    th = thresholds_from_toml("[monitor]\nvanishing = 1e-5\nexploding = 10.0\n")
     assert th.vanishing == 1e-5 and th.exploding == 10.0
     th = thresholds_from_toml("this is not toml [[[")
     assert th.vanishing == 1e-6 and th.exploding == 1e2

@@ -46,7 +46,11 @@ async def loaded(pilot) -> None:
         if not all(h.is_finished or h.steps_done for h in app.runs.histories):
             return False
         charts = app.screen.query(LossChart)
-        return not charts or charts.first().builds > 0 and (charts.first().spec.lines or charts.first().spec.sm_x.size)
+        return (
+            not charts
+            or charts.first().builds > 0
+            and (charts.first().spec.lines or charts.first().spec.sm_x.size)
+        )
 
     assert await until(pilot, done)
     app.redraw()
@@ -97,8 +101,10 @@ async def test_cursor_moves_what_the_panels_show(engine):
         rows = app.screen.query_one(HeatmapRows)
         await pilot.press("home")
         assert await until(pilot, lambda: rows.at_cursor is not None)
-        assert rows.cursor_col is not None and rows.cursor_col < rows.levels.shape[1] / 16  # step 0: the left edge
-        np.testing.assert_allclose(10 ** rows.at_cursor, grad_row(engine[0], 0), rtol=1e-5)
+        assert (
+            rows.cursor_col is not None and rows.cursor_col < rows.levels.shape[1] / 16
+        )  # step 0: the left edge
+        np.testing.assert_allclose(10**rows.at_cursor, grad_row(engine[0], 0), rtol=1e-5)
         assert "▼" in screen_text(app) and "at cursor" in screen_text(app)
         await pilot.press("end")
         assert app.view.cursor is None and rows.at_cursor is None
@@ -138,8 +144,16 @@ async def test_two_engine_runs_overlaid_with_a_final_table(engine):
         assert "mlp_lr1e-3" in text and "mlp_lr1e-2" in text  # the legend names each run
         table = app.screen.query_one(FinalTable)
         assert await until(pilot, lambda: len(table.cells) == 2)
-        assert table.header[:8] == ["Run", "Train Loss", "Val Loss", "Train Acc", "Val Acc", "Test Loss",
-                                    "Test Acc", "Params"]
+        assert table.header[:8] == [
+            "Run",
+            "Train Loss",
+            "Val Loss",
+            "Train Acc",
+            "Val Acc",
+            "Test Loss",
+            "Test Acc",
+            "Params",
+        ]
         assert "optim.lr" in table.header and [r[0] for r in table.cells] == ["mlp_lr1e-3", "mlp_lr1e-2"]
         assert "Train Loss" in screen_text(app) and "optim.lr" in screen_text(app)
         assert "■ 1/2 mlp_lr1e-3" in screen_text(app)
@@ -158,8 +172,10 @@ async def test_two_engine_runs_overlaid_with_a_final_table(engine):
 
 async def test_five_runs_by_validation_accuracy(tmp_path):
     lrs = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2)
-    paths = [write_synthetic(tmp_path / f"lr{lr:g}.h5", steps=800, n_layers=6, batch=200, name=f"lr{lr:g}", lr=lr)
-             for lr in lrs]
+    paths = [
+        write_synthetic(tmp_path / f"lr{lr:g}.h5", steps=800, n_layers=6, batch=200, name=f"lr{lr:g}", lr=lr)
+        for lr in lrs
+    ]
     app = app_for(paths, metric="val_acc")
     async with app.run_test(size=WIDE) as pilot:
         await loaded(pilot)
@@ -201,7 +217,9 @@ async def test_long_file_opens_as_an_overview_and_reads_the_cursor_from_the_file
 
 async def test_follow_a_run_another_process_writes_until_it_finishes(tmp_path):
     path = tmp_path / "live.h5"
-    proc = spawn_writer(tmp_path, f"""
+    proc = spawn_writer(
+        tmp_path,
+        f"""
         w = RunFileWriter({str(path)!r}, flush_seconds=0.05)
         for i, ev in enumerate(synthetic_events(steps=1500, batch=100, name="live")):
             w.emit(ev)
@@ -210,7 +228,8 @@ async def test_follow_a_run_another_process_writes_until_it_finishes(tmp_path):
                 print("started", flush=True)
             time.sleep(0.12)
         w.close()
-    """)
+    """,
+    )
     try:
         assert proc.stdout is not None and proc.stdout.readline().strip() == "started"
         app = app_for([path], follow=True, poll_seconds=0.1)

@@ -63,4 +63,6 @@ def test_starting(snap_compare):
 
 
 def test_help(snap_compare):
-    assert snap_compare(app_for(fake_run(**RUNNING)), terminal_size=(80, 24), run_before=settle("question_mark"))
+    assert snap_compare(
+        app_for(fake_run(**RUNNING)), terminal_size=(80, 24), run_before=settle("question_mark")
+    )

@@ -29,14 +29,27 @@ def resolve_preset(preset: str) -> Path:
 
 
 def build_config(
-    preset: str, sets: list[str] | None, data: str | None = None, data_dir: str | None = None,
-    epochs: int | None = None, max_steps: int | None = None, batch_size: int | None = None,
-    device: str | None = None, seed: int | None = None, name: str | None = None,
+    preset: str,
+    sets: list[str] | None,
+    data: str | None = None,
+    data_dir: str | None = None,
+    epochs: int | None = None,
+    max_steps: int | None = None,
+    batch_size: int | None = None,
+    device: str | None = None,
+    seed: int | None = None,
+    name: str | None = None,
 ) -> RunConfig:
     extra: dict[str, Any] = {}
-    for key, value in (("data.dir", data_dir), ("train.epochs", epochs), ("train.max_steps", max_steps),
-                       ("train.batch_size", batch_size), ("train.device", device), ("train.seed", seed),
-                       ("name", name)):
+    for key, value in (
+        ("data.dir", data_dir),
+        ("train.epochs", epochs),
+        ("train.max_steps", max_steps),
+        ("train.batch_size", batch_size),
+        ("train.device", device),
+        ("train.seed", seed),
+        ("name", name),
+    ):
         if value is not None:
             extra[key] = value
     path = resolve_preset(preset)

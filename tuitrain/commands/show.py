@@ -39,7 +39,9 @@ def model_label(cfg: RunConfig) -> str:
     m = cfg.model
     if m.name == "vgg":
         extras = [x for x, on in (("BN", m.batch_norm), ("RC", m.residual)) if on]
-        return f"vgg {2 + m.stages * (2 * m.blocks_per_stage + 2)}" + (f" +{'+'.join(extras)}" if extras else "")
+        return f"vgg {2 + m.stages * (2 * m.blocks_per_stage + 2)}" + (
+            f" +{'+'.join(extras)}" if extras else ""
+        )
     if m.name == "mlp":
         return f"mlp {len(m.hidden)}x{m.activation}" + (" +BN" if m.batch_norm else "")
     if m.name == "mlp_mixer":
@@ -61,12 +63,18 @@ def print_info(s: dict[str, Any]) -> None:
     from tuitrain.train.sinks import final_table, fmt_count
 
     c = Console()
-    status = s["status"] + (" (incomplete: the writer stopped without closing the file)" if s.get("incomplete") else "")
+    status = s["status"] + (
+        " (incomplete: the writer stopped without closing the file)" if s.get("incomplete") else ""
+    )
     c.print(f"[bold]{s['run_name']}[/]  {s['path']}")
-    c.print(f"status {status}; {s['model_name']} with {fmt_count(s['params'])} params, {fmt_count(s['flops'])} "
-            f"FLOPs/sample; {s['dataset']}; device {s['device']}")
-    c.print(f"{s['n_steps']} steps, {s['n_epochs']} of {s['epochs']} epochs; started {s['started']}, "
-            f"ended {s['ended'] or '-'}")
+    c.print(
+        f"status {status}; {s['model_name']} with {fmt_count(s['params'])} params, {fmt_count(s['flops'])} "
+        f"FLOPs/sample; {s['dataset']}; device {s['device']}"
+    )
+    c.print(
+        f"{s['n_steps']} steps, {s['n_epochs']} of {s['epochs']} epochs; started {s['started']}, "
+        f"ended {s['ended'] or '-'}"
+    )
     if s.get("error"):
         c.print(f"[bold red]error:[/] {s['error']}")
     c.print(final_table([{**s["final"], "run": s["run_name"]}]))

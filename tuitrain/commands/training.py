@@ -73,8 +73,11 @@ def run_watch(cfg: RunConfig, out_path: Path, on_hangup: str, launch: Launch | N
     events = ctx.Queue(maxsize=64)  # bounded: the worker coalesces or drops live rows, never blocks
     commands = Commands(ctx.Queue())
     log_path = out_path.with_suffix(".log")
-    proc = ctx.Process(target=worker_main, name="tuitrain-train", args=(
-        to_toml(cfg), str(out_path), events, commands.q, str(log_path), os.getpid(), launch))
+    proc = ctx.Process(
+        target=worker_main,
+        name="tuitrain-train",
+        args=(to_toml(cfg), str(out_path), events, commands.q, str(log_path), os.getpid(), launch),
+    )
     proc.start()
 
     def hangup(signum: int, frame: Any) -> None:
@@ -89,8 +92,10 @@ def run_watch(cfg: RunConfig, out_path: Path, on_hangup: str, launch: Launch | N
     if result == "detach" and proc.is_alive():
         commands.send("detach")
         commands.flush()
-        typer.echo(f"training continues in the background (pid {proc.pid}); it writes {out_path}\n"
-                   f"re-attach: tuitrain replay --follow {out_path}; stop it: kill {proc.pid}")
+        typer.echo(
+            f"training continues in the background (pid {proc.pid}); it writes {out_path}\n"
+            f"re-attach: tuitrain replay --follow {out_path}; stop it: kill {proc.pid}"
+        )
         os._exit(0)  # skip multiprocessing's exit-time join: the worker must outlive us
     if result not in ("stop", "done") and proc.is_alive():
         commands.send("stop")  # the UI closed without a choice: do not leave an orphan behind
@@ -156,15 +161,22 @@ def run_headless(cfg: RunConfig, out_path: Path) -> None:
 
     rank = int(os.environ.get("RANK", "0") or 0)  # under torchrun only rank 0 reports and writes the file
     console = Console()
-    with console.status(f"starting {cfg.name}: loading torch, data and model...") if rank == 0 \
-            else contextlib.nullcontext():
+    with (
+        console.status(f"starting {cfg.name}: loading torch, data and model...")
+        if rank == 0
+        else contextlib.nullcontext()
+    ):
         control = SignalControl(announce=rank == 0)
         from tuitrain.runfile.writer import RunFileWriter
         from tuitrain.train.engine import train
         from tuitrain.train.sinks import ConsoleSink
         from tuitrain.train.worker import relay_end
     relay = relay_end(control) if rank == 0 else None  # rank 0 of a data-parallel `watch`
-    sinks = [RunFileWriter(str(out_path), cfg.monitor.flush_seconds), relay or ConsoleSink(console)] if rank == 0 else []
+    sinks = (
+        [RunFileWriter(str(out_path), cfg.monitor.flush_seconds), relay or ConsoleSink(console)]
+        if rank == 0
+        else []
+    )
     try:
         finished = train(cfg, sinks, control=relay or control, out_path=str(out_path))
     except ConfigError as e:

@@ -125,7 +125,9 @@ def _check(cfg: RunConfig, origin: dict[str, Path | str]) -> None:
             )
     for key, (lo, hi, lo_inc, hi_inc) in RANGES.items():
         v = flat[key]
-        ok = (lo is None or (v >= lo if lo_inc else v > lo)) and (hi is None or (v <= hi if hi_inc else v < hi))
+        ok = (lo is None or (v >= lo if lo_inc else v > lo)) and (
+            hi is None or (v <= hi if hi_inc else v < hi)
+        )
         if not ok:
             lo_s = "-inf" if lo is None else f"{lo:g}"
             hi_s = "inf" if hi is None else f"{hi:g}"
@@ -135,7 +137,9 @@ def _check(cfg: RunConfig, origin: dict[str, Path | str]) -> None:
     if m.name == "mlp" and not m.hidden:
         raise ConfigError(f"{_where('model.hidden', origin)}`model.hidden` must list at least one width.")
     if any(w < 1 for w in m.hidden):
-        raise ConfigError(f"{_where('model.hidden', origin)}`model.hidden` widths must be >= 1, got {m.hidden}.")
+        raise ConfigError(
+            f"{_where('model.hidden', origin)}`model.hidden` widths must be >= 1, got {m.hidden}."
+        )
     if len(m.mlp_ratio) != 2 or any(r <= 0 for r in m.mlp_ratio):
         raise ConfigError(
             f"{_where('model.mlp_ratio', origin)}`model.mlp_ratio` must be two positive numbers "

@@ -39,7 +39,9 @@ class Column:
 
     __slots__ = ("ds", "buf", "n", "n_file", "_mtype")
 
-    def __init__(self, ds: h5py.Dataset, dtype: np.dtype, tail: tuple[int, ...] = (), cap: int = 1024) -> None:
+    def __init__(
+        self, ds: h5py.Dataset, dtype: np.dtype, tail: tuple[int, ...] = (), cap: int = 1024
+    ) -> None:
         self.ds = ds
         self.buf: np.ndarray = np.empty((cap, *tail), dtype)
         self.n = 0  # pending rows

@@ -38,7 +38,9 @@ TABLES: dict[str, tuple[str, ...]] = {
     S.EPOCHS: tuple(S.EPOCH_FIELDS),
     S.EVENTS: tuple(S.EVENT_FIELDS),
 }
-REQUIRED = [S.path(S.LAYERS, n) for n in S.LAYER_FIELDS] + [S.path(g, n) for g, ns in TABLES.items() for n in ns]
+REQUIRED = [S.path(S.LAYERS, n) for n in S.LAYER_FIELDS] + [
+    S.path(g, n) for g, ns in TABLES.items() for n in ns
+]
 
 
 def _stored_eof(path: Path) -> int | None:
@@ -69,7 +71,10 @@ def open_h5(path: Path) -> tuple[h5py.File, bool]:
             try:
                 return h5py.File(path, "r", swmr=True, libver="latest"), True
             except OSError as e:
-                reason = one_line(e) + " (if its writer died before switching to SWMR, `h5clear -s` may recover it)"
+                reason = (
+                    one_line(e)
+                    + " (if its writer died before switching to SWMR, `h5clear -s` may recover it)"
+                )
         raise RunFileError(f"{path}: truncated or corrupt HDF5 file: {reason}") from None
 
 

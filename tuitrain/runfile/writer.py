@@ -113,7 +113,11 @@ class RunFileWriter:
     def close(self) -> None:
         """Finish the file. Without a prior RunFinished (a crash) a live status becomes "failed"."""
         self._stop.set()
-        if self._thread is not None and self._thread.is_alive() and self._thread is not threading.current_thread():
+        if (
+            self._thread is not None
+            and self._thread.is_alive()
+            and self._thread is not threading.current_thread()
+        ):
             self._thread.join()
         with self._lock:
             self._done = True
@@ -154,7 +158,11 @@ class RunFileWriter:
         period = min(max(self.flush_seconds / 4, 0.05), 1.0)
         while not self._stop.wait(period):
             with self._lock:
-                if self._f is not None and self._dirty and self._clock() - self._last_flush >= self.flush_seconds:
+                if (
+                    self._f is not None
+                    and self._dirty
+                    and self._clock() - self._last_flush >= self.flush_seconds
+                ):
                     self.flush()
 
     def _start(self, ev: RunStarted) -> None:
@@ -220,7 +228,9 @@ class RunFileWriter:
             "module_type": [x.module_type for x in ev.layers],
         }
         for name, dt in S.LAYER_FIELDS.items():
-            g.create_dataset(name, data=np.array(layer_values[name], dtype=dt).reshape(n_layers), dtype=h5dtype(dt))
+            g.create_dataset(
+                name, data=np.array(layer_values[name], dtype=dt).reshape(n_layers), dtype=h5dtype(dt)
+            )
 
         def table(group: str, fields: dict[str, np.dtype], chunk: int) -> None:
             grp = f.create_group(group)
@@ -233,7 +243,9 @@ class RunFileWriter:
         table(S.EVENTS, S.EVENT_FIELDS, S.EVENT_CHUNK)
 
         pg = f.create_group(S.PROBES)
-        ds = pg.create_dataset("step", (0,), dtype=S.PROBE_STEP_DTYPE, maxshape=(None,), chunks=(S.STEP_CHUNK,))
+        ds = pg.create_dataset(
+            "step", (0,), dtype=S.PROBE_STEP_DTYPE, maxshape=(None,), chunks=(S.STEP_CHUNK,)
+        )
         self._cols[S.path(S.PROBES, "step")] = Column(ds, S.PROBE_STEP_DTYPE)
         rows = S.probe_chunk_rows(n_layers)
         for name in PROBE_NAMES:
@@ -325,7 +337,9 @@ class RunFileWriter:
         # Attributes first, in a flush of their own: a live reader that sees the "finished" row reopens
         # the file for the final attributes, which must already be on disk by then.
         self.flush()
-        self._event_row(self._last_step if step is None else step, when, _level(status), S.KIND_FINISHED, status)
+        self._event_row(
+            self._last_step if step is None else step, when, _level(status), S.KIND_FINISHED, status
+        )
         self._done = True
 
     def _write_columns(self) -> None:

@@ -82,7 +82,10 @@ class Dist:
             return device_label, {}
         name, _, detail = device_label.partition(" (")  # "cuda (NVIDIA H100)" -> "cuda (NVIDIA H100, nccl)"
         detail = f"{detail.rstrip(')')}, {self.backend}" if detail else self.backend
-        return f"{self.world_size} x {name} ({detail})", {"world_size": str(self.world_size), "backend": self.backend}
+        return f"{self.world_size} x {name} ({detail})", {
+            "world_size": str(self.world_size),
+            "backend": self.backend,
+        }
 
     @contextlib.contextmanager
     def local_main_first(self) -> Iterator[None]:
@@ -223,8 +226,10 @@ def init(device: torch.device) -> tuple[Dist, torch.device]:
     elif device.type == "cpu":
         backend = "gloo"
     else:
-        raise ConfigError(f"distributed training runs on CUDA (nccl) or the CPU (gloo), not on {device.type}; "
-                          "use --device cpu or cuda.")
+        raise ConfigError(
+            f"distributed training runs on CUDA (nccl) or the CPU (gloo), not on {device.type}; "
+            "use --device cpu or cuda."
+        )
     if not dist.is_initialized():
         dist.init_process_group(backend, rank=rank, world_size=world)
     group = dist.new_group(backend="gloo") if backend != "gloo" else None

@@ -53,7 +53,9 @@ def pick_device(name: str) -> torch.device:
             return torch.device("mps")
         return torch.device("cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("`train.device` = 'cuda' but no CUDA device is available here; allowed here: auto, cpu.")
+        raise ConfigError(
+            "`train.device` = 'cuda' but no CUDA device is available here; allowed here: auto, cpu."
+        )
     if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
         raise ConfigError("`train.device` = 'mps' but MPS is not available here; allowed here: auto, cpu.")
     return torch.device(name)
@@ -62,8 +64,13 @@ def pick_device(name: str) -> torch.device:
 def build_optimizer(cfg: RunConfig, params: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
     o = cfg.optim
     if o.name == "sgd":
-        return torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, nesterov=o.nesterov and o.momentum > 0,
-                               weight_decay=o.weight_decay)
+        return torch.optim.SGD(
+            params,
+            lr=o.lr,
+            momentum=o.momentum,
+            nesterov=o.nesterov and o.momentum > 0,
+            weight_decay=o.weight_decay,
+        )
     betas = (o.betas[0], o.betas[1])
     if o.name == "adam":
         return torch.optim.Adam(params, lr=o.lr, betas=betas, weight_decay=o.weight_decay)
@@ -89,8 +96,14 @@ def lr_factor(cfg: RunConfig, steps_per_epoch: int, total_steps: int):
 
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, data: DeviceData, split: str, batch_size: int, autocast,
-             job: distributed.Dist = distributed.SINGLE) -> tuple[float, float]:
+def evaluate(
+    model: torch.nn.Module,
+    data: DeviceData,
+    split: str,
+    batch_size: int,
+    autocast,
+    job: distributed.Dist = distributed.SINGLE,
+) -> tuple[float, float]:
     """Mean loss and accuracy over ``split``; data-parallel, each rank evaluates its slice of it."""
     job.sync_buffers(model)
     model.eval()
@@ -136,7 +149,9 @@ def _wait_if_paused(control: Control | None, monitor: Monitor) -> None:
             return
 
 
-def train(cfg: RunConfig, sinks: list[Sink], control: Control | None = None, out_path: str = "") -> RunFinished:
+def train(
+    cfg: RunConfig, sinks: list[Sink], control: Control | None = None, out_path: str = ""
+) -> RunFinished:
     """Run one training job described by ``cfg``, sending every event to ``sinks``.
 
     Always ends by emitting :class:`RunFinished` and closing the sinks, whatever happened. A
@@ -188,26 +203,53 @@ def train(cfg: RunConfig, sinks: list[Sink], control: Control | None = None, out
 
         generator = torch.Generator(device=device)
         generator.manual_seed(t.seed)
-        monitor = Monitor(params, layers, sinks if job.is_main else [], cfg.monitor, device,
-                          reduce=job.reduce_step if job.enabled else None, world_size=job.world_size)
+        monitor = Monitor(
+            params,
+            layers,
+            sinks if job.is_main else [],
+            cfg.monitor,
+            device,
+            reduce=job.reduce_step if job.enabled else None,
+            world_size=job.world_size,
+        )
         device_label, job_versions = job.describe(
-            str(device) if not cuda else f"cuda ({torch.cuda.get_device_name(device)})")
-        monitor.emit(RunStarted(
-            run_name=cfg.name, config_toml=to_toml(cfg), model_name=cfg.model.name, dataset=data.name,
-            device=device_label,
-            params=sum(p.numel() for p in params), layers=layers, flops=int(flops), module_summary=modules,
-            epochs=t.epochs, steps_per_epoch=steps_per_epoch, batch_size=t.batch_size,
-            num_classes=data.num_classes, out_path=out_path, max_steps=t.max_steps,
-            versions={"tuitrain": tuitrain.__version__, "torch": torch.__version__,
-                      "python": platform.python_version(), "numpy": np.__version__, **job_versions},
-        ))
+            str(device) if not cuda else f"cuda ({torch.cuda.get_device_name(device)})"
+        )
+        monitor.emit(
+            RunStarted(
+                run_name=cfg.name,
+                config_toml=to_toml(cfg),
+                model_name=cfg.model.name,
+                dataset=data.name,
+                device=device_label,
+                params=sum(p.numel() for p in params),
+                layers=layers,
+                flops=int(flops),
+                module_summary=modules,
+                epochs=t.epochs,
+                steps_per_epoch=steps_per_epoch,
+                batch_size=t.batch_size,
+                num_classes=data.num_classes,
+                out_path=out_path,
+                max_steps=t.max_steps,
+                versions={
+                    "tuitrain": tuitrain.__version__,
+                    "torch": torch.__version__,
+                    "python": platform.python_version(),
+                    "numpy": np.__version__,
+                    **job_versions,
+                },
+            )
+        )
         monitor.emit(StatusChanged("running", 0))
 
         # ---- train ---------------------------------------------------------------------------
         best_val = -math.inf
         for epoch in range(t.epochs):
             epoch_start = time.time()
-            for x, y in data.train_batches(local_batch, generator, cfg.data.augment, job.rank, job.world_size):
+            for x, y in data.train_batches(
+                local_batch, generator, cfg.data.augment, job.rank, job.world_size
+            ):
                 _wait_if_paused(control, monitor)
                 if channels_last:
                     x = x.contiguous(memory_format=torch.channels_last)
@@ -225,12 +267,28 @@ def train(cfg: RunConfig, sinks: list[Sink], control: Control | None = None, out
                     break
             train_loss, train_acc = monitor.take_epoch_means()
             val_loss, val_acc = evaluate(model, data, "val", t.eval_batch_size, autocast, job)
-            monitor.emit(EpochEnd(epoch, monitor.step, train_loss, train_acc, val_loss, val_acc,
-                                  optimizer.param_groups[0]["lr"], time.time() - epoch_start))
+            monitor.emit(
+                EpochEnd(
+                    epoch,
+                    monitor.step,
+                    train_loss,
+                    train_acc,
+                    val_loss,
+                    val_acc,
+                    optimizer.param_groups[0]["lr"],
+                    time.time() - epoch_start,
+                )
+            )
             if val_acc > best_val:
                 if epoch > 0:
-                    monitor.emit(Alert(monitor.step, "info", "best",
-                                       f"new best validation accuracy {val_acc:.2%} at epoch {epoch + 1}"))
+                    monitor.emit(
+                        Alert(
+                            monitor.step,
+                            "info",
+                            "best",
+                            f"new best validation accuracy {val_acc:.2%} at epoch {epoch + 1}",
+                        )
+                    )
                 best_val = val_acc
             monitor.pause_clock()
             if t.max_steps and monitor.step >= t.max_steps:
@@ -254,8 +312,12 @@ def train(cfg: RunConfig, sinks: list[Sink], control: Control | None = None, out
                 monitor.flush(force=True)
         if isinstance(e, ConfigError):
             pending_error = e
-        finished = RunFinished("failed", monitor.step if monitor else 0, error=f"{type(e).__name__}: {e}",
-                               traceback=traceback.format_exc())
+        finished = RunFinished(
+            "failed",
+            monitor.step if monitor else 0,
+            error=f"{type(e).__name__}: {e}",
+            traceback=traceback.format_exc(),
+        )
     finished.time = time.time()
     _finish(sinks, finished)
     with contextlib.suppress(Exception):

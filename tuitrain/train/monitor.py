@@ -99,9 +99,11 @@ class GradientAlerts:
             return True
         if self._streaking or self.vanish_reported or not self.explode_armed:
             return False
-        return (math.isfinite(float(probes.sum(dtype=np.float64)))
-                and float(probes[:, _GRAD_MEAN_ABS, self._weight_idx].min()) >= self.cfg.vanishing
-                and float(probes[:, _GRAD_NORM].max()) <= self.cfg.exploding)
+        return (
+            math.isfinite(float(probes.sum(dtype=np.float64)))
+            and float(probes[:, _GRAD_MEAN_ABS, self._weight_idx].min()) >= self.cfg.vanishing
+            and float(probes[:, _GRAD_NORM].max()) <= self.cfg.exploding
+        )
 
     def _check_vanishing(self, step: int, probes: np.ndarray, alerts: list[Alert]) -> None:
         cfg = self.cfg
@@ -117,14 +119,20 @@ class GradientAlerts:
         n_stuck, n_weights = int(np.count_nonzero(stuck)), self.n_weights
         if n_stuck and n_stuck >= max(1, self.vanish_reported + max(1, n_weights // 4)):
             first = self.names[int(np.argmax(stuck))]
-            alerts.append(Alert(
-                step, "warning", "vanishing",
-                f"vanishing gradients: {n_stuck} of {n_weights} weight layers have mean |grad| below "
-                f"{cfg.vanishing:g} for {cfg.alert_steps} steps (first: {first})",
-            ))
+            alerts.append(
+                Alert(
+                    step,
+                    "warning",
+                    "vanishing",
+                    f"vanishing gradients: {n_stuck} of {n_weights} weight layers have mean |grad| below "
+                    f"{cfg.vanishing:g} for {cfg.alert_steps} steps (first: {first})",
+                )
+            )
             self.vanish_reported = n_stuck
         elif self.vanish_reported and n_stuck == 0 and not np.count_nonzero(below):
-            alerts.append(Alert(step, "info", "recovered", "gradients recovered: no weight layer is vanishing now"))
+            alerts.append(
+                Alert(step, "info", "recovered", "gradients recovered: no weight layer is vanishing now")
+            )
             self.vanish_reported = 0
 
     def _check_exploding(self, step: int, probes: np.ndarray, alerts: list[Alert]) -> None:
@@ -134,11 +142,15 @@ class GradientAlerts:
         n_over = int(np.count_nonzero(over))
         if n_over and self.explode_armed:
             worst = int(np.argmax(np.where(over, norms, -np.inf)))
-            alerts.append(Alert(
-                step, "warning", "exploding",
-                f"exploding gradients: {n_over} tensors have grad norm above {cfg.exploding:g} "
-                f"(largest {norms[worst]:.3g} in {self.names[worst]})",
-            ))
+            alerts.append(
+                Alert(
+                    step,
+                    "warning",
+                    "exploding",
+                    f"exploding gradients: {n_over} tensors have grad norm above {cfg.exploding:g} "
+                    f"(largest {norms[worst]:.3g} in {self.names[worst]})",
+                )
+            )
             self.explode_armed = False
         elif not n_over:
             self.explode_armed = True
@@ -199,8 +211,9 @@ class Monitor:
         if self.step % self.cfg.every == 0:
             self.probe.before_step()
 
-    def after_step(self, loss: torch.Tensor, logits: torch.Tensor, targets: torch.Tensor, lr: float,
-                   epoch: int) -> None:
+    def after_step(
+        self, loss: torch.Tensor, logits: torch.Tensor, targets: torch.Tensor, lr: float, epoch: int
+    ) -> None:
         """Record one step: its mean ``loss``, the ``logits`` and class ``targets`` its accuracy is
         counted from, and the learning rate it used. The tensors must not be changed in place later:
         on CPU they are read at the next flush."""
@@ -269,7 +282,10 @@ class Monitor:
             counts = [c.item() for c in counted]
         probes = self.probe.collect()
         assert len(probes) == len(self._probe_steps), "probed steps and probe results out of step"
-        out = [(r[0], r[1], loss, count, r[2], r[3], r[4]) for r, loss, count in zip(rows, losses, counts, strict=True)]
+        out = [
+            (r[0], r[1], loss, count, r[2], r[3], r[4])
+            for r, loss, count in zip(rows, losses, counts, strict=True)
+        ]
         if not self.alerts.healthy(losses, probes):
             by_step = dict(zip(self._probe_steps, range(len(probes)), strict=True))
             for step, epoch, loss, *_ in out:
@@ -293,8 +309,11 @@ class Monitor:
             self._pending_elems = 0
         else:
             resolved = [(r[0], r[1], r[5], r[6], r[2], r[3], r[4]) for r in rows]
-            probes = (np.stack(self._probes) if self._probes
-                      else np.zeros((0, _N_PROBES, self.n_layers), dtype=np.float32))
+            probes = (
+                np.stack(self._probes)
+                if self._probes
+                else np.zeros((0, _N_PROBES, self.n_layers), dtype=np.float32)
+            )
         self._rows, self._probe_steps, self._probes = [], [], []
         # step, epoch, loss, correct, lr, step time, batch size; exact in float64 below 2**53
         table = np.array(resolved, dtype=np.float64)
@@ -305,13 +324,15 @@ class Monitor:
         sums[2] += int(batch.sum())
         with np.errstate(divide="ignore", invalid="ignore"):
             sps = np.where(step_time > 0, batch / step_time, np.nan)
-        self.emit(StepBatch(
-            steps=table[:, 0].astype(np.int64),
-            epochs=table[:, 1].astype(np.int32),
-            scalars=np.column_stack([loss, correct / batch, lr, sps, step_time]),  # STEP_SCALARS order
-            probe_steps=np.array(probe_steps, dtype=np.int64),
-            probes=probes.astype(np.float32, copy=False),
-        ))
+        self.emit(
+            StepBatch(
+                steps=table[:, 0].astype(np.int64),
+                epochs=table[:, 1].astype(np.int32),
+                scalars=np.column_stack([loss, correct / batch, lr, sps, step_time]),  # STEP_SCALARS order
+                probe_steps=np.array(probe_steps, dtype=np.int64),
+                probes=probes.astype(np.float32, copy=False),
+            )
+        )
         self._send_alerts()
 
     def _send_alerts(self) -> None:

@@ -116,7 +116,9 @@ class LayerProbe:
 
     def _shaped(self, row: torch.Tensor) -> list[torch.Tensor]:
         starts = self._starts.tolist()
-        return [row[s : s + n].view(p.shape) for s, n, p in zip(starts, self._sizes, self.params, strict=True)]
+        return [
+            row[s : s + n].view(p.shape) for s, n, p in zip(starts, self._sizes, self.params, strict=True)
+        ]
 
     @property
     def n_layers(self) -> int:
@@ -252,7 +254,9 @@ class HostReadback:
         self.cuda = device.type == "cuda"
         self.depth = depth
         self._deferred = self.cuda or event_factory is not None
-        self._new_event: Callable[[], _EventLike] | None = event_factory or (torch.cuda.Event if self.cuda else None)
+        self._new_event: Callable[[], _EventLike] | None = event_factory or (
+            torch.cuda.Event if self.cuda else None
+        )
         self._pending: deque[_Pending] = deque()
         self._pool: dict[int, list[tuple[torch.Tensor, _EventLike]]] = {}
 

@@ -58,9 +58,14 @@ def final_table(rows: list[dict[str, Any]], title: str = "Final metrics") -> Tab
 
     for r in rows:
         table.add_row(
-            str(r.get("run", "")), num(r.get("train_loss")), num(r.get("val_loss")),
-            num(r.get("train_acc"), True), num(r.get("val_acc"), True),
-            num(r.get("test_loss")), num(r.get("test_acc"), True), fmt_count(r.get("params") or 0),
+            str(r.get("run", "")),
+            num(r.get("train_loss")),
+            num(r.get("val_loss")),
+            num(r.get("train_acc"), True),
+            num(r.get("val_acc"), True),
+            num(r.get("test_loss")),
+            num(r.get("test_acc"), True),
+            fmt_count(r.get("params") or 0),
         )
     return table
 
@@ -100,15 +105,25 @@ class ConsoleSink:
     def _start(self, e: RunStarted) -> None:
         self.started = e
         c = self.console
-        c.print(f"[bold]{e.run_name}[/]: {e.model_name}, {fmt_count(e.params)} params, "
-                f"{fmt_count(e.flops)} FLOPs/sample, {e.dataset} ({e.num_classes} classes), device {e.device}")
-        c.print(f"{e.epochs} epochs x {e.steps_per_epoch} steps, batch {e.batch_size}"
-                + (f", capped at {e.max_steps} steps" if e.max_steps else "")
-                + (f"; run file {e.out_path}" if e.out_path else ""))
+        c.print(
+            f"[bold]{e.run_name}[/]: {e.model_name}, {fmt_count(e.params)} params, "
+            f"{fmt_count(e.flops)} FLOPs/sample, {e.dataset} ({e.num_classes} classes), device {e.device}"
+        )
+        c.print(
+            f"{e.epochs} epochs x {e.steps_per_epoch} steps, batch {e.batch_size}"
+            + (f", capped at {e.max_steps} steps" if e.max_steps else "")
+            + (f"; run file {e.out_path}" if e.out_path else "")
+        )
         self.progress = Progress(
-            TextColumn("{task.description:>5}"), BarColumn(), MofNCompleteColumn(),
-            TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[info]}"),
-            console=c, transient=False, refresh_per_second=4,
+            TextColumn("{task.description:>5}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            TextColumn("{task.fields[info]}"),
+            console=c,
+            transient=False,
+            refresh_per_second=4,
         )
         self.progress.start()
         self._epoch_task = self.progress.add_task("epoch", total=e.epochs, info="")
@@ -123,18 +138,23 @@ class ConsoleSink:
         sps = b.scalar("samples_per_s")
         sps = float(np.nanmedian(sps)) if np.isfinite(sps).any() else math.nan
         done = int(b.steps[-1]) + 1 - int(b.epochs[-1]) * self.started.steps_per_epoch
-        self.progress.update(self._step_task, completed=done,
-                             info=f"loss {self._loss_ema:.4f}  {sps:,.0f} samples/s")
+        self.progress.update(
+            self._step_task, completed=done, info=f"loss {self._loss_ema:.4f}  {sps:,.0f} samples/s"
+        )
 
     def _epoch(self, e: EpochEnd) -> None:
         self.last_epoch = e
         assert self.started is not None
-        self._print(f"epoch {e.epoch + 1}/{self.started.epochs}  train loss {e.train_loss:.4f} acc {e.train_acc:6.2%}"
-                    f"  val loss {e.val_loss:.4f} acc {e.val_acc:6.2%}  lr {e.lr:.2e}  {e.seconds:.1f} s")
+        self._print(
+            f"epoch {e.epoch + 1}/{self.started.epochs}  train loss {e.train_loss:.4f} acc {e.train_acc:6.2%}"
+            f"  val loss {e.val_loss:.4f} acc {e.val_acc:6.2%}  lr {e.lr:.2e}  {e.seconds:.1f} s"
+        )
         if self.progress is not None:
             self.progress.update(self._epoch_task, completed=e.epoch + 1)
-            self.progress.reset(self._step_task, total=min(self.started.steps_per_epoch,
-                                                            max(1, self.started.total_steps - e.step)))
+            self.progress.reset(
+                self._step_task,
+                total=min(self.started.steps_per_epoch, max(1, self.started.total_steps - e.step)),
+            )
 
     def _finish(self, f: RunFinished) -> None:
         if self.progress is not None:
@@ -143,12 +163,22 @@ class ConsoleSink:
         c = self.console
         if self.started is not None and self.last_epoch is not None:
             e = self.last_epoch
-            c.print(final_table([{
-                "run": self.started.run_name, "train_loss": e.train_loss, "val_loss": e.val_loss,
-                "train_acc": e.train_acc, "val_acc": e.val_acc,
-                "test_loss": self.test.loss if self.test else math.nan,
-                "test_acc": self.test.acc if self.test else math.nan, "params": self.started.params,
-            }]))
+            c.print(
+                final_table(
+                    [
+                        {
+                            "run": self.started.run_name,
+                            "train_loss": e.train_loss,
+                            "val_loss": e.val_loss,
+                            "train_acc": e.train_acc,
+                            "val_acc": e.val_acc,
+                            "test_loss": self.test.loss if self.test else math.nan,
+                            "test_acc": self.test.acc if self.test else math.nan,
+                            "params": self.started.params,
+                        }
+                    ]
+                )
+            )
         style = {"completed": "green", "stopped": "yellow", "failed": "bold red"}.get(f.status, "")
         c.print(f"run [{style}]{f.status}[/] after {f.step} steps", highlight=False)
         if f.error:
@@ -207,9 +237,12 @@ class QueueSink:
 
 def _merge(a: StepBatch, b: StepBatch) -> StepBatch:
     return StepBatch(
-        steps=np.concatenate([a.steps, b.steps]), epochs=np.concatenate([a.epochs, b.epochs]),
-        scalars=np.concatenate([a.scalars, b.scalars]), probe_steps=np.concatenate([a.probe_steps, b.probe_steps]),
-        probes=np.concatenate([a.probes, b.probes]), time=b.time,
+        steps=np.concatenate([a.steps, b.steps]),
+        epochs=np.concatenate([a.epochs, b.epochs]),
+        scalars=np.concatenate([a.scalars, b.scalars]),
+        probe_steps=np.concatenate([a.probe_steps, b.probe_steps]),
+        probes=np.concatenate([a.probes, b.probes]),
+        time=b.time,
     )
 
 
@@ -221,4 +254,6 @@ def _thin(b: StepBatch, max_rows: int, sink: QueueSink) -> StepBatch:
     keep[-1] = True  # the newest row always survives: the UI shows "latest"
     pkeep = np.isin(b.probe_steps, b.steps[keep])
     sink.dropped += int((~keep).sum())
-    return StepBatch(b.steps[keep], b.epochs[keep], b.scalars[keep], b.probe_steps[pkeep], b.probes[pkeep], b.time)
+    return StepBatch(
+        b.steps[keep], b.epochs[keep], b.scalars[keep], b.probe_steps[pkeep], b.probes[pkeep], b.time
+    )

@@ -83,8 +83,15 @@ class SwitchableSink:
             self.sink.close()
 
 
-def worker_main(config_toml: str, out_path: str, events: Any, commands: Any, log_path: str,
-                parent_pid: int, launch: Any = None) -> None:
+def worker_main(
+    config_toml: str,
+    out_path: str,
+    events: Any,
+    commands: Any,
+    log_path: str,
+    parent_pid: int,
+    launch: Any = None,
+) -> None:
     """Entry point of the spawned training process. ``launch`` (a :class:`tuitrain.launch.Launch`)
     makes it start torchrun and relay rank 0 instead of training itself."""
     fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
@@ -143,8 +150,9 @@ class Relay:
         return self.control.poll(timeout)
 
 
-def _launch_and_relay(launch: Any, config_toml: str, out_path: str, log_path: str, live: SwitchableSink,
-                      control: QueueControl) -> None:
+def _launch_and_relay(
+    launch: Any, config_toml: str, out_path: str, log_path: str, live: SwitchableSink, control: QueueControl
+) -> None:
     """Serve the relay, run torchrun to its end, and make sure the dashboard hears how it ended."""
     from tuitrain.events import RunFinished
 
@@ -176,8 +184,14 @@ def _launch_and_relay(launch: Any, config_toml: str, out_path: str, log_path: st
                 signalled = True
         print(f"torchrun exited with code {proc.returncode}", flush=True)
         if not relay.finished:  # rank 0 never got going (or died): the dashboard must not wait forever
-            live.emit(RunFinished("failed", 0, error=f"torchrun exited with code {proc.returncode} before "
-                                  f"rank 0 finished the run; see {log_path}"))
+            live.emit(
+                RunFinished(
+                    "failed",
+                    0,
+                    error=f"torchrun exited with code {proc.returncode} before "
+                    f"rank 0 finished the run; see {log_path}",
+                )
+            )
             live.close()
 
 

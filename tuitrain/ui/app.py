@@ -60,12 +60,26 @@ class TuitrainApp(App[str | None]):
     REFRESH_SECONDS = 0.1  # at most 10 redraws a second
     LIVENESS_SECONDS = 0.25
     DEATH_GRACE_SECONDS = 0.75  # a dead process gets this long for its RunFinished to arrive
-    GC_THRESHOLD: tuple[int, int, int] | None = (2000, 10, 10)  # see _settle_gc; None: leave the collector alone
+    GC_THRESHOLD: tuple[int, int, int] | None = (
+        2000,
+        10,
+        10,
+    )  # see _settle_gc; None: leave the collector alone
 
-    def __init__(self, source: Source | None, control: Control | None = None, proc_alive: Callable[[], bool] | None = None,
-                 clock: Callable[[], float] | None = None, history: History | None = None,
-                 cpu_budget: float | None = 0.08, *, runs: RunSet | None = None, replay: bool = False,
-                 mode: str | None = None, metric: str = "loss") -> None:
+    def __init__(
+        self,
+        source: Source | None,
+        control: Control | None = None,
+        proc_alive: Callable[[], bool] | None = None,
+        clock: Callable[[], float] | None = None,
+        history: History | None = None,
+        cpu_budget: float | None = 0.08,
+        *,
+        runs: RunSet | None = None,
+        replay: bool = False,
+        mode: str | None = None,
+        metric: str = "loss",
+    ) -> None:
         if mode:
             self.DEFAULT_MODE = mode  # read by App.__init__: the first screen is this one
         super().__init__()
@@ -163,7 +177,9 @@ class TuitrainApp(App[str | None]):
         if fin is not None and fin.status == INCOMPLETE:
             self.notify(f"{who}{fin.error}", title="Run incomplete", severity="warning", timeout=10)
         elif fin is not None and fin.status == "failed":
-            self.notify(who + (fin.error or "training failed"), title="Training failed", severity="error", timeout=10)
+            self.notify(
+                who + (fin.error or "training failed"), title="Training failed", severity="error", timeout=10
+            )
             if fin.traceback and len(self.runs) == 1:
                 self.push_screen(ErrorScreen(fin.error, fin.traceback))
         self.redraw()
@@ -235,8 +251,13 @@ class TuitrainApp(App[str | None]):
                 self.history.set_pending("stopping…")
                 self.redraw()
 
-        self.push_screen(ConfirmScreen("Stop training gracefully? The current epoch ends early, the run file is closed "
-                                       "and a checkpoint is written."), answered)
+        self.push_screen(
+            ConfirmScreen(
+                "Stop training gracefully? The current epoch ends early, the run file is closed "
+                "and a checkpoint is written."
+            ),
+            answered,
+        )
 
     def action_request_quit(self) -> None:
         if self.history.is_finished or self.control is None:
@@ -297,8 +318,12 @@ class TuitrainApp(App[str | None]):
         self.redraw()
 
 
-def run_dashboard(source: Source, control: Control | None = None, proc_alive: Callable[[], bool] | None = None,
-                  clock: Callable[[], float] | None = None) -> str | None:
+def run_dashboard(
+    source: Source,
+    control: Control | None = None,
+    proc_alive: Callable[[], bool] | None = None,
+    clock: Callable[[], float] | None = None,
+) -> str | None:
     """Run the dashboard in the terminal until the user quits; returns the exit result
     ("stop" | "detach" | "done" | None). The caller owns the training process and acts on it."""
     return TuitrainApp(source, control=control, proc_alive=proc_alive, clock=clock).run()

@@ -30,11 +30,34 @@ KEYS: tuple[Key, ...] = (
     Key("q", "request_quit", "Quit", "quit: stop / leave running", "Training", footer=True),
     Key("e", "show_error", "Error", "error and traceback", "Training"),
     Key("h", "show_view('heatmap')", "Heatmap", "gradient-flow heatmap", "Views", footer=True),
-    Key("h,escape", "show_view('dashboard', 'heatmap')", "Back", "back to the dashboard", "Views", footer=True, display="h"),
+    Key(
+        "h,escape",
+        "show_view('dashboard', 'heatmap')",
+        "Back",
+        "back to the dashboard",
+        "Views",
+        footer=True,
+        display="h",
+    ),
     Key("c", "show_view('compare')", "Compare", "replay: runs overlaid, final table", "Views", footer=True),
-    Key("c,escape", "show_view('dashboard', 'compare')", "Back", "back to the dashboard", "Views", footer=True, display="c"),
+    Key(
+        "c,escape",
+        "show_view('dashboard', 'compare')",
+        "Back",
+        "back to the dashboard",
+        "Views",
+        footer=True,
+        display="c",
+    ),
     Key("r", "next_run(1)", "Next run", "replay: next run in header/bars/heatmap", "Views", footer=True),
-    Key("g", "view('cycle_quantity')", "Quantity", "cycle grad norm, mean |grad|, W norm, ΔW/W", "Views", footer=True),
+    Key(
+        "g",
+        "view('cycle_quantity')",
+        "Quantity",
+        "cycle grad norm, mean |grad|, W norm, ΔW/W",
+        "Views",
+        footer=True,
+    ),
     Key("b", "view('toggle_bias')", "Bias/norm", "hide / show bias and norm tensors", "Views"),
     Key("a", "view('toggle_metric')", "Loss/acc", "chart: loss / accuracy", "Chart", footer=True),
     Key("l", "view('toggle_log')", "Log y", "chart: log y axis", "Chart"),
@@ -65,7 +88,10 @@ BUILTIN_KEYS: tuple[tuple[str, str], ...] = (
 
 
 def app_bindings() -> list[Binding]:
-    return [Binding(k.keys, k.action, k.description, show=k.footer, key_display=k.display, tooltip=k.help) for k in KEYS]
+    return [
+        Binding(k.keys, k.action, k.description, show=k.footer, key_display=k.display, tooltip=k.help)
+        for k in KEYS
+    ]
 
 
 class ActionsProvider(Provider):

@@ -240,7 +240,9 @@ class LogBuckets:
             if full:
                 blk = log_rows[i : i + full * self.width].reshape(full, self.width, *self.row_shape)
                 self.values[self.n : self.n + full] = blk.mean(axis=1)
-                self.steps[self.n : self.n + full] = steps[i : i + full * self.width].reshape(full, -1).mean(axis=1)
+                self.steps[self.n : self.n + full] = (
+                    steps[i : i + full * self.width].reshape(full, -1).mean(axis=1)
+                )
                 self.counts[self.n : self.n + full] = self.width
                 self.n += full
                 i += full * self.width

@@ -79,7 +79,9 @@ def bucket_mean(values: np.ndarray, buckets: int, *, stretch: bool = False) -> n
     return out
 
 
-def ema(y: np.ndarray, strength: float, *, state: tuple[float, int] | None = None) -> tuple[np.ndarray, tuple[float, int]]:
+def ema(
+    y: np.ndarray, strength: float, *, state: tuple[float, int] | None = None
+) -> tuple[np.ndarray, tuple[float, int]]:
     """TensorBoard-style debiased exponential moving average, vectorised.
 
     ``strength`` in [0, 1): 0 is no smoothing, 0.99 is heavy. Non-finite inputs do not move the

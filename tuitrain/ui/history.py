@@ -48,9 +48,23 @@ from tuitrain.ui.health import Thresholds, health_codes, thresholds_from_toml
 from tuitrain.ui.view_state import ViewState
 
 __all__ = [  # with the re-exports of the modules split off
-    "Backing", "DecimatingSeries", "EpochTable", "History", "LogBuckets", "LogEntry", "Ring", "Thresholds",
-    "ViewState", "bucket_mean", "ema", "fmt_duration", "fmt_si", "log_ticks", "minmax_downsample",
-    "robust_range", "thresholds_from_toml",
+    "Backing",
+    "DecimatingSeries",
+    "EpochTable",
+    "History",
+    "LogBuckets",
+    "LogEntry",
+    "Ring",
+    "Thresholds",
+    "ViewState",
+    "bucket_mean",
+    "ema",
+    "fmt_duration",
+    "fmt_si",
+    "log_ticks",
+    "minmax_downsample",
+    "robust_range",
+    "thresholds_from_toml",
 ]
 
 LOG_FLOOR = 1e-30  # log10 of a zero probe is drawn as this (no -inf in the maths)
@@ -66,7 +80,6 @@ class Backing(Protocol):
 
     def scalars_at(self, step: int) -> dict[str, float] | None:
         """Every /steps column of the last step at or before ``step``."""
-
 
 
 @dataclass
@@ -137,7 +150,9 @@ class History:
         self.backing: Backing | None = None  # exact lookups from the run file, when replaying one
         self.row_stride = 1.0  # steps per stored row when a file source delivers a decimated overview
         self._rate: deque[tuple[float, int]] = deque(maxlen=64)
-        self._ema_cache: dict[tuple[str, float], tuple[int, int, np.ndarray, tuple[float, int], np.ndarray]] = {}
+        self._ema_cache: dict[
+            tuple[str, float], tuple[int, int, np.ndarray, tuple[float, int], np.ndarray]
+        ] = {}
 
     # -- feeding ---------------------------------------------------------------------------------
 
@@ -158,7 +173,13 @@ class History:
                 self._on_finished(ev)
             elif isinstance(ev, TestResult):
                 self.test = ev
-                self.add_log(self.steps_done, "success", "test", f"test  loss {ev.loss:.4f}  acc {ev.acc * 100:.2f}%", ev.time)
+                self.add_log(
+                    self.steps_done,
+                    "success",
+                    "test",
+                    f"test  loss {ev.loss:.4f}  acc {ev.acc * 100:.2f}%",
+                    ev.time,
+                )
         if dropped_steps:
             self.dropped_steps += dropped_steps
             msg = f"display dropped {self.dropped_steps:,} steps (queue full); the run file has them all"
@@ -185,7 +206,13 @@ class History:
         self.long = LogBuckets(self.long_cap, (len(PROBE_NAMES), L))
         if self.status == "starting":
             self.status = "running"
-        self.add_log(0, "info", "start", f"run {ev.run_name} started: {ev.model_name}, {ev.params:,} params, {ev.dataset} on {ev.device}", ev.started_at)
+        self.add_log(
+            0,
+            "info",
+            "start",
+            f"run {ev.run_name} started: {ev.model_name}, {ev.params:,} params, {ev.dataset} on {ev.device}",
+            ev.started_at,
+        )
 
     def _on_steps(self, ev: StepBatch) -> None:
         n = len(ev)
@@ -233,7 +260,13 @@ class History:
             self.best_val_acc = ev.val_acc
             self.best_epoch = ev.epoch
             if not first:
-                self.add_log(ev.step, "success", "best", f"new best val acc {ev.val_acc * 100:.2f}% (epoch {ev.epoch + 1})", ev.time)
+                self.add_log(
+                    ev.step,
+                    "success",
+                    "best",
+                    f"new best val acc {ev.val_acc * 100:.2f}% (epoch {ev.epoch + 1})",
+                    ev.time,
+                )
 
     def _on_alert(self, ev: Alert) -> None:
         if ev.kind == "best" and self.log and self.log[-1].kind == "best" and self.log[-1].step == ev.step:
@@ -247,7 +280,13 @@ class History:
         if self.finished is not None:
             return
         if ev.status != self.status:
-            self.add_log(ev.step, "warning" if ev.status == "paused" else "info", "status", f"status: {ev.status} at step {ev.step:,}", ev.time)
+            self.add_log(
+                ev.step,
+                "warning" if ev.status == "paused" else "info",
+                "status",
+                f"status: {ev.status} at step {ev.step:,}",
+                ev.time,
+            )
         self.status = ev.status
         self.pending = ""
 
@@ -262,7 +301,9 @@ class History:
             self.add_log(ev.step, "error", "finished", text, ev.time)
         else:
             extra = f"; checkpoint {ev.checkpoint}" if ev.checkpoint else ""
-            self.add_log(ev.step, "success", "finished", f"run {self.status} at step {ev.step:,}{extra}", ev.time)
+            self.add_log(
+                ev.step, "success", "finished", f"run {self.status} at step {ev.step:,}{extra}", ev.time
+            )
 
     def mark_process_died(self, detail: str = "") -> None:
         """The training process is gone and never said RunFinished: the run failed."""
@@ -297,7 +338,7 @@ class History:
         key = (name, round(strength, 6))
         # the stride grows by compaction: adapt the strength so the time constant in steps is kept
         stride = self.scalars.stride * self.row_stride
-        a = strength ** stride if strength > 0 else 0.0
+        a = strength**stride if strength > 0 else 0.0
         cached = self._ema_cache.get(key)
         if cached is not None and cached[0] == self.scalars.epoch and cached[1] <= n:
             _, n0, buf, state, view = cached
@@ -373,7 +414,9 @@ class History:
     def visible_layers(self, hide_bias_norm: bool) -> np.ndarray:
         if not hide_bias_norm:
             return np.arange(len(self.layers))
-        return np.array([i for i, la in enumerate(self.layers) if la.kind not in ("bias", "norm")], dtype=np.int64)
+        return np.array(
+            [i for i, la in enumerate(self.layers) if la.kind not in ("bias", "norm")], dtype=np.int64
+        )
 
     def elapsed(self) -> float | None:
         if self.run is None:
@@ -399,4 +442,3 @@ class History:
         if not total or not rate or rate <= 0:
             return None
         return max(0.0, (total - self.steps_done) / rate)
-

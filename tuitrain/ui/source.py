@@ -82,7 +82,9 @@ class ThreadedSource(Source):
 
     def start(self, target: MessageTarget) -> None:
         self._target = target
-        self._thread = threading.Thread(target=self._loop, name=f"tuitrain-{type(self).__name__}", daemon=True)
+        self._thread = threading.Thread(
+            target=self._loop, name=f"tuitrain-{type(self).__name__}", daemon=True
+        )
         self._thread.start()
 
     def stop(self) -> None:
@@ -196,7 +198,9 @@ class ListSource(Source):
 
     live = False
 
-    def __init__(self, events: Iterable[Event] = (), *, chunk: int = 0, interval: float = 0.0, live: bool = False) -> None:
+    def __init__(
+        self, events: Iterable[Event] = (), *, chunk: int = 0, interval: float = 0.0, live: bool = False
+    ) -> None:
         self.events = list(events)
         self.chunk = chunk
         self.interval = interval

@@ -10,8 +10,14 @@ import numpy as np
 from tuitrain.events import PROBE_NAMES
 
 # The chart's ``a`` key swaps a loss for its accuracy and back; anything else goes back to the loss.
-METRIC_PAIRS = {"loss": "acc", "acc": "loss", "train_loss": "train_acc", "train_acc": "train_loss",
-                "val_loss": "val_acc", "val_acc": "val_loss"}
+METRIC_PAIRS = {
+    "loss": "acc",
+    "acc": "loss",
+    "train_loss": "train_acc",
+    "train_acc": "train_loss",
+    "val_loss": "val_acc",
+    "val_acc": "val_loss",
+}
 
 
 @dataclass

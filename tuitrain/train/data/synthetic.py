@@ -79,5 +79,14 @@ def load_synthetic(cfg: DataConfig, device: torch.device) -> DeviceData:
     std = tuple(train.std(dim=(0, 2, 3)).clamp_min(1e-3).tolist())
     xs, ys = to_splits(x, y, sizes, device)
     return DeviceData(
-        "synthetic", cfg.classes, (3, cfg.image_size, cfg.image_size), xs, ys, mean, std, cfg.crop_padding, cfg.flip, True
+        "synthetic",
+        cfg.classes,
+        (3, cfg.image_size, cfg.image_size),
+        xs,
+        ys,
+        mean,
+        std,
+        cfg.crop_padding,
+        cfg.flip,
+        True,
     )

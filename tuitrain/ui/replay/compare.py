@@ -69,8 +69,16 @@ def higher_is_better(metric: str) -> bool:
 
 # Tableau 10: distinct hues that read on dark and light themes alike. One per run, in order.
 PALETTE: tuple[str, ...] = (
-    "#4e9ad8", "#f28e2b", "#59a14f", "#e15759", "#b07aa1",
-    "#76b7b2", "#edc948", "#ff9da7", "#9c755f", "#bab0ac",
+    "#4e9ad8",
+    "#f28e2b",
+    "#59a14f",
+    "#e15759",
+    "#b07aa1",
+    "#76b7b2",
+    "#edc948",
+    "#ff9da7",
+    "#9c755f",
+    "#bab0ac",
 )
 
 
@@ -163,12 +171,15 @@ def config_diff(config_tomls: Sequence[str]) -> tuple[list[str], list[dict[str, 
     return keys, [{k: fmt_config(f[k]) for k in keys} for f in flats]
 
 
-def rows_from_histories(histories: Sequence[History], names: Sequence[str], colors: Sequence[str] = ()
-                        ) -> tuple[list[FinalRow], list[str]]:
+def rows_from_histories(
+    histories: Sequence[History], names: Sequence[str], colors: Sequence[str] = ()
+) -> tuple[list[FinalRow], list[str]]:
     """Final-table rows of the runs the dashboard holds, and the differing config keys."""
     keys, configs = config_diff([h.run.config_toml if h.run else "" for h in histories])
-    rows = [FinalRow(name, metrics_of_history(h), h.status, cfg, colors[i] if i < len(colors) else "")
-            for i, (h, name, cfg) in enumerate(zip(histories, names, configs, strict=True))]
+    rows = [
+        FinalRow(name, metrics_of_history(h), h.status, cfg, colors[i] if i < len(colors) else "")
+        for i, (h, name, cfg) in enumerate(zip(histories, names, configs, strict=True))
+    ]
     return rows, keys
 
 

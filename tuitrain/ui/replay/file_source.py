@@ -67,9 +67,16 @@ class FileSource(Source):
 
     live = False
 
-    def __init__(self, run: RunFile | str | os.PathLike[str], *, follow: bool = False,
-                 overview_rows: int = OVERVIEW_ROWS, probe_rows: int = PROBE_ROWS, poll_seconds: float = 0.25,
-                 cache_rows: int = 64) -> None:
+    def __init__(
+        self,
+        run: RunFile | str | os.PathLike[str],
+        *,
+        follow: bool = False,
+        overview_rows: int = OVERVIEW_ROWS,
+        probe_rows: int = PROBE_ROWS,
+        poll_seconds: float = 0.25,
+        cache_rows: int = 64,
+    ) -> None:
         self.rf = run if isinstance(run, RunFile) else open_run(run)
         self.follow = follow
         self.poll_seconds = poll_seconds
@@ -115,9 +122,15 @@ class FileSource(Source):
                 if not self._finished and self.rf.incomplete:
                     events.append(self._incomplete())
                 elif not self.follow and self.rf.is_live:
-                    events.append(Alert(max(0, self.rf.last_step), "warning", "live",
-                                        "this run is still being written: this is a snapshot; "
-                                        "`tuitrain replay --follow` keeps up with it"))
+                    events.append(
+                        Alert(
+                            max(0, self.rf.last_step),
+                            "warning",
+                            "live",
+                            "this run is still being written: this is a snapshot; "
+                            "`tuitrain replay --follow` keeps up with it",
+                        )
+                    )
             target.post_message(EventsArrived(events))
             while self.follow and not self._finished and not self._stop.wait(self.poll_seconds):
                 with self.lock:
@@ -161,9 +174,11 @@ class FileSource(Source):
             self._sent["epochs"] = n_ep
         n_ev = rf.n_events
         if n_ev > self._sent["events"]:
-            for e in rf.events()[self._sent["events"]:n_ev]:
+            for e in rf.events()[self._sent["events"] : n_ev]:
                 if e["kind"] == S.KIND_FINISHED:
-                    finished = RunFinished(e["message"], e["step"], rf.error, rf.traceback, rf.checkpoint, e["time"])
+                    finished = RunFinished(
+                        e["message"], e["step"], rf.error, rf.traceback, rf.checkpoint, e["time"]
+                    )
                 elif e["kind"] == S.KIND_STATUS:
                     side.append((e["step"], StatusChanged(e["message"], e["step"], e["time"])))
                 else:
@@ -197,8 +212,14 @@ class FileSource(Source):
         for j, name in enumerate(PROBE_NAMES):
             probes[:, j, :] = self._column(S.path(S.PROBES, name), prows, pextra)
         self._sent["steps"], self._sent["probes"] = max(a, n), max(pa, m)
-        return StepBatch(cols["step"].astype(np.int64), cols["epoch"].astype(np.int32), scalars,
-                         probe_steps, probes, time=time.time())
+        return StepBatch(
+            cols["step"].astype(np.int64),
+            cols["epoch"].astype(np.int32),
+            scalars,
+            probe_steps,
+            probes,
+            time=time.time(),
+        )
 
     def _column(self, path: str, rows: slice, extra: int | None) -> np.ndarray:
         ds = self.rf._d(path)  # the reader's handle: the one refresh() keeps current under SWMR
@@ -221,9 +242,13 @@ class FileSource(Source):
         ep = rf.epochs()["time"]
         if len(ep):
             times.append(float(ep[-1]))
-        when = max(t for t in times if math.isfinite(t)) if any(math.isfinite(t) for t in times) else time.time()
-        error = (f"the writing process{f' (pid {pid})' if pid > 0 else ''} is gone and never finished the file; "
-                 f"it holds {rf.n_steps:,} steps")
+        when = (
+            max(t for t in times if math.isfinite(t)) if any(math.isfinite(t) for t in times) else time.time()
+        )
+        error = (
+            f"the writing process{f' (pid {pid})' if pid > 0 else ''} is gone and never finished the file; "
+            f"it holds {rf.n_steps:,} steps"
+        )
         return RunFinished(INCOMPLETE, max(0, rf.last_step), error=error, time=when)
 
     # -- Backing: exact lookups for the cursor -----------------------------------------------------
@@ -239,7 +264,10 @@ class FileSource(Source):
                 got = self._cache.get(row)
                 if got is None:
                     d = self.rf._d
-                    got = (int(d("probes/step")[row]), np.stack([d(S.path(S.PROBES, n))[row] for n in PROBE_NAMES]))
+                    got = (
+                        int(d("probes/step")[row]),
+                        np.stack([d(S.path(S.PROBES, n))[row] for n in PROBE_NAMES]),
+                    )
                     self._cache[row] = got
                     if len(self._cache) > self._cache_rows:
                         self._cache.popitem(last=False)
@@ -263,5 +291,6 @@ class FileSource(Source):
                 return None
 
     def __repr__(self) -> str:
-        return f"<FileSource {self.rf.path} follow={self.follow} strides={self.step_stride}/{self.probe_stride}>"
-
+        return (
+            f"<FileSource {self.rf.path} follow={self.follow} strides={self.step_stride}/{self.probe_stride}>"
+        )

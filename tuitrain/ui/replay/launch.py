@@ -28,8 +28,15 @@ def replay_runs(runs: Sequence[RunFile], *, follow: bool = False, **source_kw: f
     return RunSet(slots)
 
 
-def replay_app(runs: Sequence[RunFile], *, follow: bool = False, metric: str = "loss", mode: str | None = None,
-               cpu_budget: float | None = 0.08, **source_kw: float) -> TuitrainApp:
+def replay_app(
+    runs: Sequence[RunFile],
+    *,
+    follow: bool = False,
+    metric: str = "loss",
+    mode: str | None = None,
+    cpu_budget: float | None = 0.08,
+    **source_kw: float,
+) -> TuitrainApp:
     run_set = replay_runs(runs, follow=follow, **source_kw)
     mode = mode or ("compare" if len(runs) > 1 else "dashboard")
     return TuitrainApp(None, runs=run_set, replay=True, mode=mode, metric=metric, cpu_budget=cpu_budget)

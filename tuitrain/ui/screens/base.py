@@ -20,8 +20,14 @@ class Pacer:
     Key presses are not paced: they force a redraw.
     """
 
-    def __init__(self, budget: float = 0.08, window: float = 2.0, max_factor: float = 8.0,
-                 cpu: Callable[[], float] = time.process_time, wall: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        budget: float = 0.08,
+        window: float = 2.0,
+        max_factor: float = 8.0,
+        cpu: Callable[[], float] = time.process_time,
+        wall: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.budget, self.window, self.max_factor = budget, window, max_factor
         self.cpu, self.wall = cpu, wall
         self.factor = 1.0
@@ -69,7 +75,9 @@ class DataScreen(Screen):
             return True
         return False
 
-    def refresh_data(self, history: History, view: ViewState, *, force: bool = False, pace: float = 1.0) -> bool:
+    def refresh_data(
+        self, history: History, view: ViewState, *, force: bool = False, pace: float = 1.0
+    ) -> bool:
         """Push the history into the widgets. ``pace`` (>= 1) stretches refresh intervals. Returns
         True if some widget deferred work (it wants another tick even if no new data arrives)."""
         raise NotImplementedError

@@ -30,7 +30,9 @@ class CompareScreen(DataScreen):
         yield self.table
         yield Footer()
 
-    def refresh_data(self, history: History, view: ViewState, *, force: bool = False, pace: float = 1.0) -> bool:
+    def refresh_data(
+        self, history: History, view: ViewState, *, force: bool = False, pace: float = 1.0
+    ) -> bool:
         runs = self.overlay()
         if self.show_cursor_bar(view):
             self.cursor_bar.update_data(history, view)

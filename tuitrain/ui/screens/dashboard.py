@@ -41,7 +41,12 @@ class DashboardScreen(DataScreen):
     def compose(self) -> ComposeResult:
         self.header, self.loss = RunHeader(id="header"), LossPanel(id="loss")
         self.cursor_bar = CursorBar(id="cursor")
-        self.paced = (self.header, EventLog(id="events"), GradBars(id="grads"), UpdateSparklines(id="updates"))
+        self.paced = (
+            self.header,
+            EventLog(id="events"),
+            GradBars(id="grads"),
+            UpdateSparklines(id="updates"),
+        )
         yield self.header
         yield self.cursor_bar
         with Container(id="main"):
@@ -62,7 +67,9 @@ class DashboardScreen(DataScreen):
         for cls in ("-wide", "-narrow", "-tall", "-short"):
             self.set_class(cls in (w, h), cls)
 
-    def refresh_data(self, history: History, view: ViewState, *, force: bool = False, pace: float = 1.0) -> bool:
+    def refresh_data(
+        self, history: History, view: ViewState, *, force: bool = False, pace: float = 1.0
+    ) -> bool:
         """The header follows every tick; the other panels are paced (a 200x60 repaint of all of
         them at 10 Hz would cost a third of a core) and staggered: the bars, the sparklines, the
         event log (when it has news) and a chart rebuild each get a frame of their own, the most
@@ -80,8 +87,11 @@ class DashboardScreen(DataScreen):
         # the one big panel of this frame: the most overdue of those due
         now = time.monotonic()
         panels = (grads, updates, events)
-        due = [(self.due_at(w), i, w) for i, w in enumerate(panels)
-               if w.display and self.due_at(w) <= now and (w is not events or events.has_news(history))]
+        due = [
+            (self.due_at(w), i, w)
+            for i, w in enumerate(panels)
+            if w.display and self.due_at(w) <= now and (w is not events or events.has_news(history))
+        ]
         chart_due = self.loss.build_due(history, view, runs)
         if chart_due is not None and chart_due <= now:
             due.append((chart_due, len(panels), self.loss))
@@ -92,7 +102,9 @@ class DashboardScreen(DataScreen):
                 widget.update_data(history, view)
             elif widget.display:
                 deferred = True
-        deferred |= self.loss.update_data(history, view, force=force, pace=pace, runs=runs, build=first is self.loss)
+        deferred |= self.loss.update_data(
+            history, view, force=force, pace=pace, runs=runs, build=first is self.loss
+        )
         return deferred or len(due) > 1
 
     @staticmethod

@@ -111,7 +111,12 @@ class ErrorScreen(ModalScreen[None]):
             yield Label("Training failed", id="error-title")
             yield Static(self.error or "no error message", id="error-text", markup=False)
             with VerticalScroll(id="traceback-scroll"):
-                yield Static(self.traceback or "(no traceback was received: the training process died without reporting)", id="traceback", markup=False)
+                yield Static(
+                    self.traceback
+                    or "(no traceback was received: the training process died without reporting)",
+                    id="traceback",
+                    markup=False,
+                )
             yield Label("↑↓ pgup pgdn scroll · esc close · e reopens", id="error-hint")
 
     def on_mount(self) -> None:
@@ -119,5 +124,3 @@ class ErrorScreen(ModalScreen[None]):
 
     def action_close(self) -> None:
         self.dismiss(None)
-
-

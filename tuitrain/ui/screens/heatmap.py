@@ -24,7 +24,9 @@ class HeatmapScreen(DataScreen):
         yield self.paced[1][0]
         yield Footer()
 
-    def refresh_data(self, history: History, view: ViewState, *, force: bool = False, pace: float = 1.0) -> bool:
+    def refresh_data(
+        self, history: History, view: ViewState, *, force: bool = False, pace: float = 1.0
+    ) -> bool:
         deferred = False
         if self.show_cursor_bar(view):
             self.cursor_bar.update_data(history, view)

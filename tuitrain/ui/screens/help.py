@@ -47,7 +47,10 @@ class HelpScreen(ModalScreen[None]):
             with Vertical(id="help-columns"):
                 yield Static(help_text(["Training", "Views", "Other"]), classes="help-col")
                 yield Static(help_text(["Chart", "Cursor"]), classes="help-col")
-            yield Static("health colours: [$warning]■[/] vanishing  [$success]■[/] normal  [$error]■[/] exploding · esc closes", id="help-foot")
+            yield Static(
+                "health colours: [$warning]■[/] vanishing  [$success]■[/] normal  [$error]■[/] exploding · esc closes",
+                id="help-foot",
+            )
 
     def action_close(self) -> None:
         self.dismiss(None)

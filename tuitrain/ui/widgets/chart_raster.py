@@ -136,9 +136,18 @@ class _Matrix:
         return True
 
 
-def rasterize(width: int, height: int, series: Sequence[Series], xlim: tuple[float, float],
-              ylim: tuple[float, float], xticks: Sequence[float], xlabels: Sequence[str],
-              yticks: Sequence[float], ylabels: Sequence[str], ticks_color: RGB) -> Raster | None:
+def rasterize(
+    width: int,
+    height: int,
+    series: Sequence[Series],
+    xlim: tuple[float, float],
+    ylim: tuple[float, float],
+    xticks: Sequence[float],
+    xlabels: Sequence[str],
+    yticks: Sequence[float],
+    ylabels: Sequence[str],
+    ticks_color: RGB,
+) -> Raster | None:
     """The chart plotext would build for these calls, or None for a layout this does not cover (no
     room for a canvas, empty or non-finite limits): the caller then asks plotext."""
     x0, x1 = min(xlim), max(xlim)
@@ -177,8 +186,14 @@ def rasterize(width: int, height: int, series: Sequence[Series], xlim: tuple[flo
     return Raster(lines, m.fg[::-1].copy(), [None, ticks_color, *(s.color for s in series)])
 
 
-def _draw(chars: np.ndarray, fg: np.ndarray, s: Series, xlim: tuple[float, float], ylim: tuple[float, float],
-          color: int) -> None:
+def _draw(
+    chars: np.ndarray,
+    fg: np.ndarray,
+    s: Series,
+    xlim: tuple[float, float],
+    ylim: tuple[float, float],
+    color: int,
+) -> None:
     """One series onto the canvas cells (row 0 at the bottom), overwriting what is there."""
     hc, wc = chars.shape
     x = np.asarray(s.x, dtype=np.float64)

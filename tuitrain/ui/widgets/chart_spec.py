@@ -178,8 +178,9 @@ def _epoch_spec(history: History, view: ViewState, metric: str) -> ChartSpec:
     return _finish(spec, view, lo, hi, 0.0, metric)
 
 
-def build_overlay_spec(histories: Sequence[History], colors: Sequence[str], view: ViewState, columns: int
-                       ) -> ChartSpec:
+def build_overlay_spec(
+    histories: Sequence[History], colors: Sequence[str], view: ViewState, columns: int
+) -> ChartSpec:
     """One line per run for ``view.metric``; the selected run last so that it is drawn on top."""
     metric = view.metric
     spec = ChartSpec()
@@ -206,7 +207,11 @@ def build_overlay_spec(histories: Sequence[History], colors: Sequence[str], view
             i0, i1 = _window(xs, lo, hi)
             skip = 0.05 if i0 == 0 else skip
             x, y = xs[i0:i1], h.smoothed(metric, view.smoothing)[i0:i1]
-            x, y = (bucket_mean(x, columns), bucket_mean(y, columns) * scale) if x.shape[0] > columns else (x, y * scale)
+            x, y = (
+                (bucket_mean(x, columns), bucket_mean(y, columns) * scale)
+                if x.shape[0] > columns
+                else (x, y * scale)
+            )
             points = False
         ok = np.isfinite(y)
         x, y = x[ok], y[ok]

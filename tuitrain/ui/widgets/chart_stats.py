@@ -34,14 +34,18 @@ def fmt_metric(metric: str, v: float) -> str:
     return f"{v * 100:.1f}%" if metric in PERCENT else fmt_si(v, 4)
 
 
-def legend_markup(runs: Sequence[tuple[str, str, History]], view: ViewState, width: int, max_lines: int) -> str:
+def legend_markup(
+    runs: Sequence[tuple[str, str, History]], view: ViewState, width: int, max_lines: int
+) -> str:
     """One entry per run (colour, name, value of the metric at the cursor), packed into lines; runs
     that do not fit are counted at the end. The selected run's name is bold."""
     entries = []
     for i, (name, color, h) in enumerate(runs):
         nm = name.replace("[", r"\[")
         nm = f"[b]{nm}[/]" if i == view.selected else nm
-        entries.append(f"[{color}]━━[/] {nm} {fmt_metric(view.metric, value_at(h, view.metric, view.cursor))}")
+        entries.append(
+            f"[{color}]━━[/] {nm} {fmt_metric(view.metric, value_at(h, view.metric, view.cursor))}"
+        )
     lines: list[str] = []
     cur = ""
     for i, e in enumerate(entries):
@@ -72,7 +76,9 @@ def last_finite(a: np.ndarray, chunk: int = 256) -> float:
     return float("nan")
 
 
-_BEST: weakref.WeakKeyDictionary[History, dict[str, tuple[int, int, int, float]]] = weakref.WeakKeyDictionary()
+_BEST: weakref.WeakKeyDictionary[History, dict[str, tuple[int, int, int, float]]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def best_value(history: History, metric: str, largest: bool) -> float:
@@ -100,7 +106,11 @@ def stats_markup(history: History, view: ViewState, width: int) -> str:
     for metric in ("loss", "acc"):
         y = history.column(metric)
         pct = metric == "acc"
-        f = (lambda v: "—" if not math.isfinite(v) else f"{v * 100:.1f}%") if pct else (lambda v: fmt_si(v, 4) if math.isfinite(v) else "—")
+        f = (
+            (lambda v: "—" if not math.isfinite(v) else f"{v * 100:.1f}%")
+            if pct
+            else (lambda v: fmt_si(v, 4) if math.isfinite(v) else "—")
+        )
         latest = last_finite(y)
         sm = last_finite(history.smoothed(metric, view.smoothing)) if y.shape[0] else float("nan")
         best = best_value(history, metric, largest=pct)

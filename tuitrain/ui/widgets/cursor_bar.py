@@ -39,11 +39,18 @@ def cursor_markup(history: History, view: ViewState) -> str:
         mark = "[b $accent]▶[/]" if view.playing else "[b $accent]◆[/]"
         where = f"{mark} step [b]{step:,}[/][$text-muted]/{last:,}[/]"
     epochs = history.run.epochs
-    parts = [where, f"epoch {epoch + 1}" + (f"/{epochs}" if epochs else ""),
-             f"loss [b]{_num(row['loss'])}[/]", f"acc [b]{_pct(row['acc'])}[/]", f"lr {_num(row['lr'], 2)}"]
+    parts = [
+        where,
+        f"epoch {epoch + 1}" + (f"/{epochs}" if epochs else ""),
+        f"loss [b]{_num(row['loss'])}[/]",
+        f"acc [b]{_pct(row['acc'])}[/]",
+        f"lr {_num(row['lr'], 2)}",
+    ]
     ep = history.epoch_at(view.cursor if view.cursor is not None else step)
     if ep is not None:
-        parts.append(f"[$warning]val[/] {_num(ep.val_loss)} / {_pct(ep.val_acc)} [$text-muted](ep {ep.epoch + 1})[/]")
+        parts.append(
+            f"[$warning]val[/] {_num(ep.val_loss)} / {_pct(ep.val_acc)} [$text-muted](ep {ep.epoch + 1})[/]"
+        )
     return " [$text-muted]·[/] ".join(parts)
 
 

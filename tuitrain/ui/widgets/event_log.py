@@ -36,7 +36,13 @@ class EventLog(ScrollView, can_focus=True):
     EventLog > .event-log--warning { color: $warning; }
     EventLog > .event-log--error { color: $error; text-style: bold; }
     """
-    COMPONENT_CLASSES = {"event-log--step", "event-log--info", "event-log--success", "event-log--warning", "event-log--error"}
+    COMPONENT_CLASSES = {
+        "event-log--step",
+        "event-log--info",
+        "event-log--success",
+        "event-log--warning",
+        "event-log--error",
+    }
 
     def __init__(self, *, id: str | None = None, classes: str | None = None) -> None:
         super().__init__(id=id, classes=classes)
@@ -60,7 +66,11 @@ class EventLog(ScrollView, can_focus=True):
         self.entries = list(history.log)
         self._step_w = max((len(f"{e.step:,}") for e in self.entries), default=1)
         warn = sum(1 for e in self.entries if e.level in ("warning", "error"))
-        set_titles(self, subtitle=f"{len(self.entries)} events" + (f" · {warn} warning{'s' if warn > 1 else ''}" if warn else ""))
+        set_titles(
+            self,
+            subtitle=f"{len(self.entries)} events"
+            + (f" · {warn} warning{'s' if warn > 1 else ''}" if warn else ""),
+        )
         rows = Size(self.scrollable_content_region.width, len(self.entries))
         if rows != self.virtual_size and hasattr(self, "_scroll_update"):
             # a taller log needs no layout pass (assigning virtual_size asks for one: a full-screen
@@ -88,7 +98,11 @@ class EventLog(ScrollView, can_focus=True):
         i = y + scroll_y
         if i >= len(self.entries):
             if not self.entries and y == 0:
-                return Strip([Segment("no events yet", self._style("step"))]).extend_cell_length(width).apply_style(base)
+                return (
+                    Strip([Segment("no events yet", self._style("step"))])
+                    .extend_cell_length(width)
+                    .apply_style(base)
+                )
             return Strip.blank(width, base)
         e = self.entries[i]
         level = e.level if e.level in LEVELS else "info"

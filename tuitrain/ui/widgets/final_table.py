@@ -51,14 +51,18 @@ class FinalTable(Vertical):
         if key == self._key:
             return
         self._key = key
-        rows, keys = rows_from_histories([h for _, _, h in runs], [n for n, _, _ in runs], [c for _, c, _ in runs])
+        rows, keys = rows_from_histories(
+            [h for _, _, h in runs], [n for n, _, _ in runs], [c for _, c, _ in runs]
+        )
         header, cells = table_header(rows, keys), table_cells(rows, keys)
         if header != self.header or cells != self.cells:
             self.header, self.cells = header, cells
             t = self.table
             t.clear(columns=True)
             for col in header:
-                t.add_column(Text(col, justify="left" if col in ("Run", "Status") or col in keys else "right"))
+                t.add_column(
+                    Text(col, justify="left" if col in ("Run", "Status") or col in keys else "right")
+                )
             best = best_rows(rows)
             metric_keys = list(COLUMNS)
             for i, (r, row) in enumerate(zip(rows, cells, strict=True)):
@@ -66,13 +70,18 @@ class FinalTable(Vertical):
                 for j, cell in enumerate(row[1:], start=1):
                     is_metric = j <= len(metric_keys)
                     bold = is_metric and best.get(metric_keys[j - 1]) == i
-                    styled.append(Text(cell, style="bold" if bold else "", justify="right" if is_metric else "left"))
+                    styled.append(
+                        Text(cell, style="bold" if bold else "", justify="right" if is_metric else "left")
+                    )
                 t.add_row(*styled)
         if self.table.row_count:
             self.table.move_cursor(row=min(view.selected, self.table.row_count - 1), animate=False)
         diff = f"{len(keys)} config key{'s differ' if len(keys) != 1 else ' differs'}" if keys else ""
-        set_titles(self, title=f"Final metrics · {len(runs)} run{'s' if len(runs) != 1 else ''}",
-                   subtitle=" · ".join(p for p in (diff, "bold: best") if p) if len(runs) > 1 else "")
+        set_titles(
+            self,
+            title=f"Final metrics · {len(runs)} run{'s' if len(runs) != 1 else ''}",
+            subtitle=" · ".join(p for p in (diff, "bold: best") if p) if len(runs) > 1 else "",
+        )
 
     def text_rows(self) -> list[str]:
         """The table as plain text lines (header first), for tests and logs."""

@@ -45,7 +45,14 @@ class GradBars(LayerRows):
         self.border_title = f"Gradients · {PROBE_LABELS[self.quantity]}"
 
     def update_data(self, history: History, view: ViewState) -> None:
-        key = (id(history), history.version, view.quantity, view.hide_bias_norm, len(history.layers), view.cursor)
+        key = (
+            id(history),
+            history.version,
+            view.quantity,
+            view.hide_bias_norm,
+            len(history.layers),
+            view.cursor,
+        )
         if key == self._key:
             return
         self._key = key
@@ -63,12 +70,18 @@ class GradBars(LayerRows):
             rng = decade_range(self.values)
             if rng is not None:
                 self.scale = rng
-        shown = f"{len(self.layer_index)}/{len(history.layers)}" if view.hide_bias_norm else f"{len(history.layers)}"
+        shown = (
+            f"{len(self.layer_index)}/{len(history.layers)}"
+            if view.hide_bias_norm
+            else f"{len(history.layers)}"
+        )
         at = f" @ {self.probe_step:,}" if view.cursor is not None and self.probe_step is not None else ""
         set_titles(self, title=f"Gradients{at} · {PROBE_LABELS[self.quantity]}")
         lo, hi = self.scale
         legend = "[$warning]■[/]vanish [$success]■[/]ok [$error]■[/]explode"
-        parts = [f"{decade_label(lo)}…{decade_label(hi)}", legend] if self.probe_step is not None else [legend]
+        parts = (
+            [f"{decade_label(lo)}…{decade_label(hi)}", legend] if self.probe_step is not None else [legend]
+        )
         if self.size.width >= 56:
             parts.insert(1, f"{shown} tensors")
         set_titles(self, subtitle=" ".join(parts))

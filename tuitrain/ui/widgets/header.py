@@ -63,7 +63,15 @@ class RunHeader(Widget):
         self._history = history
         self.tag = getattr(view, "run_tag", "")
         elapsed = history.elapsed() if history.run else history.clock()
-        key = (id(history), history.version, int(elapsed or 0), self.size.width, history.status, history.pending, self.tag)
+        key = (
+            id(history),
+            history.version,
+            int(elapsed or 0),
+            self.size.width,
+            history.status,
+            history.pending,
+            self.tag,
+        )
         if key == self._key:
             return
         self._key = key
@@ -82,12 +90,14 @@ class RunHeader(Widget):
         badge = Content.from_markup(f"[b $text on {badge_style}] {self.status_text(h)} [/]")
         if h.run is None:
             left1 = Content.from_markup("[b]tuitrain[/]  [$text-muted]waiting for the training process…[/]")
-            line2 = Content.from_markup("[$text-muted]importing torch and building the model (usually 5-10 s)[/]")
+            line2 = Content.from_markup(
+                "[$text-muted]importing torch and building the model (usually 5-10 s)[/]"
+            )
         else:
             r = h.run
             left1 = Content.from_markup(
-                (f"{self.tag} " if self.tag else "") +
-                f"[b]{_esc(r.run_name)}[/] [$text-muted]·[/] {_esc(r.model_name)} "
+                (f"{self.tag} " if self.tag else "")
+                + f"[b]{_esc(r.run_name)}[/] [$text-muted]·[/] {_esc(r.model_name)} "
                 f"[$text-muted]{human_count(r.params)} params ·[/] {_esc(r.dataset)} [$text-muted]·[/] {_esc(r.device)}"
             )
             line2 = self._progress(h, width)

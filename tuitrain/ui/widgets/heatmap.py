@@ -30,8 +30,17 @@ from tuitrain.ui.widgets.update_sparklines import cursor_column
 
 # viridis, sampled: dark blue-purple (small) -> green -> yellow (large)
 _VIRIDIS = [
-    (68, 1, 84), (72, 35, 116), (64, 67, 135), (52, 94, 141), (41, 120, 142),
-    (32, 144, 140), (34, 167, 132), (68, 190, 112), (121, 209, 81), (189, 222, 38), (253, 231, 37),
+    (68, 1, 84),
+    (72, 35, 116),
+    (64, 67, 135),
+    (52, 94, 141),
+    (41, 120, 142),
+    (32, 144, 140),
+    (34, 167, 132),
+    (68, 190, 112),
+    (121, 209, 81),
+    (189, 222, 38),
+    (253, 231, 37),
 ]
 LEVELS = 32
 
@@ -90,7 +99,15 @@ class HeatmapRows(LayerRows):
         if not self.showing:
             return
         width = self.content_width
-        key = (id(history), history.version, view.quantity, view.hide_bias_norm, width, len(history.layers), view.cursor)
+        key = (
+            id(history),
+            history.version,
+            view.quantity,
+            view.hide_bias_norm,
+            width,
+            len(history.layers),
+            view.cursor,
+        )
         if key == self._key:
             return
         self._key = key
@@ -178,7 +195,13 @@ class HeatmapRows(LayerRows):
 
 def stat_header(at_cursor: bool = False) -> str:
     w = HeatmapRows
-    return ("at cursor" if at_cursor else "mean").ljust(w.MEAN_W) + " " + "value".rjust(7) + " " + "spread".ljust(w.SPREAD_W + 6)
+    return (
+        ("at cursor" if at_cursor else "mean").ljust(w.MEAN_W)
+        + " "
+        + "value".rjust(7)
+        + " "
+        + "spread".ljust(w.SPREAD_W + 6)
+    )
 
 
 @functools.lru_cache(maxsize=LEVELS + 1)
@@ -238,7 +261,11 @@ class HeatmapPanel(Vertical):
         q = view.quantity_name
         set_titles(self, title=f"Gradient flow · log10 {PROBE_LABELS[q]} per layer over time")
         n = len(self.rows.layer_index)
-        set_titles(self, subtitle=f"{n}/{len(history.layers)} tensors" + (" (bias/norm hidden)" if view.hide_bias_norm else ""))
+        set_titles(
+            self,
+            subtitle=f"{n}/{len(history.layers)} tensors"
+            + (" (bias/norm hidden)" if view.hide_bias_norm else ""),
+        )
         width = self.rows.content_width
         name_w = self.rows.name_width(width)
         mw = self.rows.map_width(width)

@@ -39,7 +39,9 @@ def short_name(name: str, width: int) -> str:
         n = re.sub(r"(?<=\d)\.(?=[a-z]\d)", "", n)
     if len(n) > width:  # s2.reduce.conv1.w -> s2.r.conv1.w: initials for the path, the leaf stays
         parts = n.split(".")
-        parts[:-2] = ["".join(w[:1] for w in p.split("_")) if p.replace("_", "").isalpha() else p for p in parts[:-2]]
+        parts[:-2] = [
+            "".join(w[:1] for w in p.split("_")) if p.replace("_", "").isalpha() else p for p in parts[:-2]
+        ]
         n = ".".join(parts)
     if len(n) > width:  # l0.linear.w -> l0.lin.w: three letters name a layer type well enough
         parts = n.split(".")

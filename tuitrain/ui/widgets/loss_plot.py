@@ -158,14 +158,27 @@ class LossChart(PlotextPlot):
         spec = self.spec
         if width < 8 or height < 4 or spec.message:
             msg = spec.message or "too small"
-            return self._to_strips(Text(("\n" * max(0, height // 2 - 1)) + msg.center(max(0, width)), style="dim"))
+            return self._to_strips(
+                Text(("\n" * max(0, height // 2 - 1)) + msg.center(max(0, width)), style="dim")
+            )
         series, ticks, colors = self._series(), self._ticks(), self._colors()
         if self.theme == "auto" and spec.ylim is not None:
             raster = rasterize(width, height, series, spec.xlim, spec.ylim, *ticks, colors["ticks"])
-            if raster is not None:  # lines of exactly ``width`` cells, the widget's style folded in per colour
+            if (
+                raster is not None
+            ):  # lines of exactly ``width`` cells, the widget's style folded in per colour
                 return [Strip(segs, width) for segs in raster_segments(raster, colors["bg"], base)]
         plt = self.plt
-        draw_figure(plt, width, height, self._get_plotext_theme_name(self.app.theme), series, spec.xlim, spec.ylim, ticks)
+        draw_figure(
+            plt,
+            width,
+            height,
+            self._get_plotext_theme_name(self.app.theme),
+            series,
+            spec.xlim,
+            spec.ylim,
+            ticks,
+        )
         try:
             m = plt.monitor.matrix
             rows = matrix_strips(m.marker, m.fullground, m.style, m.background, self._style_cache)
@@ -287,17 +300,28 @@ class LossPanel(Vertical):
     def on_mount(self) -> None:
         self.border_title = "Loss"
 
-    def _keys(self, history: History, view: ViewState, runs: Sequence[tuple[str, str, History]]
-              ) -> tuple[tuple, tuple, list[History]]:
+    def _keys(
+        self, history: History, view: ViewState, runs: Sequence[tuple[str, str, History]]
+    ) -> tuple[tuple, tuple, list[History]]:
         """(view key, data key, histories drawn): a rebuild is wanted when either key changed."""
         self.overlay = len(runs) > 1
-        view_key = (view.metric, view.log_y, round(view.smoothing, 4), view.follow, view.span, view.end,
-                    view.selected, self.chart.size.width, self.chart.size.height)
+        view_key = (
+            view.metric,
+            view.log_y,
+            round(view.smoothing, 4),
+            view.follow,
+            view.span,
+            view.end,
+            view.selected,
+            self.chart.size.width,
+            self.chart.size.height,
+        )
         hists = [h for _, _, h in runs] if self.overlay else [history]
         return view_key, tuple((h.version, h.scalars.n, len(h.epochs)) for h in hists), hists
 
-    def build_due(self, history: History, view: ViewState, runs: Sequence[tuple[str, str, History]] = ()
-                  ) -> float | None:
+    def build_due(
+        self, history: History, view: ViewState, runs: Sequence[tuple[str, str, History]] = ()
+    ) -> float | None:
         """When the chart wants its next rebuild (a ``time.monotonic`` time, 0.0 when the view changed:
         at once), or None when nothing changed; lets the screen give each frame one big panel."""
         view_key, data_key, _ = self._keys(history, view, runs)
@@ -305,8 +329,16 @@ class LossPanel(Vertical):
             return 0.0
         return None if data_key == self._data_key else self._next_build
 
-    def update_data(self, history: History, view: ViewState, *, force: bool = False, pace: float = 1.0,
-                    runs: Sequence[tuple[str, str, History]] = (), build: bool = True) -> bool:
+    def update_data(
+        self,
+        history: History,
+        view: ViewState,
+        *,
+        force: bool = False,
+        pace: float = 1.0,
+        runs: Sequence[tuple[str, str, History]] = (),
+        build: bool = True,
+    ) -> bool:
         """Refresh title and stats; rebuild the chart spec if data or view changed and the chart's
         CPU budget allows (or ``force``); ``build=False``: not in this frame (another panel has it),
         unless the view changed. ``runs``: (name, colour, history) of every run, to overlay when
@@ -349,7 +381,11 @@ class LossPanel(Vertical):
         if view.log_y:
             parts.append("log y")
         if view.follow:
-            parts.append("[$success]following[/]" if view.span is None else f"[$success]following[/] last {step_label(view.span)}")
+            parts.append(
+                "[$success]following[/]"
+                if view.span is None
+                else f"[$success]following[/] last {step_label(view.span)}"
+            )
         else:
             ext = data_extent(histories, view.metric)
             if ext is not None:

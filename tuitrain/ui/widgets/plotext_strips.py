@@ -13,8 +13,16 @@ from rich.style import Style
 from tuitrain.ui.widgets.chart_raster import Raster, Series
 
 
-def draw_figure(plt, width: int, height: int, theme: str, series: list[Series], xlim: tuple[float, float],
-                ylim: tuple[float, float] | None, ticks: tuple[list[float], list[str], list[float], list[str]]) -> None:
+def draw_figure(
+    plt,
+    width: int,
+    height: int,
+    theme: str,
+    series: list[Series],
+    xlim: tuple[float, float],
+    ylim: tuple[float, float] | None,
+    ticks: tuple[list[float], list[str], list[float], list[str]],
+) -> None:
     """Draw a chart with plotext into ``plt.monitor.matrix`` (what ``plt.build()`` does, minus the
     ANSI canvas): the fallback for what :func:`~tuitrain.ui.widgets.chart_raster.rasterize` does not
     cover, and the reference it is tested against."""
@@ -51,7 +59,11 @@ _SGR = {1: "bold", 2: "dim", 3: "italic", 4: "underline", 5: "blink", 7: "revers
 
 
 def plotext_style(fg, style, bg, cache: dict) -> Style:
-    key = (fg if not isinstance(fg, list) else tuple(fg), style, bg if not isinstance(bg, list) else tuple(bg))
+    key = (
+        fg if not isinstance(fg, list) else tuple(fg),
+        style,
+        bg if not isinstance(bg, list) else tuple(bg),
+    )
     st = cache.get(key)
     if st is None:
         attrs = {}
@@ -86,7 +98,9 @@ def matrix_strips(marker, fullground, style, background, cache: dict) -> list[li
     return out
 
 
-def raster_segments(raster: Raster, background: tuple[int, int, int], base: Style | None = None) -> list[list[Segment]]:
+def raster_segments(
+    raster: Raster, background: tuple[int, int, int], base: Style | None = None
+) -> list[list[Segment]]:
     """One list of segments per screen line, one segment per run of equal colour, every cell on
     ``background`` (what plotext's matrices give for the same cells: no attributes, the colour or
     none) under ``base`` (the widget's style, applied once per colour rather than per segment)."""
@@ -97,5 +111,10 @@ def raster_segments(raster: Raster, background: tuple[int, int, int], base: Styl
     out = []
     for line, fg in zip(raster.lines, raster.fg, strict=True):
         cuts = (np.flatnonzero(fg[1:] != fg[:-1]) + 1).tolist()
-        out.append([Segment(line[a:b], styles[int(fg[a])]) for a, b in zip([0, *cuts], [*cuts, len(line)], strict=True)])
+        out.append(
+            [
+                Segment(line[a:b], styles[int(fg[a])])
+                for a, b in zip([0, *cuts], [*cuts, len(line)], strict=True)
+            ]
+        )
     return out

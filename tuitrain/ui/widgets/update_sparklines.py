@@ -26,8 +26,16 @@ def row_ranges(log_values: np.ndarray, min_span: float = 0.5) -> tuple[np.ndarra
     """Per-row (lo, hi) of (rows, columns) log10 values, at least ``min_span`` decades wide."""
     with np.errstate(invalid="ignore"):
         fin = np.isfinite(log_values)
-        mn = np.where(fin, log_values, np.inf).min(axis=1) if log_values.shape[1] else np.zeros(log_values.shape[0])
-        mx = np.where(fin, log_values, -np.inf).max(axis=1) if log_values.shape[1] else np.zeros(log_values.shape[0])
+        mn = (
+            np.where(fin, log_values, np.inf).min(axis=1)
+            if log_values.shape[1]
+            else np.zeros(log_values.shape[0])
+        )
+        mx = (
+            np.where(fin, log_values, -np.inf).max(axis=1)
+            if log_values.shape[1]
+            else np.zeros(log_values.shape[0])
+        )
     ok = np.isfinite(mn) & np.isfinite(mx)
     mn, mx = np.where(ok, mn, 0.0), np.where(ok, mx, 1.0)
     mid = (mn + mx) / 2
@@ -37,7 +45,9 @@ def row_ranges(log_values: np.ndarray, min_span: float = 0.5) -> tuple[np.ndarra
     return lo, hi
 
 
-def cursor_column(steps: np.ndarray, columns: int, cursor: int | None, *, stretch: bool = False) -> int | None:
+def cursor_column(
+    steps: np.ndarray, columns: int, cursor: int | None, *, stretch: bool = False
+) -> int | None:
     """The column of a ``bucket_mean(.., columns)`` view of bucket ``steps`` that holds ``cursor``."""
     if cursor is None or steps.shape[0] == 0:
         return None

@@ -12,21 +12,8 @@ from pathlib import Path
 import h5py
 import pytest
 
+from tests.clirun import assert_clean_error, tt
 from tests.conftest import REPO, cli_env, tuitrain_cmd
-
-
-def tt(*args: str, timeout: float = 120, cwd: Path = REPO) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [*tuitrain_cmd(), *args], capture_output=True, text=True, timeout=timeout, env=cli_env(), cwd=cwd
-    )
-
-
-def assert_clean_error(p: subprocess.CompletedProcess, *needles: str, code: int = 2) -> None:
-    out = p.stdout + p.stderr
-    assert p.returncode == code, out
-    assert "Traceback" not in out, out
-    for n in needles:
-        assert n in out, out
 
 
 def test_help_is_fast_and_does_not_import_torch() -> None:

@@ -79,7 +79,8 @@ def reference_probes(
         out[0, i] = g.norm()
         out[1, i] = g.abs().mean()
         out[2, i] = w.norm()
-        out[3, i] = (w1 - w).norm() / max(float(w.norm()), float(torch.finfo(torch.float32).tiny))
+        du, wn = float((w1 - w).norm()), float(w.norm())
+        out[3, i] = du / wn if wn > 0 else du  # a zero tensor's ratio is undefined: ||dW|| is stored
     return out
 
 

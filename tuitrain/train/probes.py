@@ -29,6 +29,12 @@ What is measured (per parameter tensor ``W`` with gradient ``g`` at step ``t``):
 - ``grad_mean_abs`` mean |g| = ||g||_1 / numel (what 001 and 003 plot as "gradient flow")
 - ``weight_norm``   ||W_t||_2, the weights the gradient was computed at
 - ``update_ratio``  ||W_{t+1} - W_t||_2 / ||W_t||_2, the relative size of the optimizer's step
+
+The update ratio of a zero tensor (a zero-initialised bias or BatchNorm shift before its first step) is
+undefined, not infinite: dividing by ``max(||W_t||, float32 tiny)`` overflowed to Inf for any real step
+and raised a false NaN/Inf alert. Where ``||W_t||`` is zero, or so close to it that the quotient is not a
+finite float32, the stored value is ``||dW||`` itself (0 where nothing moved), the step measured
+against a unit weight norm (docs/run-file.md). A ratio is non-finite only when ``W`` or ``dW`` is.
 """
 
 from __future__ import annotations
@@ -44,7 +50,6 @@ import torch
 from tuitrain.events import PROBE_NAMES
 
 _N_PROBES = len(PROBE_NAMES)
-_TINY = float(torch.finfo(torch.float32).tiny)
 _FLAT_ORDER = [1, 0, 2, 3]  # rows of the flat path's sums (|g|, g^2, W^2, dW^2) in PROBE_NAMES order
 
 # Largest model (elements over all parameter tensors) the CPU flat path takes: below it the per-tensor
@@ -167,7 +172,10 @@ class LayerProbe:
         if out.dtype != torch.float32:
             out = out.float()
         out[1].div_(self.numel)  # ||g||_1 / numel
-        out[3].div_(out[2].clamp_min(_TINY))  # ||dW|| / ||W_t||
+        du, w = out[3], out[2]
+        ratio = du / w  # ||dW|| / ||W_t||; Inf or NaN where ||W_t|| is 0 (see the module docstring)
+        undefined = ~torch.isfinite(ratio) & torch.isfinite(du) & torch.isfinite(w)
+        out[3] = torch.where(undefined, du, ratio)  # on the device: no host sync
         return out
 
     @torch.no_grad()
@@ -214,8 +222,18 @@ class LayerProbe:
         np.sqrt(sums[:, 1:], out=sums[:, 1:])
         out = sums[:, _FLAT_ORDER]  # ||g||_2, ||g||_1, ||W_t||, ||dW||: PROBE_NAMES order (a copy)
         out[:, 1] /= self._numel_np
-        out[:, 3] /= np.maximum(out[:, 2], _TINY)
+        update_ratio(out[:, 3], out[:, 2])
         return out
+
+
+def update_ratio(du: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """``du`` (||dW||) divided by ``w`` (||W_t||) in place, without a warning: where the quotient is
+    undefined (``w`` zero, or so small that it overflows) and both are finite, ``du`` is kept."""
+    with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
+        ratio = du / w
+    undefined = ~np.isfinite(ratio) & np.isfinite(du) & np.isfinite(w)
+    np.copyto(du, ratio, where=~undefined)
+    return du
 
 
 class _EventLike(Protocol):

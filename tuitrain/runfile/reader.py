@@ -309,11 +309,15 @@ class RunFile:
             for i in range(n)
         ]
 
-    def final_metrics(self) -> dict[str, float]:
-        """Last-epoch train/val metrics, test metrics and parameter count: a row of a results table."""
+    def final_metrics(self) -> dict[str, float | None]:
+        """Last-epoch train/val metrics, test metrics and parameter count: a row of a results table.
+        None where missing (no epoch yet; no test, whose time stays NaN until it runs), NaN where the
+        run itself produced NaN (tuitrain.view.table shows the two differently)."""
         ep = self.epochs()
-        last = {k: float(v[-1]) if len(v) else math.nan for k, v in ep.items()}
-        t = self.test()
+        last = {k: float(v[-1]) if len(v) else None for k, v in ep.items()}
+        t: dict[str, float | None] = dict(self.test())
+        if not math.isfinite(t.get("time") or math.nan):  # the test never ran
+            t = {k: None for k in t}
         return {
             "train_loss": last["train_loss"],
             "val_loss": last["val_loss"],

@@ -34,40 +34,16 @@ from tuitrain.events import (
     StepBatch,
     TestResult,
 )
+from tuitrain.view.table import fmt_count, rich_table, row_from_dict
 
 _LEVEL_STYLE = {"info": "cyan", "warning": "yellow", "error": "bold red"}
 
 
-def fmt_count(n: float) -> str:
-    for unit, div in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
-        if abs(n) >= div:
-            return f"{n / div:.2f}{unit}"
-    return f"{n:.0f}"
-
-
 def final_table(rows: list[dict[str, Any]], title: str = "Final metrics") -> Table:
-    """The table of the course reports: one row per run."""
-    table = Table(title=title, title_justify="left")
-    for col in ("Run", "Train Loss", "Val Loss", "Train Acc", "Val Acc", "Test Loss", "Test Acc", "Params"):
-        table.add_column(col, justify="left" if col == "Run" else "right")
-
-    def num(v: float, pct: bool = False) -> str:
-        if v is None or (isinstance(v, float) and math.isnan(v)):
-            return "-"
-        return f"{100 * v:.2f}" if pct else f"{v:.4f}"
-
-    for r in rows:
-        table.add_row(
-            str(r.get("run", "")),
-            num(r.get("train_loss")),
-            num(r.get("val_loss")),
-            num(r.get("train_acc"), True),
-            num(r.get("val_acc"), True),
-            num(r.get("test_loss")),
-            num(r.get("test_acc"), True),
-            fmt_count(r.get("params") or 0),
-        )
-    return table
+    """The table of the course reports, one row per run (``{"run": name, "train_loss": ..., ...}``;
+    None where missing). Formatted by :mod:`tuitrain.view.table`, like ``info``, ``replay --print`` and
+    the dashboard."""
+    return rich_table([row_from_dict(r) for r in rows], title=title)
 
 
 class ConsoleSink:
@@ -172,8 +148,8 @@ class ConsoleSink:
                             "val_loss": e.val_loss,
                             "train_acc": e.train_acc,
                             "val_acc": e.val_acc,
-                            "test_loss": self.test.loss if self.test else math.nan,
-                            "test_acc": self.test.acc if self.test else math.nan,
+                            "test_loss": self.test.loss if self.test else None,
+                            "test_acc": self.test.acc if self.test else None,
                             "params": self.started.params,
                         }
                     ]

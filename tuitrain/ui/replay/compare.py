@@ -2,20 +2,31 @@
 run, and the final table of the course reports (Train Loss, Val Loss, Train Acc, Val Acc, Test Loss,
 Test Acc, Params) plus the config keys that differ between the runs.
 
-Pure: numpy, the config module and (inside :func:`rich_table`) rich. The dashboard's final-table widget
-and ``tuitrain replay --print`` both build their rows here, from live histories or from run files.
+Pure: numpy, the config module and rich. The dashboard's final-table widget and ``tuitrain replay
+--print`` both build their rows here, from live histories or from run files; the cells themselves are
+formatted by :mod:`tuitrain.view.table`, as for the headless console and ``tuitrain info``.
 """
 
 from __future__ import annotations
 
 import difflib
-import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tuitrain.events import STEP_SCALARS
+from tuitrain.view.table import (  # noqa: F401  (re-exported: the table's home is tuitrain.view.table)
+    BEST_HIGH,
+    BEST_LOW,
+    COLUMNS,
+    FinalRow,
+    best_rows,
+    fmt_cell,
+    fmt_count,
+    rich_table,
+    table_cells,
+    table_header,
+)
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -105,42 +116,21 @@ def unique_names(names: Sequence[str], paths: Sequence[str | Path]) -> list[str]
     return out
 
 
-# -- the final table ---------------------------------------------------------------------------------
-
-COLUMNS: dict[str, str] = {
-    "train_loss": "Train Loss",
-    "val_loss": "Val Loss",
-    "train_acc": "Train Acc",
-    "val_acc": "Val Acc",
-    "test_loss": "Test Loss",
-    "test_acc": "Test Acc",
-    "params": "Params",
-}
-BEST_LOW = ("train_loss", "val_loss", "test_loss")
-BEST_HIGH = ("train_acc", "val_acc", "test_acc")
+# -- the final table: formatted in tuitrain.view.table, rows built here from histories and files -----
 
 
-@dataclass
-class FinalRow:
-    name: str
-    metrics: dict[str, float]  # the COLUMNS keys; NaN where unknown
-    status: str = "completed"
-    config: dict[str, str] = field(default_factory=dict)  # differing config keys -> shown value
-    color: str = ""
-
-
-def metrics_of_history(h: History) -> dict[str, float]:
-    """A history's row: the last epoch's train/val numbers, the test result and the parameter count."""
-    nan = math.nan
+def metrics_of_history(h: History) -> dict[str, float | None]:
+    """A history's row: the last epoch's train/val numbers, the test result and the parameter count;
+    None where missing (no epoch yet, no test), NaN where the run produced NaN."""
     last = h.epochs.rows[-1] if h.epochs.rows else None
     return {
-        "train_loss": last.train_loss if last else nan,
-        "val_loss": last.val_loss if last else nan,
-        "train_acc": last.train_acc if last else nan,
-        "val_acc": last.val_acc if last else nan,
-        "test_loss": h.test.loss if h.test else nan,
-        "test_acc": h.test.acc if h.test else nan,
-        "params": float(h.run.params) if h.run else nan,
+        "train_loss": last.train_loss if last else None,
+        "val_loss": last.val_loss if last else None,
+        "train_acc": last.train_acc if last else None,
+        "val_acc": last.val_acc if last else None,
+        "test_loss": h.test.loss if h.test else None,
+        "test_acc": h.test.acc if h.test else None,
+        "params": float(h.run.params) if h.run else None,
     }
 
 
@@ -191,80 +181,6 @@ def rows_from_files(runs: Sequence[RunFile], names: Sequence[str]) -> tuple[list
         status = "incomplete" if rf.incomplete else rf.status
         rows.append(FinalRow(name, rf.final_metrics(), status, cfg, run_color(i)))
     return rows, keys
-
-
-def fmt_count(n: float) -> str:
-    if not math.isfinite(n):
-        return "-"
-    for unit, div in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
-        if abs(n) >= div:
-            return f"{n / div:.2f}{unit}"
-    return f"{n:.0f}"
-
-
-def fmt_cell(key: str, value: float) -> str:
-    if value is None or not math.isfinite(value):
-        return "-"
-    if key == "params":
-        return fmt_count(value)
-    return f"{100 * value:.2f}" if key in BEST_HIGH else f"{value:.4f}"
-
-
-def best_rows(rows: Sequence[FinalRow]) -> dict[str, int]:
-    """Per metric column, the index of the best run (lowest loss, highest accuracy); only with 2+ runs."""
-    best: dict[str, int] = {}
-    if len(rows) < 2:
-        return best
-    for key in (*BEST_LOW, *BEST_HIGH):
-        vals = [(r.metrics.get(key, math.nan), i) for i, r in enumerate(rows)]
-        vals = [(v, i) for v, i in vals if v is not None and math.isfinite(v)]
-        if len(vals) >= 2:
-            best[key] = (max if key in BEST_HIGH else min)(vals)[1]
-    return best
-
-
-def table_header(rows: Sequence[FinalRow], keys: Sequence[str]) -> list[str]:
-    status = any(r.status != "completed" for r in rows)
-    return ["Run", *COLUMNS.values(), *keys, *(["Status"] if status else [])]
-
-
-def table_cells(rows: Sequence[FinalRow], keys: Sequence[str]) -> list[list[str]]:
-    """The table as text cells, one list per run, in :func:`table_header`'s order."""
-    status = any(r.status != "completed" for r in rows)
-    out = []
-    for r in rows:
-        cells = [r.name, *(fmt_cell(k, r.metrics.get(k, math.nan)) for k in COLUMNS)]
-        cells += [r.config.get(k, "") for k in keys]
-        if status:
-            cells.append(r.status)
-        out.append(cells)
-    return out
-
-
-def rich_table(rows: Sequence[FinalRow], keys: Sequence[str], title: str = "Final metrics") -> Table:
-    """The final table as a rich Table: a colour chip per run, the best value of each column in bold."""
-    from rich.table import Table
-    from rich.text import Text
-
-    table = Table(title=title, title_justify="left")
-    for col in table_header(rows, keys):
-        if col in ("Run", "Status") or col in keys:
-            table.add_column(col, no_wrap=True, max_width=None if col == "Run" else 24, overflow="ellipsis")
-        else:
-            table.add_column(col, justify="right", no_wrap=True, min_width=len(col))
-    best = best_rows(rows)
-    metric_keys = list(COLUMNS)
-    for i, (r, cells) in enumerate(zip(rows, table_cells(rows, keys), strict=True)):
-        styled: list[Text] = []
-        for j, cell in enumerate(cells):
-            if j == 0:
-                styled.append(Text.assemble(("■ ", r.color or ""), cell))
-            elif 1 <= j <= len(metric_keys) and best.get(metric_keys[j - 1]) == i:
-                styled.append(Text(cell, style="bold"))
-            else:
-                styled.append(Text(cell))
-        table.add_row(*styled)
-    return table
 
 
 def rich_config_table(rows: Sequence[FinalRow], keys: Sequence[str]) -> Table:

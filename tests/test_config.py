@@ -111,7 +111,7 @@ def test_wrong_type(tmp_path: Path) -> None:
 
 def test_out_of_range_and_choices(tmp_path: Path) -> None:
     msg = error_of(None, ["optim.lr=-1"])
-    assert "`optim.lr` = -1.0 is out of range" in msg and "(0, inf]" in msg
+    assert "`optim.lr` = -1.0 is out of range" in msg and "(0, inf)" in msg
     msg = error_of(None, ["model.dropout=1.5"])
     assert "model.dropout" in msg and "[0, 1)" in msg
     msg = error_of(None, ["model.activation=relux"])

@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.clirun import tt
-from tests.conftest import cli_env
+from tests.clirun import assert_clean_error, tt
+from tests.conftest import PRESETS, cli_env
 from tuitrain.runfile import open_run
 
 SMALL = ("--set", "data.train_size=512", "--set", "data.val_size=128", "--set", "data.test_size=128")
@@ -63,3 +63,63 @@ def test_zero_initialised_tensors_raise_no_false_nan_alarm(tmp_path: Path) -> No
     bn_bias = names.index("layers.0.bn.bias")
     assert norms[0, bn_bias] == 0.0
     assert ratio[0, bn_bias] == pytest.approx(math.sqrt(32), rel=1e-3)
+
+
+# -- non-finite config values -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "override",
+    [
+        "optim.lr=inf",
+        "optim.weight_decay=inf",
+        "data.noise=inf",
+        "monitor.vanishing=inf",
+        "monitor.exploding=inf",
+        "monitor.emit_seconds=nan",
+        "optim.lr=1e999",  # TOML reads it as inf
+        "optim.betas=[0.9, -inf]",
+    ],
+)
+def test_non_finite_numbers_are_refused(override: str, tmp_path: Path) -> None:
+    out = tmp_path / "never.h5"
+    p = tt("run", "toy2d_mlp", "--no-ui", "--set", override, "--max-steps", "1", "--out", str(out))
+    key = override.split("=", 1)[0]
+    assert_clean_error(p, f"`{key}`", "a finite number is required")
+    assert not out.exists()
+
+
+def test_non_finite_number_in_a_preset_file_names_the_file(tmp_path: Path) -> None:
+    preset = tmp_path / "bad.toml"
+    preset.write_text(f'extends = "{PRESETS / "toy2d_mlp.toml"}"\n[optim]\nlr = inf\n')
+    p = tt("run", str(preset), "--no-ui", "--max-steps", "1", "--out", str(tmp_path / "never.h5"))
+    assert_clean_error(p, str(preset), "`optim.lr` = inf", "a finite number is required")
+
+
+def test_every_float_key_refuses_inf_and_nan() -> None:
+    """In process, every float key of the schema (a list of floats too): one clean ConfigError each."""
+    import dataclasses
+    import typing
+
+    from tuitrain.config import ConfigError, RunConfig
+    from tuitrain.config.validate import from_dict
+
+    checked = 0
+    for name, sec_cls in typing.get_type_hints(RunConfig).items():
+        if not dataclasses.is_dataclass(sec_cls):
+            continue
+        hints = typing.get_type_hints(sec_cls)
+        for f in dataclasses.fields(sec_cls):
+            tp = hints[f.name]
+            for bad in (math.inf, -math.inf, math.nan):
+                if tp is float:
+                    value: object = bad
+                elif tp == list[float]:
+                    value = [bad, 0.5]
+                else:
+                    continue
+                with pytest.raises(ConfigError, match="a finite number is required") as err:
+                    from_dict({name: {f.name: value}})
+                assert f"`{name}.{f.name}`" in str(err.value)
+                checked += 1
+    assert checked >= 3 * 14  # every float key of today's schema, three bad values each

@@ -20,6 +20,7 @@ SCHEDULES = ("none", "cosine", "step")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 INITS = ("default", "kaiming", "xavier")
 SHORTCUTS = ("none", "conv1x1", "avgpool")
+ON_NAN = ("stop", "continue")
 
 
 @dataclass
@@ -103,6 +104,13 @@ class MonitorConfig:
     vanishing: float = 1e-8  # mean |grad| below this is "vanishing" (VGG38 at init: ~1e-18; VGG08: ~1e-6)
     exploding: float = 1e2  # grad L2 norm above this is "exploding"
     alert_steps: int = 50  # a vanishing/exploding condition must last this many steps to alert
+    # A non-finite (NaN or Inf) training loss: "stop" ends the run as `failed` with the error
+    # "diverged: loss is NaN at step N" (N the first bad step, exactly) once `nan_patience` + 1 losses
+    # in a row were non-finite; "continue" trains on (the NaN/Inf alert still says when it began).
+    # Detected at the monitor's batched flush, not per step: up to `emit_seconds` of further steps
+    # (on CUDA a few more, read back late) are trained and stored before the run stops.
+    on_nan: str = "stop"
+    nan_patience: int = 0  # consecutive non-finite losses tolerated; 0 stops at the first
 
 
 @dataclass
@@ -130,8 +138,10 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "optim.name": OPTIMIZERS,
     "schedule.name": SCHEDULES,
     "train.device": DEVICES,
+    "monitor.on_nan": ON_NAN,
 }
-# (low, high, low_inclusive, high_inclusive); None = unbounded
+# (low, high, low_inclusive, high_inclusive); None = unbounded. Every float key (and every float in a
+# list) must also be finite: validate refuses inf and nan before the ranges are checked.
 RANGES: dict[str, tuple[float | None, float | None, bool, bool]] = {
     "model.dropout": (0.0, 1.0, True, False),
     "model.filters": (1, None, True, True),
@@ -164,4 +174,5 @@ RANGES: dict[str, tuple[float | None, float | None, bool, bool]] = {
     "monitor.vanishing": (0.0, None, False, True),
     "monitor.exploding": (0.0, None, False, True),
     "monitor.alert_steps": (1, None, True, True),
+    "monitor.nan_patience": (0, None, True, True),
 }

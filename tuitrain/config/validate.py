@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import typing
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,11 @@ def _coerce(value: Any, tp: Any, key: str, origin: dict[str, Path | str]) -> Any
         raise bad
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not math.isfinite(value):  # no key has a use for inf or nan; ranges alone let inf through
+                raise ConfigError(
+                    f"{where}`{key}` = {value!r}: a finite number is required (inf and nan are not "
+                    f"numbers a run can use); allowed: {_allowed_range(key)}."
+                )
             return float(value)
         raise bad
     if tp is str:
@@ -62,6 +68,24 @@ def _coerce(value: Any, tp: Any, key: str, origin: dict[str, Path | str]) -> Any
             raise bad
         return [_coerce(v, inner, key, origin) for v in value]
     raise bad  # pragma: no cover
+
+
+def _range_text(lo: float | None, hi: float | None, lo_inc: bool, hi_inc: bool) -> str:
+    """An interval; an unbounded end is open (inf itself is never allowed)."""
+    lo_s = "-inf" if lo is None else f"{lo:g}"
+    hi_s = "inf" if hi is None else f"{hi:g}"
+    return f"{'[' if lo_inc and lo is not None else '('}{lo_s}, {hi_s}{']' if hi_inc and hi is not None else ')'}"
+
+
+def _allowed_range(key: str) -> str:
+    """What a float key allows, in words: ``a finite number > 0``, ``a number in [0.01, 10]``."""
+    rng = RANGES.get(key)
+    if rng is None:
+        return "a finite number"
+    lo, hi, lo_inc, hi_inc = rng
+    if hi is None and lo is not None:
+        return f"a finite number {'>=' if lo_inc else '>'} {lo:g}"
+    return f"a number in {_range_text(*rng)}"
 
 
 def _section_types(cls: type) -> dict[str, Any]:
@@ -129,9 +153,7 @@ def _check(cfg: RunConfig, origin: dict[str, Path | str]) -> None:
             hi is None or (v <= hi if hi_inc else v < hi)
         )
         if not ok:
-            lo_s = "-inf" if lo is None else f"{lo:g}"
-            hi_s = "inf" if hi is None else f"{hi:g}"
-            rng = f"{'[' if lo_inc else '('}{lo_s}, {hi_s}{']' if hi_inc else ')'}"
+            rng = _range_text(lo, hi, lo_inc, hi_inc)
             raise ConfigError(f"{_where(key, origin)}`{key}` = {v!r} is out of range; allowed: {rng}.")
     m = cfg.model
     if m.name == "mlp" and not m.hidden:

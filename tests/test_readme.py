@@ -1,0 +1,212 @@
+"""The README, as written: every command in its bash blocks runs here (or is listed with the reason it
+cannot run on a CPU-only machine), and every claim it makes about what they print is checked from
+their output and their run files.
+
+The commands run in a fresh directory that holds only a ``presets`` link to the checkout's presets, as a
+user's shell in the checkout would see them, so ``runs/...`` paths never collide with anything.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from tests.conftest import REPO, cli_env
+from tests.e2e.tmux import Tmux, needs_tmux
+
+README = (REPO / "README.md").read_text()
+VENV_BIN = Path(sys.executable).parent
+
+# The quick start's two set-up lines: .ci/run runs their install and test commands (checked below).
+QUICK_WATCH = "tuitrain watch presets/vgg38.toml --data synthetic"
+HEADLESS = "tuitrain run presets/vgg38.toml --no-ui --data synthetic --max-steps 60"
+# Commands that need what this machine (and CI) does not have; each says why.
+NOT_HERE = {
+    "tuitrain run resnet18_cifar10 --no-ui --data cifar10 --nproc-per-node 4": "4 GPUs and CIFAR-10",
+    "tuitrain watch resnet18_cifar10 --data cifar10 --nproc-per-node 4": "4 GPUs and CIFAR-10",
+    "tuitrain run resnet18_cifar10 --no-ui --nproc-per-node 8 --nnodes 2 --node-rank 0 --master-addr 10.0.0.1": (
+        "two machines with 8 GPUs each"
+    ),
+    "tuitrain run resnet18_cifar10 --no-ui --nproc-per-node 8 --nnodes 2 --node-rank 1 --master-addr 10.0.0.1": (
+        "two machines with 8 GPUs each"
+    ),
+}
+
+
+def bash_blocks() -> list[str]:
+    return re.findall(r"```bash\n(.*?)```", README, flags=re.S)
+
+
+def commands(block: str) -> list[str]:
+    """The commands of a block as a person types them: prompts (``node0$``) and comments removed."""
+    out = []
+    for line in block.splitlines():
+        line = re.sub(r"^\S+\$ ", "", line.strip())
+        line = line.split("  #")[0].strip()
+        if line:
+            out.append(" ".join(line.split()))
+    return out
+
+
+def block_with(text: str) -> list[str]:
+    (block,) = [b for b in bash_blocks() if text in b]
+    return commands(block)
+
+
+def sh(cmd: str, cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
+    env = cli_env()
+    env["PATH"] = f"{VENV_BIN}{os.pathsep}{env['PATH']}"
+    env["COLUMNS"] = "100"
+    return subprocess.run(
+        ["bash", "-c", cmd], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def user_dir(tmp: Path) -> Path:
+    (tmp / "presets").symlink_to(REPO / "presets")
+    return tmp
+
+
+@pytest.fixture(scope="module")
+def story(tmp_path_factory: pytest.TempPathFactory) -> dict[str, subprocess.CompletedProcess]:
+    """The story block, run as written, one command after the other."""
+    cwd = user_dir(tmp_path_factory.mktemp("story"))
+    results = {}
+    for cmd in block_with("tuitrain info runs/vgg38.h5"):
+        p = sh(cmd, cwd)
+        assert p.returncode == 0, f"{cmd}\n{p.stdout}\n{p.stderr}"
+        results[cmd] = p
+    results["cwd"] = cwd  # type: ignore[assignment]
+    return results
+
+
+def test_every_readme_command_is_run_or_says_why_not() -> None:
+    """A command added to the README must be added to a test here (or to NOT_HERE with a reason)."""
+    covered = set(NOT_HERE)
+    covered.update(block_with("tuitrain info runs/vgg38.h5"))
+    covered.update(block_with("tuitrain replay runs/vgg38.h5 --print"))
+    covered.update(c for c in block_with("--device cpu --nproc-per-node 2") if c not in NOT_HERE)
+    setup = [c for b in bash_blocks() for c in commands(b) if c.startswith("python3 -m venv")]
+    assert len(setup) == 2
+    found = {c for b in bash_blocks() for c in commands(b) if not c.startswith("python3 -m venv")}
+    assert found == covered, (found - covered, covered - found)
+    assert setup[0].endswith(f"&& {QUICK_WATCH}") and f"`{HEADLESS}`" in README
+
+
+def test_ci_runs_the_readme_install_and_test_commands() -> None:
+    setup = [c for b in bash_blocks() for c in commands(b) if c.startswith("python3 -m venv")]
+    install_and_test = setup[1].split(" && ")
+    assert install_and_test[0] == "python3 -m venv .venv" and install_and_test[1] == ". .venv/bin/activate"
+    ci = (REPO / ".ci" / "run").read_text().splitlines()
+    assert install_and_test[2] in ci and install_and_test[3] in ci
+    assert "pip install -e ." in setup[0]
+
+
+def test_story_vgg38_stays_at_chance_and_says_its_gradients_vanish(story: dict) -> None:
+    out = {name: p.stdout + p.stderr for name, p in story.items() if name != "cwd"}
+    (vgg38,) = [o for c, o in out.items() if "--out runs/vgg38.h5" in c]
+    (vgg08,) = [o for c, o in out.items() if "--out runs/vgg08.h5" in c]
+    assert (
+        "warning: vanishing gradients: 38 of 38 weight layers have mean |grad| below 1e-08 for 50 steps"
+        in vgg38
+    ), vgg38
+    assert "vanishing" not in vgg08
+    cwd: Path = story["cwd"]
+    acc, first = {}, {}
+    for name in ("vgg08", "vgg38", "vgg38_bn_rc"):
+        with h5py.File(cwd / "runs" / f"{name}.h5", "r", swmr=True) as f:
+            assert f.attrs["status"] == "completed"
+            acc[name] = float(f["epochs/val_acc"][-1])
+            first[name] = float(np.median(f["probes/grad_mean_abs"][:, 0]))
+            loss = f["epochs/train_loss"][-1]
+        if name == "vgg38":
+            assert abs(loss - math.log(10)) < 0.01
+    assert acc["vgg38"] == pytest.approx(0.10), acc
+    assert acc["vgg08"] > 0.15 and acc["vgg38_bn_rc"] > 0.15, acc
+    # "about 1e-18, some sixteen orders of magnitude below VGG08's (about 1e-2)"
+    assert 1e-19 < first["vgg38"] < 1e-17 and 1e-3 < first["vgg08"] < 1e-1, first
+    assert 15 <= math.log10(first["vgg08"] / first["vgg38"]) <= 17.5, first
+    info = [o for c, o in out.items() if c.startswith("tuitrain info")][0]
+    assert "completed" in info and "vgg38" in info
+
+
+def test_replay_commands_as_written(story: dict) -> None:
+    cwd: Path = story["cwd"]
+    live = sh(
+        "tuitrain run presets/toy2d_mlp.toml --no-ui --epochs 3 --out runs/live.h5 > live.out 2>&1 &", cwd
+    )
+    assert live.returncode == 0
+    deadline = time.time() + 120
+    while not (cwd / "runs" / "live.h5").exists() and time.time() < deadline:
+        time.sleep(0.2)
+    for cmd in block_with("tuitrain replay runs/vgg38.h5 --print"):
+        # stdout is a pipe here, so the TUI commands print instead, as the README says
+        p = sh(cmd, cwd, timeout=300)
+        assert p.returncode == 0, f"{cmd}\n{p.stdout}\n{p.stderr}"
+        assert "Train Loss" in p.stdout, p.stdout
+        if "--follow" in cmd:
+            assert "toy2d_mlp" in p.stdout  # the run name, once it has finished
+        else:
+            assert "vgg38" in p.stdout
+
+
+def test_python_snippet_reads_a_run_file(story: dict) -> None:
+    (snippet,) = re.findall(r"```python\n(.*?)```", README, flags=re.S)
+    p = subprocess.run(
+        [sys.executable, "-c", snippet + "\nprint(grad.shape, len(names))"],
+        cwd=story["cwd"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert p.returncode == 0, p.stderr
+    assert "(80, 39) 39" in p.stdout, p.stdout
+
+
+def test_headless_main_job(tmp_path: Path) -> None:
+    p = sh(HEADLESS, user_dir(tmp_path))
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "vanishing gradients: 38 of 38 weight layers" in p.stdout + p.stderr
+    (run,) = (tmp_path / "runs").glob("vgg38-*.h5")
+    with h5py.File(run, "r") as f:
+        assert f.attrs["status"] == "completed" and f["steps/step"].shape[0] == 60
+
+
+def test_torchrun_on_a_laptop(tmp_path: Path) -> None:
+    (cmd,) = [c for c in block_with("--device cpu --nproc-per-node 2") if c not in NOT_HERE]
+    p = sh(cmd, user_dir(tmp_path))
+    assert p.returncode == 0, p.stdout + p.stderr
+    (run,) = (tmp_path / "runs").glob("toy2d_mlp-*.h5")
+    with h5py.File(run, "r") as f:
+        assert f.attrs["status"] == "completed" and "2 x cpu" in f.attrs["device"]
+
+
+@needs_tmux
+def test_quick_start_watch_shows_the_pathology(tmp_path: Path) -> None:
+    """The main job in a real terminal: flat loss at ln(100), vanishing bars and the event in words."""
+    cwd = user_dir(tmp_path)
+    t = Tmux(f"cd {shlex.quote(str(cwd))} && exec {VENV_BIN}/{QUICK_WATCH}", width=120, height=36)
+    try:
+        screen = t.wait_for(
+            lambda s: "vanishing gradients: 38 of 38" in s, 300, "the vanishing event of the main job"
+        )
+        assert "4.6" in screen  # the loss at ln(100)
+        t.keys("q")
+        t.wait_for(lambda s: "Stop training and quit" in s, 20, "the quit dialog")
+        t.keys("s")
+        t.wait_for(lambda s: "run stopped" in s or "stopped after" in s, 120, "the exit line")
+    finally:
+        t.kill()
+    (run,) = (cwd / "runs").glob("vgg38-*.h5")
+    with h5py.File(run, "r", swmr=True) as f:
+        assert f.attrs["status"] == "stopped"

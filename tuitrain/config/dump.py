@@ -6,6 +6,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+import tomli_w
+
 from tuitrain.config.schema import RunConfig
 
 
@@ -24,32 +26,12 @@ def to_flat(cfg: RunConfig) -> dict[str, Any]:
     return out
 
 
-def _toml_value(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, (int, float)):
-        return repr(v)
-    if isinstance(v, str):
-        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    if isinstance(v, list):
-        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
-    raise TypeError(type(v))  # pragma: no cover
-
-
 def to_toml(cfg: RunConfig) -> str:
-    """The resolved config as TOML: stored in every run file, loadable again with ``load_config``."""
-    lines: list[str] = []
-    sections: list[tuple[str, dict[str, Any]]] = []
-    for k, v in to_dict(cfg).items():
-        if isinstance(v, dict):
-            sections.append((k, v))
-        else:
-            lines.append(f"{k} = {_toml_value(v)}")
-    for name, table in sections:
-        lines.append("")
-        lines.append(f"[{name}]")
-        lines.extend(f"{k} = {_toml_value(v)}" for k, v in table.items())
-    return "\n".join(lines) + "\n"
+    """The resolved config as TOML: stored in every run file, handed to a ``watch`` worker and to every
+    data-parallel rank, loadable again as a preset. Written by ``tomli_w``, a real TOML writer, so any
+    string (quotes, backslashes, newlines, control characters, any Unicode) comes back unchanged:
+    ``from_toml(to_toml(cfg)) == cfg`` for every valid config (tests/faults/test_config_properties.py)."""
+    return tomli_w.dumps(to_dict(cfg))
 
 
 def diff_flat(configs: list[RunConfig]) -> list[str]:

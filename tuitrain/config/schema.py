@@ -140,6 +140,10 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "train.device": DEVICES,
     "monitor.on_nan": ON_NAN,
 }
+# Seeds are refused outside [0, 2**31 - 1] rather than mapped: the seed in the run file is then the
+# one torch and numpy got (numpy takes [0, 2**32 - 1], and rank r of a data-parallel run seeds with
+# seed + r, which stays in range).
+SEED_MAX = 2**31 - 1
 # (low, high, low_inclusive, high_inclusive); None = unbounded. Every float key (and every float in a
 # list) must also be finite: validate refuses inf and nan before the ranges are checked.
 RANGES: dict[str, tuple[float | None, float | None, bool, bool]] = {
@@ -158,6 +162,7 @@ RANGES: dict[str, tuple[float | None, float | None, bool, bool]] = {
     "data.crop_padding": (0, 16, True, True),
     "data.image_size": (8, 64, True, True),
     "data.noise": (0.0, None, True, True),
+    "data.seed": (0, SEED_MAX, True, True),
     "optim.lr": (0.0, None, False, True),
     "optim.momentum": (0.0, 1.0, True, False),
     "optim.weight_decay": (0.0, None, True, True),
@@ -168,6 +173,7 @@ RANGES: dict[str, tuple[float | None, float | None, bool, bool]] = {
     "train.batch_size": (1, None, True, True),
     "train.eval_batch_size": (1, None, True, True),
     "train.max_steps": (0, None, True, True),
+    "train.seed": (0, SEED_MAX, True, True),
     "monitor.every": (1, None, True, True),
     "monitor.emit_seconds": (0.01, 10.0, True, True),
     "monitor.flush_seconds": (0.05, 60.0, True, True),

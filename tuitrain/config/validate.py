@@ -15,6 +15,41 @@ from typing import Any
 from tuitrain.config.dump import to_flat
 from tuitrain.config.schema import CHOICES, RANGES, ConfigError, RunConfig
 
+# Every integer key fits in int32: /steps/epoch and the run file's counters are stored as int32/int64,
+# and a value such as 1e20 epochs or 2**64 must be refused here, not by HDF5 halfway through a start.
+INT_MIN, INT_MAX = -(2**31), 2**31 - 1
+
+
+def _show(value: Any, limit: int = 80) -> str:
+    """``repr`` cut to ``limit`` characters: a bad value may be a megabyte of text."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[: limit - 5]}...{text[-2:]}"
+
+
+def _text(value: str, key: str, where: str) -> str:
+    """A string key's value, if a run file and a path can hold it: no NUL, nothing that is not UTF-8
+    (a lone surrogate is what Python makes of invalid UTF-8 bytes on the command line)."""
+    if "\0" in value:
+        raise ConfigError(
+            f"{where}`{key}` = {_show(value)} contains a NUL character (\\0), which neither a file name nor "
+            "the run file can hold; remove it."
+        )
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise ConfigError(
+            f"{where}`{key}` = {_show(value)} is not valid UTF-8 text (character {e.start}); use UTF-8."
+        ) from None
+    return value
+
+
+def _int_range(key: str) -> tuple[int, int]:
+    """The integers ``key`` may hold: its RANGES bounds where set, within int32 everywhere."""
+    lo, hi, lo_inc, hi_inc = RANGES.get(key, (None, None, True, True))
+    low = INT_MIN if lo is None else max(INT_MIN, math.ceil(lo) if lo_inc else math.floor(lo) + 1)
+    high = INT_MAX if hi is None else min(INT_MAX, math.floor(hi) if hi_inc else math.ceil(hi) - 1)
+    return low, high
+
 
 def _where(key: str, origin: dict[str, Path | str]) -> str:
     src = origin.get(key)
@@ -38,17 +73,22 @@ def _type_name(tp: Any) -> str:
 
 def _coerce(value: Any, tp: Any, key: str, origin: dict[str, Path | str]) -> Any:
     where = _where(key, origin)
-    bad = ConfigError(f"{where}`{key}` must be {_type_name(tp)}, got {value!r} ({type(value).__name__}).")
+    bad = ConfigError(
+        f"{where}`{key}` must be {_type_name(tp)}, got {_show(value)} ({type(value).__name__})."
+    )
     if tp is bool:
         if isinstance(value, bool):
             return value
         raise bad
     if tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
         if isinstance(value, float) and value.is_integer():
-            return int(value)
-        raise bad
+            value = int(value)
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise bad
+        lo, hi = _int_range(key)
+        if not lo <= value <= hi:  # RANGES too, so that the message can give the integer bounds
+            raise ConfigError(f"{where}`{key}` = {_show(value)} is out of range; allowed: [{lo}, {hi}].")
+        return value
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             if not math.isfinite(value):  # no key has a use for inf or nan; ranges alone let inf through
@@ -60,7 +100,7 @@ def _coerce(value: Any, tp: Any, key: str, origin: dict[str, Path | str]) -> Any
         raise bad
     if tp is str:
         if isinstance(value, str):
-            return value
+            return _text(value, key, where)
         raise bad
     if typing.get_origin(tp) is list:
         (inner,) = typing.get_args(tp)
@@ -113,7 +153,9 @@ def from_dict(raw: dict[str, Any], origin: dict[str, Path | str] | None = None) 
         tp = top_types[key]
         if dataclasses.is_dataclass(tp):
             if not isinstance(value, dict):
-                raise ConfigError(f"{_where(key, origin)}`{key}` must be a table ([{key}]), got {value!r}.")
+                raise ConfigError(
+                    f"{_where(key, origin)}`{key}` must be a table ([{key}]), got {_show(value)}."
+                )
             sec_types = _section_types(tp)
             kwargs = {}
             for sk, sv in value.items():
@@ -145,7 +187,7 @@ def _check(cfg: RunConfig, origin: dict[str, Path | str]) -> None:
             close = difflib.get_close_matches(str(flat[key]), allowed, n=1, cutoff=0.5)
             hint = f" Did you mean {close[0]!r}?" if close else ""
             raise ConfigError(
-                f"{_where(key, origin)}`{key}` = {flat[key]!r} is not allowed.{hint} Allowed: {', '.join(allowed)}."
+                f"{_where(key, origin)}`{key}` = {_show(flat[key])} is not allowed.{hint} Allowed: {', '.join(allowed)}."
             )
     for key, (lo, hi, lo_inc, hi_inc) in RANGES.items():
         v = flat[key]

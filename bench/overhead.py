@@ -80,7 +80,7 @@ from tuitrain.train.monitor import Monitor
 from tuitrain.train.sinks import QueueSink
 from tuitrain.train.summary import layer_infos, model_summary
 
-PRESETS = Path(__file__).resolve().parents[1] / "presets"
+PRESETS = Path(__file__).resolve().parents[1] / "tuitrain" / "presets"
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-PRESETS = REPO / "presets"
+PRESETS = REPO / "tuitrain" / "presets"  # the packaged presets; ./presets is a link to them
 
 
 @pytest.fixture

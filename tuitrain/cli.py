@@ -16,7 +16,14 @@ from typing import Annotated
 import typer
 
 from tuitrain.commands import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_STOPPED, fail
-from tuitrain.commands.resolve import build_config, check_out, default_out, presets_dir, resolve_preset
+from tuitrain.commands.resolve import (
+    build_config,
+    check_out,
+    default_out,
+    preset_folders,
+    presets_dir,
+    resolve_preset,
+)
 from tuitrain.commands.show import json_default, print_info, print_presets
 from tuitrain.commands.training import run_headless, run_launched, run_watch
 from tuitrain.config import ConfigError
@@ -40,9 +47,31 @@ app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},  # inherited by every command
     help="A terminal-first live monitor for PyTorch training: loss curves, per-layer gradient flow "
     "and a lossless HDF5 history of every run.",
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from tuitrain import __version__
+
+        typer.echo(f"tuitrain {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _app(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", "-V", is_eager=True, callback=_print_version, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """Options of ``tuitrain`` itself (the app's help text is the Typer's, above)."""
+
 
 # Options shared by `run` and `watch` -------------------------------------------------------------
 SetOpt = Annotated[
@@ -194,15 +223,18 @@ def watch(
 @app.command()
 def presets(
     directory: Annotated[
-        Path | None, typer.Option("--dir", help="Folder of presets (default ./presets).")
+        Path | None,
+        typer.Option("--dir", help="List only this folder (default: ./presets, if any, and tuitrain's own)."),
     ] = None,
 ) -> None:
     """List the presets: name, model, dataset, parameters and what each one is for."""
-    folder = directory or presets_dir()
-    files = sorted(folder.glob("*.toml"))
-    if not files:
-        raise fail(f"no presets (*.toml) found in {folder}.")
-    print_presets(folder, files)
+    folders = [("--dir", directory)] if directory is not None else preset_folders()
+    groups = [(whose, folder, sorted(folder.glob("*.toml"))) for whose, folder in folders]
+    groups = [g for g in groups if g[2]]
+    if not groups:
+        where = " or ".join(str(folder) for _, folder in folders)
+        raise fail(f"no presets (*.toml) found in {where}.")
+    print_presets(groups)
 
 
 @app.command()

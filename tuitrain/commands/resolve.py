@@ -3,6 +3,7 @@ that override it, a validated :class:`~tuitrain.config.RunConfig`, and a writabl
 
 from __future__ import annotations
 
+import difflib
 import os
 import time
 from pathlib import Path
@@ -12,20 +13,80 @@ from tuitrain.config import DATASET_CLASSES, ConfigError, RunConfig, load_config
 
 
 def presets_dir() -> Path:
-    """``./presets`` when run from a checkout or a project that has its own, else the package's."""
+    """The presets shipped inside the package (``tuitrain/presets``), present in every install.
+
+    The checkout's ``presets`` is a link to this folder, so there is one copy of each preset.
+    """
+    return Path(__file__).resolve().parent.parent / "presets"
+
+
+def project_presets_dir() -> Path | None:
+    """``./presets`` of the user's own project (the working directory), if that folder exists."""
     local = Path("presets")
-    if local.is_dir():
-        return local
-    return Path(__file__).resolve().parent.parent.parent / "presets"
+    return local if local.is_dir() else None
+
+
+def preset_folders() -> list[tuple[str, Path]]:
+    """Where a preset *name* is looked up, first match first: the project's ``./presets``, then the
+    package's. Each comes with a label saying whose it is. A ``./presets`` that is the package's own
+    folder (the checkout's link) is listed once, as the package's."""
+    package = presets_dir()
+    folders: list[tuple[str, Path]] = []
+    local = project_presets_dir()
+    if local is not None and local.resolve() != package.resolve():
+        folders.append(("this project", local))
+    folders.append(("tuitrain", package))
+    return folders
+
+
+def preset_names() -> list[str]:
+    """Every preset name that resolves, in lookup order, each once."""
+    names: list[str] = []
+    for _, folder in preset_folders():
+        names.extend(f.stem for f in sorted(folder.glob("*.toml")) if f.stem not in names)
+    return names
+
+
+def _looks_like_path(preset: str) -> bool:
+    return preset.endswith(".toml") or os.sep in preset or bool(os.altsep and os.altsep in preset)
 
 
 def resolve_preset(preset: str) -> Path:
-    """Accept a path, or a bare preset name such as ``vgg38``."""
+    """A preset argument -> the file to load. Lookup order: ``preset`` as a path, if it exists; else
+    ``./presets/<preset>.toml`` of the user's project; else the package's ``<preset>.toml``.
+
+    Raises :class:`ConfigError` naming what was tried, with a did-you-mean among the known names, when
+    nothing matches (a path that does not exist, or a name no folder has).
+    """
     path = Path(preset)
-    if path.exists() or path.suffix == ".toml" or os.sep in preset:
+    if path.exists():
         return path
-    candidate = presets_dir() / f"{preset}.toml"
-    return candidate if candidate.exists() else path
+    names = preset_names()
+    how = (
+        "A preset is a .toml file or the name of one in ./presets or in tuitrain's own presets; "
+        "`tuitrain presets` lists them all."
+    )
+    if _looks_like_path(preset):
+        stem = path.name[: -len(".toml")] if path.name.endswith(".toml") else path.name
+        if stem in names:
+            hint = f" The name `{stem}` alone finds the preset {resolve_preset(stem)}."
+        else:
+            hint = _did_you_mean(stem, names)
+        raise ConfigError(f"{preset}: no such preset file.{hint} {how}")
+    for _, folder in preset_folders():
+        candidate = folder / f"{preset}.toml"
+        if candidate.is_file():
+            return candidate
+    raise ConfigError(
+        f"{preset}: no preset of that name and no such file.{_did_you_mean(preset, names)} {how}"
+    )
+
+
+def _did_you_mean(name: str, names: list[str]) -> str:
+    close = difflib.get_close_matches(name, names, n=3, cutoff=0.6)
+    if not close:
+        return ""
+    return " Did you mean " + " or ".join(f"`{c}`" for c in close) + "?"
 
 
 def build_config(

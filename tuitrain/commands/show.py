@@ -3,36 +3,87 @@ for counting parameters, are imported when a table is drawn)."""
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 from typing import Any
 
 from tuitrain.config import DATASET_CLASSES, ConfigError, RunConfig, load_config
 
 
-def print_presets(folder: Path, files: list[Path]) -> None:
-    """A table of the presets ``files`` in ``folder``: name, model, dataset, parameters, description;
-    a preset that does not load gets a row saying why."""
+def print_presets(groups: list[tuple[str, Path, list[Path]]]) -> None:
+    """One table per folder of presets, ``(whose, folder, files)``, titled with the folder it lists:
+    name, model, dataset, parameters, description; a preset that does not load gets a row saying why."""
     from rich.console import Console
-    from rich.table import Table
 
-    console = Console()
+    console = Console(highlight=False)
     with console.status("counting parameters (loading torch)..."):
-        from tuitrain.train.models import build_model
+        tables = [(_title(whose, folder), [_preset_row(f) for f in files]) for whose, folder, files in groups]
+    for n, (title, rows) in enumerate(tables):
+        if n:
+            console.print()
+        console.print(title, style="bold", soft_wrap=True)
+        for k, line in enumerate(preset_lines(rows, console.width)):
+            console.print(line, style="bold" if k == 0 else "", soft_wrap=True, markup=False)
+    names = [[row[0] for row in rows] for _, rows in tables]
+    shadowed = sorted(set(names[0]).intersection(*names[1:])) if len(names) > 1 else []
+    if shadowed:
+        console.print(
+            f"\nFound first by name: {', '.join(shadowed)} from {groups[0][1]}.", soft_wrap=True, markup=False
+        )
 
-        table = Table(title=f"Presets in {folder}", title_justify="left")
-        for col in ("name", "model", "dataset", "params", "description"):
-            table.add_column(col, justify="right" if col == "params" else "left", overflow="fold")
-        for f in files:
-            try:
-                cfg = load_config(f)
-                shape = (2,) if cfg.data.name == "toy2d" else (3, cfg.data.image_size, cfg.data.image_size)
-                classes = DATASET_CLASSES.get(cfg.data.name, cfg.data.classes)
-                model = build_model(cfg.model, shape, classes)
-                params = sum(p.numel() for p in model.parameters() if p.requires_grad)
-                table.add_row(f.stem, model_label(cfg), cfg.data.name, f"{params:,}", cfg.description)
-            except ConfigError as e:
-                table.add_row(f.stem, "[red]invalid[/]", "", "", str(e))
-    console.print(table)
+
+def _title(whose: str, folder: Path) -> str:
+    note = {"this project": " (this project's, found first by name)", "tuitrain": " (shipped with tuitrain)"}
+    return f"Presets in {folder}{note.get(whose, '')}"
+
+
+def _preset_row(f: Path) -> tuple[str, str, str, str, str]:
+    """``(name, model, dataset, params, description)`` of one preset file, or why it does not load."""
+    from tuitrain.train.models import build_model
+
+    try:
+        cfg = load_config(f)
+    except ConfigError as e:
+        return (f.stem, "invalid", "", "", str(e))
+    shape = (2,) if cfg.data.name == "toy2d" else (3, cfg.data.image_size, cfg.data.image_size)
+    classes = DATASET_CLASSES.get(cfg.data.name, cfg.data.classes)
+    model = build_model(cfg.model, shape, classes)
+    params = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return (f.stem, model_label(cfg), cfg.data.name, f"{params:,}", cfg.description)
+
+
+def preset_lines(rows: list[tuple[str, str, str, str, str]], width: int) -> list[str]:
+    """The preset table as plain lines for a ``width``-column console (a header line first).
+
+    Laid out by hand rather than by a rich Table, which shrinks any column to fit: here names, models,
+    datasets and counts are never wrapped or cut (a name cut in two cannot be pasted into a command),
+    only descriptions wrap. Descriptions get the room left of ``width``; with less than 24 columns
+    left they go on their own indented lines below the row. No line has trailing spaces.
+    """
+    header = ("name", "model", "dataset", "params", "description")
+    widths = [max(len(header[i]), *(len(r[i]) for r in rows)) for i in range(4)]
+    gutter = "  "
+    left = 1 + sum(widths) + len(gutter) * 4  # a space in front, like rich's tables
+    room = width - left
+
+    def cells(r: tuple[str, ...]) -> str:
+        return " " + gutter.join(c.rjust(w) if i == 3 else c.ljust(w) for i, (c, w) in enumerate(cols(r)))
+
+    def cols(r: tuple[str, ...]) -> list[tuple[str, int]]:
+        return [(r[i], widths[i]) for i in range(4)]
+
+    lines: list[str] = []
+    if room >= 24:
+        for r in (header, *rows):
+            desc = textwrap.wrap(r[4], room) or [""]
+            lines.append((cells(r) + gutter + desc[0]).rstrip())
+            lines.extend(" " * left + d for d in desc[1:])
+    else:
+        lines.append(cells(header).rstrip())
+        for r in rows:
+            lines.append(cells(r).rstrip())
+            lines.extend("     " + d for d in textwrap.wrap(r[4], max(24, width - 5)))
+    return lines
 
 
 def model_label(cfg: RunConfig) -> str:
@@ -71,6 +122,14 @@ def print_info(s: dict[str, Any]) -> None:
         f"status {status}; {s['model_name']} with {fmt_count(s['params'])} params, {fmt_count(s['flops'])} "
         f"FLOPs/sample; {s['dataset']}; device {s['device']}"
     )
+    versions = s.get("versions") or {}
+    if versions.get("torch_threads"):  # recorded since train.threads existed
+        auto = versions.get("threads") == "auto"
+        c.print(
+            f"CPU threads {versions['torch_threads']} at start, train.threads = {versions.get('threads')}"
+            + (" (changes: see the events)" if auto else ""),
+            highlight=False,
+        )
     c.print(
         f"{s['n_steps']} steps, {s['n_epochs']} of {s['epochs']} epochs; started {s['started']}, "
         f"ended {s['ended'] or '-'}"

@@ -109,9 +109,14 @@ class Launch:
 
     def env(self) -> dict[str, str]:
         """The ranks' environment: CPU threads split between the processes of this machine (what
-        torchrun would otherwise set to 1, with a banner saying so)."""
+        torchrun would otherwise set to 1, with a banner saying so). With ``train.threads = "auto"``
+        each rank takes this as its ceiling (:mod:`tuitrain.train.threads`) and may use fewer; an
+        explicit ``train.threads = N`` is per process and wins. An ``OMP_NUM_THREADS`` of the user's
+        own is kept."""
+        from tuitrain.train.cpuload import available_cpus  # no torch
+
         env = dict(os.environ)
-        env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // self.nproc_per_node)))
+        env.setdefault("OMP_NUM_THREADS", str(max(1, available_cpus() // self.nproc_per_node)))
         return env
 
 

@@ -130,6 +130,14 @@ def print_info(s: dict[str, Any]) -> None:
             + (" (changes: see the events)" if auto else ""),
             highlight=False,
         )
+    versions = s.get("versions") or {}
+    if versions.get("torch_threads"):  # recorded since train.threads existed
+        auto = versions.get("threads") == "auto"
+        c.print(
+            f"CPU threads {versions['torch_threads']} at start, train.threads = {versions.get('threads')}"
+            + (" (changes: see the events)" if auto else ""),
+            highlight=False,
+        )
     c.print(
         f"{s['n_steps']} steps, {s['n_epochs']} of {s['epochs']} epochs; started {s['started']}, "
         f"ended {s['ended'] or '-'}"

@@ -94,6 +94,9 @@ class TrainConfig:
     compile: bool = False
     max_steps: int = 0  # 0: no cap; else stop after this many steps (smoke tests, quick looks)
     checkpoint: bool = True  # save final weights beside the run file
+    # CPU threads torch uses: "auto" measures (free cores, and whether more threads make a step faster;
+    # see tuitrain/train/threads.py and docs/performance.md) or a count >= 1, per process
+    threads: int | str = "auto"
 
 
 @dataclass

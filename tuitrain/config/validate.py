@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import types
 import typing
 from pathlib import Path
 from typing import Any
@@ -68,6 +69,8 @@ def _type_name(tp: Any) -> str:
     if typing.get_origin(tp) is list:
         (inner,) = typing.get_args(tp)
         return f"a list of {_type_name(inner).split(' ', 1)[1]}s"
+    if isinstance(tp, types.UnionType):
+        return " or ".join(_type_name(arm) for arm in typing.get_args(tp))
     return str(tp)
 
 
@@ -107,6 +110,13 @@ def _coerce(value: Any, tp: Any, key: str, origin: dict[str, Path | str]) -> Any
         if not isinstance(value, list):
             raise bad
         return [_coerce(v, inner, key, origin) for v in value]
+    if isinstance(tp, types.UnionType):  # `int | str` (train.threads): the first type the value fits
+        for arm in typing.get_args(tp):
+            try:
+                return _coerce(value, arm, key, origin)
+            except ConfigError:
+                pass
+        raise bad
     raise bad  # pragma: no cover
 
 
@@ -197,6 +207,12 @@ def _check(cfg: RunConfig, origin: dict[str, Path | str]) -> None:
         if not ok:
             rng = _range_text(lo, hi, lo_inc, hi_inc)
             raise ConfigError(f"{_where(key, origin)}`{key}` = {v!r} is out of range; allowed: {rng}.")
+    threads = cfg.train.threads
+    if threads != "auto" and not (isinstance(threads, int) and threads >= 1):
+        raise ConfigError(
+            f"{_where('train.threads', origin)}`train.threads` = {threads!r} is not allowed; allowed: "
+            '"auto" (chosen by measurement while the run trains) or a number of CPU threads >= 1.'
+        )
     m = cfg.model
     if m.name == "mlp" and not m.hidden:
         raise ConfigError(f"{_where('model.hidden', origin)}`model.hidden` must list at least one width.")

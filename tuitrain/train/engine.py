@@ -33,6 +33,7 @@ from tuitrain.train.data import DeviceData, load_data
 from tuitrain.train.models import build_model
 from tuitrain.train.monitor import Monitor
 from tuitrain.train.summary import layer_infos, model_summary
+from tuitrain.train.threads import Threads
 
 
 class Control(Protocol):
@@ -163,9 +164,11 @@ def train(
     checkpoint = ""
     finished: RunFinished
     pending_error: BaseException | None = None
+    threads: Threads | None = None
     try:
         # ---- setup ---------------------------------------------------------------------------
         t = cfg.train
+        threads = Threads.start(t.threads)  # before any torch work: inter-op threads can be set only then
         job, device = distributed.init(pick_device(t.device))  # torchrun: join the process group
         control = job.control(control)  # data-parallel: all ranks agree on pause / stop
         local_batch = job.local_batch(t.batch_size)  # batch_size is global: each rank takes 1/N
@@ -238,6 +241,7 @@ def train(
                     "python": platform.python_version(),
                     "numpy": np.__version__,
                     **job_versions,
+                    **threads.versions(),
                 },
             )
         )
@@ -263,6 +267,8 @@ def train(
                 optimizer.step()
                 monitor.after_step(loss, logits, y, lr, epoch)  # data-parallel: reduced over ranks inside
                 scheduler.step()
+                if (note := threads.step()) is not None:  # auto: measured and changed the thread count
+                    monitor.emit(Alert(monitor.step, "info", "threads", note))
                 if t.max_steps and monitor.step >= t.max_steps:
                     break
             train_loss, train_acc = monitor.take_epoch_means()
@@ -319,6 +325,8 @@ def train(
             traceback=traceback.format_exc(),
         )
     finished.time = time.time()
+    if threads is not None:
+        threads.close()
     _finish(sinks, finished)
     with contextlib.suppress(Exception):
         distributed.shutdown()

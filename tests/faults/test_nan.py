@@ -123,3 +123,82 @@ def test_every_float_key_refuses_inf_and_nan() -> None:
                 assert f"`{name}.{f.name}`" in str(err.value)
                 checked += 1
     assert checked >= 3 * 14  # every float key of today's schema, three bad values each
+
+
+# -- divergence: monitor.on_nan -----------------------------------------------------------------
+
+
+def first_nonfinite_step(path: Path) -> int:
+    with open_run(path) as rf:
+        loss, steps = rf.scalar("loss"), rf.scalar("step")
+    bad = np.flatnonzero(~np.isfinite(loss))
+    assert bad.size, "the run never produced a non-finite loss: the test config no longer diverges"
+    return int(steps[bad[0]])
+
+
+@pytest.mark.parametrize(
+    ("args", "first_bad"),
+    [(DIVERGES, 1), (BLOWS_UP, 3)],
+    ids=["adam-lr1e6-nan-at-1", "sgd-lr1e3-nan-at-3"],
+)
+def test_divergence_stops_the_run_as_failed(args: tuple[str, ...], first_bad: int, tmp_path: Path) -> None:
+    out = tmp_path / "diverged.h5"
+    p = tt("run", "toy2d_mlp", "--no-ui", *args, "--max-steps", "200", "--out", str(out), env=strict_env())
+    text = p.stdout + p.stderr
+    message = f"diverged: loss is NaN at step {first_bad}"
+    assert p.returncode == 1, text
+    assert message in text and "Traceback" not in text and "RuntimeWarning" not in text, text
+    assert first_nonfinite_step(out) == first_bad  # the error names the first bad step exactly
+    with open_run(out) as rf:
+        assert rf.status == "failed"
+        assert rf.error == message
+        assert rf.n_steps < 200  # it stopped (at the flush or the epoch end after the bad step)
+        assert any(e["kind"] == "nan" and e["level"] == "error" for e in rf.events())
+    assert not out.with_suffix(".pt").exists()  # no checkpoint of NaN weights
+
+
+def test_nan_patience_tolerates_that_many_bad_losses_in_a_row(tmp_path: Path) -> None:
+    out = tmp_path / "patient.h5"
+    p = tt(
+        "run", "toy2d_mlp", "--no-ui", *DIVERGES, "--set", "monitor.nan_patience=5",
+        "--max-steps", "200", "--out", str(out), env=strict_env(),
+    )  # fmt: skip
+    assert p.returncode == 1, p.stdout + p.stderr
+    with open_run(out) as rf:
+        assert (
+            rf.error
+            == "diverged: loss is NaN at step 1 (non-finite for 6 steps in a row; monitor.nan_patience = 5)"
+        )
+        assert rf.n_steps >= 7  # steps 1..6 were trained before the sixth bad loss stopped it
+
+
+def test_on_nan_continue_trains_on_and_says_nan(tmp_path: Path) -> None:
+    out = tmp_path / "continued.h5"
+    p = tt(
+        "run", "toy2d_mlp", "--no-ui", *DIVERGES, "--set", "monitor.on_nan=continue",
+        "--max-steps", "40", "--out", str(out), env=strict_env(),
+    )  # fmt: skip
+    text = p.stdout + p.stderr
+    assert p.returncode == 0, text
+    assert "diverged" not in text and "Traceback" not in text, text
+    with open_run(out) as rf:
+        assert rf.status == "completed" and rf.n_steps == 40
+        final = rf.final_metrics()
+    assert math.isnan(final["train_loss"]) and math.isnan(final["test_loss"])
+
+
+def test_divergence_guard_names_the_first_bad_step_across_flushes() -> None:
+    """The bookkeeping alone: a run of bad losses split over flushed blocks, reset by a finite loss."""
+    from tuitrain.train.alerts import DivergenceGuard
+
+    nan, inf = math.nan, math.inf
+    g = DivergenceGuard(patience=2)
+    assert g.observe(np.arange(0, 4), np.array([1.0, nan, nan, 1.0])) == ""  # two bad, then finite: reset
+    assert g.observe(np.arange(4, 6), np.array([1.0, inf])) == ""  # a new run starts at step 5
+    assert g.observe(np.arange(6, 8), np.array([nan, nan])) == (
+        "diverged: loss is Inf at step 5 (non-finite for 3 steps in a row; monitor.nan_patience = 2)"
+    )
+    assert (
+        DivergenceGuard(0).observe(np.array([7, 8]), np.array([2.0, nan]))
+        == "diverged: loss is NaN at step 8"
+    )

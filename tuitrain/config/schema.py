@@ -111,7 +111,8 @@ class MonitorConfig:
     # "diverged: loss is NaN at step N" (N the first bad step, exactly) once `nan_patience` + 1 losses
     # in a row were non-finite; "continue" trains on (the NaN/Inf alert still says when it began).
     # Detected at the monitor's batched flush, not per step: up to `emit_seconds` of further steps
-    # (on CUDA a few more, read back late) are trained and stored before the run stops.
+    # (on CUDA a few more, read back late; data-parallel: to the end of the epoch) are trained and
+    # stored before the run stops.
     on_nan: str = "stop"
     nan_patience: int = 0  # consecutive non-finite losses tolerated; 0 stops at the first
 

@@ -31,7 +31,7 @@ from tuitrain.events import Alert, EpochEnd, RunFinished, RunStarted, Sink, Stat
 from tuitrain.train import distributed
 from tuitrain.train.data import DeviceData, load_data
 from tuitrain.train.models import build_model
-from tuitrain.train.monitor import Monitor
+from tuitrain.train.monitor import Diverged, Monitor
 from tuitrain.train.summary import layer_infos, model_summary
 from tuitrain.train.threads import Threads
 
@@ -312,6 +312,11 @@ def train(
             if cfg.train.checkpoint and job.is_main:
                 checkpoint = _save_checkpoint(model, out_path, monitor)
         finished = RunFinished("stopped", monitor.step if monitor else 0, checkpoint=checkpoint)
+    except Diverged as e:  # monitor.on_nan = "stop": the loss went non-finite; a result, not a bug
+        assert monitor is not None
+        with contextlib.suppress(Exception):
+            monitor.flush(force=True)
+        finished = RunFinished("failed", monitor.step, error=str(e))
     except Exception as e:  # noqa: BLE001 - every failure must end up in the run file
         if monitor is not None:
             with contextlib.suppress(Exception):

@@ -16,6 +16,13 @@ at the flush, ``monitor.emit_seconds`` later, for all waiting steps at once (cou
 in one argmax costs what 8 cost one at a time inside their steps; measured in bench/overhead.py's
 history, docs/performance.md). On CUDA nothing here reads the device:
 the count stays a device tensor and :class:`HostReadback` hands values back a few steps late.
+
+Divergence (``monitor.on_nan = "stop"``): a non-finite training loss is seen where every loss is seen,
+at the flush, with one ``isfinite`` reduction over the flushed block; nothing is read per step for it.
+So the run stops at the first flush that holds ``nan_patience + 1`` non-finite losses in a row, up to
+``emit_seconds`` of steps after the first of them on CPU (a few steps more on CUDA, whose rows come
+back late; data-parallel runs stop together at the epoch's end); those steps are in the run file too,
+and :class:`Diverged` names the first bad step exactly.
 """
 
 from __future__ import annotations
@@ -29,131 +36,14 @@ import torch
 
 from tuitrain.config import MonitorConfig
 from tuitrain.events import PROBE_NAMES, Alert, Event, LayerInfo, Sink, StepBatch
+from tuitrain.train.alerts import Diverged, DivergenceGuard, GradientAlerts
 from tuitrain.train.probes import HostReadback, LayerProbe
 
+__all__ = ["Diverged", "DivergenceGuard", "GradientAlerts", "Monitor"]  # the alert rules live in .alerts
+
 _N_PROBES = len(PROBE_NAMES)
-_GRAD_NORM = PROBE_NAMES.index("grad_norm")
-_GRAD_MEAN_ABS = PROBE_NAMES.index("grad_mean_abs")
 # CPU rows keep their logits until the flush; past this many elements (16 MB) the flush comes early.
 _MAX_PENDING_ELEMS = 1 << 22
-
-
-class GradientAlerts:
-    """Says once, in words, what a person would otherwise have to spot in a heatmap.
-
-    ``check`` runs for every probed step: in the healthy case it costs three numpy reductions, and the
-    streak bookkeeping works in preallocated arrays in place.
-    """
-
-    def __init__(self, layers: list[LayerInfo], cfg: MonitorConfig) -> None:
-        self.cfg = cfg
-        self.names = [layer.name for layer in layers]
-        self.weights = np.array([layer.kind == "weight" for layer in layers], dtype=bool)
-        if not self.weights.any():
-            self.weights[:] = True
-        self.n_weights = int(self.weights.sum())
-        self._weight_idx = np.flatnonzero(self.weights)
-        self.streak = np.zeros(len(layers), dtype=np.int64)
-        self._below = np.zeros(len(layers), dtype=bool)
-        self._stuck = np.zeros(len(layers), dtype=bool)
-        self._streaking = False  # some streak is non-zero
-        self.vanish_reported = 0
-        self.explode_armed = True
-        self.nan_epoch = -1
-
-    def check(self, step: int, epoch: int, loss: float, probes: np.ndarray | None) -> list[Alert]:
-        alerts: list[Alert] = []
-        # One sum tells whether every statistic is finite: in float64 it cannot overflow, and the
-        # statistics are norms (>= 0), so no Inf - Inf. The exact test names the columns.
-        bad_probe = probes is not None and not math.isfinite(float(probes.sum(dtype=np.float64)))
-        if (bad_probe or not math.isfinite(loss)) and self.nan_epoch != epoch:
-            self.nan_epoch = epoch  # at most one NaN alert per epoch: the log stays readable
-            where = ""
-            if bad_probe:
-                assert probes is not None
-                cols = np.nonzero(~np.isfinite(probes).all(axis=0))[0]
-                where = f"; non-finite statistics in {len(cols)} tensors, first {self.names[cols[0]]}"
-            alerts.append(Alert(step, "error", "nan", f"NaN/Inf at step {step}: loss = {loss}{where}"))
-        if probes is None:
-            return alerts
-        cfg = self.cfg
-        # Fast paths for the healthy case, one reduction each: no layer below `vanishing` (and no streak
-        # or report to reset), no grad norm above `exploding`. NaN fails both tests: the exact code decides.
-        # Only weight tensors count as vanishing: a bias before a BatchNorm has a zero gradient by design.
-        weight_min = float(probes[_GRAD_MEAN_ABS, self._weight_idx].min())
-        if self._streaking or self.vanish_reported or not weight_min >= cfg.vanishing:
-            self._check_vanishing(step, probes, alerts)
-        if not float(probes[_GRAD_NORM].max()) <= cfg.exploding:
-            self._check_exploding(step, probes, alerts)
-        else:
-            self.explode_armed = True
-        return alerts
-
-    def healthy(self, losses: list[float], probes: np.ndarray) -> bool:
-        """Whether a block of steps (``probes`` of shape (k, len(PROBE_NAMES), n_layers)) can raise no
-        alert and change no state: then :meth:`check` need not run for each of them. Four reductions
-        for the whole block."""
-        if not all(map(math.isfinite, losses)):
-            return False
-        if not len(probes):
-            return True
-        if self._streaking or self.vanish_reported or not self.explode_armed:
-            return False
-        return (
-            math.isfinite(float(probes.sum(dtype=np.float64)))
-            and float(probes[:, _GRAD_MEAN_ABS, self._weight_idx].min()) >= self.cfg.vanishing
-            and float(probes[:, _GRAD_NORM].max()) <= self.cfg.exploding
-        )
-
-    def _check_vanishing(self, step: int, probes: np.ndarray, alerts: list[Alert]) -> None:
-        cfg = self.cfg
-        # streak := where(below, streak + every, 0), with below = mean |grad| < vanishing on weights
-        below, streak, stuck = self._below, self.streak, self._stuck
-        np.less(probes[_GRAD_MEAN_ABS], cfg.vanishing, out=below)
-        below &= self.weights
-        streak += cfg.every
-        streak *= below
-        self._streaking = bool(np.count_nonzero(streak))
-        np.greater_equal(streak, cfg.alert_steps, out=stuck)
-        stuck &= self.weights
-        n_stuck, n_weights = int(np.count_nonzero(stuck)), self.n_weights
-        if n_stuck and n_stuck >= max(1, self.vanish_reported + max(1, n_weights // 4)):
-            first = self.names[int(np.argmax(stuck))]
-            alerts.append(
-                Alert(
-                    step,
-                    "warning",
-                    "vanishing",
-                    f"vanishing gradients: {n_stuck} of {n_weights} weight layers have mean |grad| below "
-                    f"{cfg.vanishing:g} for {cfg.alert_steps} steps (first: {first})",
-                )
-            )
-            self.vanish_reported = n_stuck
-        elif self.vanish_reported and n_stuck == 0 and not np.count_nonzero(below):
-            alerts.append(
-                Alert(step, "info", "recovered", "gradients recovered: no weight layer is vanishing now")
-            )
-            self.vanish_reported = 0
-
-    def _check_exploding(self, step: int, probes: np.ndarray, alerts: list[Alert]) -> None:
-        cfg = self.cfg
-        norms = probes[_GRAD_NORM]
-        over = np.isfinite(norms) & (norms > cfg.exploding)
-        n_over = int(np.count_nonzero(over))
-        if n_over and self.explode_armed:
-            worst = int(np.argmax(np.where(over, norms, -np.inf)))
-            alerts.append(
-                Alert(
-                    step,
-                    "warning",
-                    "exploding",
-                    f"exploding gradients: {n_over} tensors have grad norm above {cfg.exploding:g} "
-                    f"(largest {norms[worst]:.3g} in {self.names[worst]})",
-                )
-            )
-            self.explode_armed = False
-        elif not n_over:
-            self.explode_armed = True
 
 
 class Monitor:
@@ -179,6 +69,8 @@ class Monitor:
         self.probe = LayerProbe(params)
         self.readback = HostReadback(device)
         self.alerts = GradientAlerts(layers, cfg)
+        self.divergence = DivergenceGuard(cfg.nan_patience) if cfg.on_nan == "stop" else None
+        self.diverged = ""  # the stop message once the loss diverged (on_nan = "stop"); raised by after_step
         self.n_layers = len(layers)
         self.step = 0  # steps taken so far; the next step's index
         self._reduce = reduce
@@ -241,6 +133,7 @@ class Monitor:
                 self._rows.append((step, epoch, lr, step_time, batch_size, loss_all, correct))
             if now - self._last_emit >= self.cfg.emit_seconds or self._pending_elems > _MAX_PENDING_ELEMS:
                 self.flush()
+                self._raise_if_diverged()
             return
         correct = (logits.detach().argmax(1) == targets).sum()  # stays on the device: no sync
         if self._reduce is not None:
@@ -252,6 +145,14 @@ class Monitor:
         self._collect(self.readback.pop_ready())
         if now - self._last_emit >= self.cfg.emit_seconds:
             self.flush()
+            self._raise_if_diverged()
+
+    def _raise_if_diverged(self, at_epoch_end: bool = False) -> None:
+        # Data-parallel, every rank sees the same reduced losses but flushes on its own clock: the ranks
+        # stop together at the epoch's end, the one step they all flush at, or some would wait forever
+        # in an all-reduce the others left.
+        if self.diverged and (at_epoch_end or self._reduce is None):
+            raise Diverged(self.diverged)
 
     def pause_clock(self) -> None:
         """Forget the last step time, so a pause or an evaluation does not count as a slow step."""
@@ -318,6 +219,8 @@ class Monitor:
         # step, epoch, loss, correct, lr, step time, batch size; exact in float64 below 2**53
         table = np.array(resolved, dtype=np.float64)
         loss, correct, lr, step_time, batch = table[:, 2], table[:, 3], table[:, 4], table[:, 5], table[:, 6]
+        if self.divergence is not None and not self.diverged:
+            self.diverged = self.divergence.observe(table[:, 0], loss)
         sums = self._sums
         sums[0] += float(np.dot(loss, batch))
         sums[1] += float(correct.sum())
@@ -341,8 +244,10 @@ class Monitor:
             self.emit(alert)
 
     def take_epoch_means(self) -> tuple[float, float]:
-        """Mean train loss and accuracy since the last call, weighted by batch size."""
+        """Mean train loss and accuracy since the last call, weighted by batch size. Raises
+        :class:`Diverged` when the rows it flushed made the loss diverge (``on_nan = "stop"``)."""
         self.flush(force=True)
+        self._raise_if_diverged(at_epoch_end=True)
         loss_sum, correct, n = self._sums
         self._sums = [0.0, 0.0, 0]
         return (loss_sum / n, correct / n) if n else (math.nan, math.nan)

@@ -215,11 +215,14 @@ class LayerProbe:
         """Reduce the waiting slots in one pass (one numpy call per operation for all of them)."""
         k, self._slot = self._slot, 0
         f, t = self._buf_np[:k], self._terms[:k]
-        np.subtract(f[:, 2], f[:, 1], out=f[:, 2])  # W_{t+1} - W_t
-        np.abs(f[:, 0], out=t[:, 0])
-        np.square(f, out=t[:, 1:])
-        sums = np.add.reduceat(t, self._starts, axis=2)  # per-tensor segment sums, pairwise: accurate
-        np.sqrt(sums[:, 1:], out=sums[:, 1:])
+        # A diverging run overflows here (squares past 3.4e38, Inf - Inf): Inf and NaN are then the
+        # right statistics, which the alerts report; numpy's RuntimeWarning must not reach the user.
+        with np.errstate(over="ignore", invalid="ignore"):
+            np.subtract(f[:, 2], f[:, 1], out=f[:, 2])  # W_{t+1} - W_t
+            np.abs(f[:, 0], out=t[:, 0])
+            np.square(f, out=t[:, 1:])
+            sums = np.add.reduceat(t, self._starts, axis=2)  # per-tensor segment sums, pairwise: accurate
+            np.sqrt(sums[:, 1:], out=sums[:, 1:])
         out = sums[:, _FLAT_ORDER]  # ||g||_2, ||g||_1, ||W_t||, ||dW||: PROBE_NAMES order (a copy)
         out[:, 1] /= self._numel_np
         update_ratio(out[:, 3], out[:, 2])

@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import REPO, cli_env
-from tests.e2e.tmux import Tmux, needs_tmux
+from tests.e2e.tmux import Tmux, descendants, kill_all, needs_tmux
 
 README = (REPO / "README.md").read_text()
 VENV_BIN = Path(sys.executable).parent
@@ -196,17 +196,23 @@ def test_quick_start_watch_shows_the_pathology(tmp_path: Path) -> None:
     """The main job in a real terminal: flat loss at ln(100), vanishing bars and the event in words."""
     cwd = user_dir(tmp_path)
     t = Tmux(f"cd {shlex.quote(str(cwd))} && exec {VENV_BIN}/{QUICK_WATCH}", width=120, height=36)
+    workers: list[int] = []
     try:
+        t.wait_for(lambda s: "vgg38" in s, 60, "the dashboard")
+        workers.extend(descendants(t.pane_pid()))
         screen = t.wait_for(
             lambda s: "vanishing gradients: 38 of 38" in s, 300, "the vanishing event of the main job"
         )
         assert "4.6" in screen  # the loss at ln(100)
+        bars = re.findall(r"(\d\.\de-(\d\d))[ ▂▄▆█▁▃▅▇]?││", screen)  # gradient bars: "about 1e-16"
+        assert bars and all(15 <= int(e) <= 17 for _, e in bars), bars
         t.keys("q")
         t.wait_for(lambda s: "Stop training and quit" in s, 20, "the quit dialog")
         t.keys("s")
         t.wait_for(lambda s: "run stopped" in s or "stopped after" in s, 120, "the exit line")
     finally:
         t.kill()
+        kill_all(workers)
     (run,) = (cwd / "runs").glob("vgg38-*.h5")
     with h5py.File(run, "r", swmr=True) as f:
         assert f.attrs["status"] == "stopped"

@@ -47,6 +47,13 @@ class LayerInfo:
     module_type: str  # e.g. "Conv2d"
 
 
+def _monitor_default(name: str) -> float:
+    """The config schema's default for ``monitor.<name>``: one default, owned by tuitrain.config."""
+    from tuitrain.config.schema import MonitorConfig
+
+    return float(getattr(MonitorConfig(), name))
+
+
 @dataclass
 class RunStarted:
     run_name: str
@@ -66,6 +73,10 @@ class RunStarted:
     versions: dict[str, str] = field(default_factory=dict)
     started_at: float = field(default_factory=time.time)
     max_steps: int = 0  # train.max_steps: 0 = no cap
+    # monitor.vanishing / monitor.exploding of this run: the one place the UI reads its health
+    # thresholds from (stored as run-file attributes); the defaults are the config schema's own.
+    vanishing: float = field(default_factory=lambda: _monitor_default("vanishing"))
+    exploding: float = field(default_factory=lambda: _monitor_default("exploding"))
 
     @property
     def total_steps(self) -> int:

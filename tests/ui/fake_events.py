@@ -130,6 +130,8 @@ def run_started(
         num_classes=100,
         out_path="runs/vgg38-cifar100.h5",
         started_at=t0,
+        vanishing=1e-6,  # as CONFIG_TOML says
+        exploding=100.0,
     )
 
 

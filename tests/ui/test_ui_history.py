@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 
 import numpy as np
@@ -20,7 +21,6 @@ from tuitrain.ui.history import (
     log_ticks,
     minmax_downsample,
     robust_range,
-    thresholds_from_toml,
 )
 
 
@@ -200,11 +200,28 @@ def test_history_alerts_and_best_dedupe():
     assert h.log[-1].level == "error"
 
 
-def test_thresholds_from_config():
-    th = thresholds_from_toml("[monitor]\nvanishing = 1e-5\nexploding = 10.0\n")
-    assert th.vanishing == 1e-5 and th.exploding == 10.0
-    th = thresholds_from_toml("this is not toml [[[")
-    assert th.vanishing == 1e-6 and th.exploding == 1e2
+def test_thresholds_come_from_the_run_not_from_its_toml():
+    layers = mlp_layers(4)
+    ev = run_started(layers, epochs=1, steps_per_epoch=10)
+    h = History()
+    assert h.thresholds.vanishing == 0.0 and h.thresholds.exploding == math.inf  # nothing before the run
+    ev.config_toml = "[monitor]\nvanishing = 1e-5\nexploding = 10.0\n"
+    ev.vanishing, ev.exploding = 1e-3, 5.0
+    h.extend([ev])
+    assert (h.thresholds.vanishing, h.thresholds.exploding) == (1e-3, 5.0)  # the fields, never the TOML
+    broken = run_started(layers, epochs=1, steps_per_epoch=10)
+    broken.config_toml = "this is not toml [[["
+    h2 = History()
+    h2.extend([broken])
+    assert h2.thresholds.vanishing == broken.vanishing == 1e-6  # fake_events' run says 1e-6
+
+
+def test_the_only_threshold_default_is_the_config_schemas():
+    from tuitrain.config.schema import MonitorConfig
+    from tuitrain.events import RunStarted
+
+    ev = RunStarted("r", "", "m", "d", "cpu", 1, [], 1, [], 1, 1, 1, 2, "")
+    assert (ev.vanishing, ev.exploding) == (MonitorConfig().vanishing, MonitorConfig().exploding)
 
 
 def test_absorbs_10k_steps_per_second_with_200_layers_in_bounded_memory():

@@ -103,6 +103,10 @@ class RunFile:
         with self._guard("the file while following it"):
             for p in REQUIRED[len(S.LAYER_FIELDS) :]:
                 self._d(p).refresh()
+            for name in S.OPTIONAL_STEP_FIELDS:
+                ds = self._ds.get(S.path(S.STEPS, name))
+                if ds is not None:
+                    ds.refresh()
         self._live_status = self._status_from_events()
         if self._live_status in S.FINAL_STATUSES and self._attrs["status"] not in S.FINAL_STATUSES:
             self._reopen()
@@ -199,6 +203,37 @@ class RunFile:
     error = property(lambda self: str(self.attr("error")))
     traceback = property(lambda self: str(self.attr("traceback")))
     checkpoint = property(lambda self: str(self.attr("checkpoint")))
+
+    def optional_attr(self, name: str) -> Any:
+        """A root attribute newer than some files (:data:`schema.OPTIONAL_ROOT_ATTRS`): its default there."""
+        if name not in self._attrs:
+            return S.OPTIONAL_ROOT_ATTRS[name]
+        return self.attr(name)
+
+    max_steps = property(lambda self: int(self.optional_attr("max_steps")))
+    out_path = property(lambda self: str(self.optional_attr("out_path")))
+
+    @property
+    def total_steps(self) -> int:
+        """Steps the run was planned for: epochs x steps per epoch, capped by max_steps."""
+        full = self.epochs_planned * self.steps_per_epoch
+        return min(full, self.max_steps) if self.max_steps else full
+
+    @property
+    def thresholds(self) -> tuple[float, float]:
+        """(monitor.vanishing, monitor.exploding) the run was monitored with. Stored as attributes; a
+        file from before they were has them only in its config, and failing that the schema defaults."""
+        van, exp = self.optional_attr("vanishing"), self.optional_attr("exploding")
+        if van is None or exp is None:
+            from tuitrain.config.schema import MonitorConfig
+
+            try:
+                mon = self.config.monitor
+            except RunFileError:
+                mon = MonitorConfig()
+            van = mon.vanishing if van is None else van
+            exp = mon.exploding if exp is None else exp
+        return float(van), float(exp)
 
     @property
     def versions(self) -> dict[str, str]:
@@ -308,6 +343,11 @@ class RunFile:
             }
             for i in range(n)
         ]
+
+    def has(self, path: str) -> bool:
+        """Whether the file holds dataset ``path`` (optional columns of newer files)."""
+        with self._guard(f"/{path}"):
+            return path in self._f
 
     def final_metrics(self) -> dict[str, float | None]:
         """Last-epoch train/val metrics, test metrics and parameter count: a row of a results table.

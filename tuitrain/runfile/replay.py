@@ -82,8 +82,20 @@ def read_batches(rf: RunFile, start_step: int, stop_step: int) -> StepBatch:
         scalars=scalars,
         probe_steps=d("probes/step")[pa:pb].astype(np.int64),
         probes=probes,
-        time=rf.started_at,
+        time=_batch_time(rf, b),
     )
+
+
+def _batch_time(rf: RunFile, b: int) -> float:
+    """When the last of the rows ``[.., b)`` left the engine (``/steps/time``); files without that
+    column, or an empty range, give the run's start time."""
+    path = S.path(S.STEPS, "time")
+    if b <= 0 or not rf.has(path):
+        return rf.started_at
+    col = rf._d(path)
+    if b > col.shape[0]:  # a live file mid-flush: this column not yet as long as the others
+        return rf.started_at
+    return float(col[b - 1])
 
 
 def run_started(rf: RunFile) -> RunStarted:
@@ -104,6 +116,9 @@ def run_started(rf: RunFile) -> RunStarted:
         out_path=str(rf.path),
         versions=rf.versions,
         started_at=rf.started_at,
+        max_steps=rf.max_steps,
+        vanishing=rf.thresholds[0],
+        exploding=rf.thresholds[1],
     )
 
 
@@ -173,6 +188,8 @@ def summary(rf: RunFile) -> dict[str, Any]:
         "n_epochs": rf.n_epochs,
         "epochs": rf.epochs_planned,
         "steps_per_epoch": rf.steps_per_epoch,
+        "max_steps": rf.max_steps,
+        "total_steps": rf.total_steps,
         "batch_size": rf.batch_size,
         "num_classes": rf.num_classes,
         "n_layers": rf.n_layers,

@@ -125,6 +125,22 @@ ROOT_ATTRS: dict[str, object] = {
 }
 TEST_ATTRS: dict[str, float] = {"loss": NAN, "acc": NAN, "time": NAN}
 
+# --- root attributes added after schema 1 was first written: files without them still open -------
+# Their value when absent: max_steps 0 (no cap), out_path "" (the path the file is opened from),
+# vanishing/exploding None (the reader falls back to the stored config's monitor section, then to the
+# config schema's defaults).
+OPTIONAL_ROOT_ATTRS: dict[str, object] = {
+    "max_steps": 0,  # train.max_steps: 0 = no cap; total steps = min(epochs * steps_per_epoch, max_steps)
+    "out_path": "",  # where the writer created the file (it may have been moved since)
+    "vanishing": None,  # monitor.vanishing: mean |grad| below this is vanishing
+    "exploding": None,  # monitor.exploding: grad L2 norm above this is exploding
+}
+
+# --- /steps columns added later, absent in older files ----------------------------------------------
+OPTIONAL_STEP_FIELDS: dict[str, np.dtype] = {
+    "time": np.dtype(np.float64),  # wall time the row's StepBatch left the engine (Unix seconds)
+}
+
 
 def probe_chunk_rows(n_layers: int) -> int:
     """Rows per probe chunk: about PROBE_CHUNK_BYTES, a power of two, clamped to a sane range."""
@@ -145,6 +161,8 @@ __all__ = [
     "FORMAT",
     "LAYER_FIELDS",
     "LIVE_STATUSES",
+    "OPTIONAL_ROOT_ATTRS",
+    "OPTIONAL_STEP_FIELDS",
     "PROBE_NAMES",
     "ROOT_ATTRS",
     "SCHEMA_VERSION",

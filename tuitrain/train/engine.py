@@ -235,6 +235,8 @@ def train(
                 num_classes=data.num_classes,
                 out_path=out_path,
                 max_steps=t.max_steps,
+                vanishing=cfg.monitor.vanishing,
+                exploding=cfg.monitor.exploding,
                 versions={
                     "tuitrain": tuitrain.__version__,
                     "torch": torch.__version__,

@@ -1,20 +1,35 @@
-"""Gradient health: the thresholds of the run's config and the per-layer code the panels colour by."""
+"""Gradient health: the thresholds of the run and the per-layer code the panels colour by.
+
+The thresholds come from the run itself (:class:`~tuitrain.events.RunStarted` carries
+``monitor.vanishing`` and ``monitor.exploding``; the run file stores them as attributes). There is no
+default here: the config schema owns the only one, so the dashboard colours exactly what the training
+process alerted on."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 
-from tuitrain.events import PROBE_NAMES
+from tuitrain.events import PROBE_NAMES, RunStarted
 
 NORMAL, VANISHING, EXPLODING, NONFINITE = 0, 1, 2, 3
 
 
 @dataclass
 class Thresholds:
-    vanishing: float = 1e-6  # mean |grad|
-    exploding: float = 1e2  # grad L2 norm
+    vanishing: float  # mean |grad| below this is vanishing
+    exploding: float  # grad L2 norm above this is exploding
+
+    @classmethod
+    def of(cls, run: RunStarted) -> Thresholds:
+        return cls(vanishing=float(run.vanishing), exploding=float(run.exploding))
+
+    @classmethod
+    def none(cls) -> Thresholds:
+        """Before the run has started: nothing is vanishing or exploding."""
+        return cls(vanishing=0.0, exploding=math.inf)
 
 
 def health_codes(probes: np.ndarray, th: Thresholds) -> np.ndarray:
@@ -26,14 +41,3 @@ def health_codes(probes: np.ndarray, th: Thresholds) -> np.ndarray:
     code[gn > th.exploding] = EXPLODING
     code[~(np.isfinite(gm) & np.isfinite(gn))] = NONFINITE
     return code
-
-
-def thresholds_from_toml(text: str) -> Thresholds:
-    """monitor.vanishing / monitor.exploding of the run's config, or the defaults."""
-    try:
-        from tuitrain.config import from_toml
-
-        mon = from_toml(text).monitor
-        return Thresholds(vanishing=float(mon.vanishing), exploding=float(mon.exploding))
-    except Exception:
-        return Thresholds()

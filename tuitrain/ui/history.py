@@ -44,7 +44,7 @@ from tuitrain.events import (
 from tuitrain.ui.buffers import DecimatingSeries, LogBuckets, Ring
 from tuitrain.ui.downsample import bucket_mean, ema, log_ticks, minmax_downsample, robust_range
 from tuitrain.ui.fmt import fmt_duration, fmt_si
-from tuitrain.ui.health import Thresholds, health_codes, thresholds_from_toml
+from tuitrain.ui.health import Thresholds, health_codes
 from tuitrain.ui.view_state import ViewState
 
 __all__ = [  # with the re-exports of the modules split off
@@ -64,7 +64,6 @@ __all__ = [  # with the re-exports of the modules split off
     "log_ticks",
     "minmax_downsample",
     "robust_range",
-    "thresholds_from_toml",
 ]
 
 LOG_FLOOR = 1e-30  # log10 of a zero probe is drawn as this (no -inf in the maths)
@@ -125,10 +124,14 @@ class History:
         self.long_cap = long_cap
         self.run: RunStarted | None = None
         self.layers: list[LayerInfo] = []
-        self.thresholds = Thresholds()
+        self.thresholds = Thresholds.none()
         self.status = "starting"
         self.pending = ""  # "pausing…" etc., shown until the matching StatusChanged arrives
         self.finished: RunFinished | None = None
+        # The first step whose training loss was not finite (NaN/Inf), None while all were: the chart
+        # marks it, the header and the log say so. Exact live; from a run file, the first such row of
+        # the overview (strided for long runs).
+        self.nan_step: int | None = None
         self.process_died = False
         self.test: TestResult | None = None
         self.epochs = EpochTable()
@@ -173,9 +176,9 @@ class History:
                 self._on_finished(ev)
             elif isinstance(ev, TestResult):
                 self.test = ev
-                self.add_log(
+                self.add_log(  # a NaN test loss is an error (red), never a success tick
                     self.steps_done,
-                    "success",
+                    "success" if math.isfinite(ev.loss) else "error",
                     "test",
                     f"test  loss {ev.loss:.4f}  acc {ev.acc * 100:.2f}%",
                     ev.time,
@@ -198,7 +201,7 @@ class History:
     def _on_started(self, ev: RunStarted) -> None:
         self.run = ev
         self.layers = list(ev.layers)
-        self.thresholds = thresholds_from_toml(ev.config_toml)
+        self.thresholds = Thresholds.of(ev)
         L = len(self.layers)
         row_bytes = max(1, len(PROBE_NAMES) * L * 4)
         rows = max(256, min(self.probe_rows, self.probe_bytes // row_bytes))
@@ -222,6 +225,10 @@ class History:
             rows[:, 1] = ev.epochs
             rows[:, 2:] = ev.scalars
             self.scalars.append(rows)
+            if self.nan_step is None:  # one reduction per batch in the healthy case
+                bad = ~np.isfinite(ev.scalars[:, STEP_SCALARS.index("loss")])
+                if bad.any():
+                    self.nan_step = int(ev.steps[int(np.argmax(bad))])
             self.steps_done = max(self.steps_done, int(ev.steps[-1]) + 1)
             self.epoch = int(ev.epochs[-1])
             sps = ev.scalars[:, STEP_SCALARS.index("samples_per_s")]
@@ -248,7 +255,7 @@ class History:
         ep = f"epoch {ev.epoch + 1}/{total}" if total else f"epoch {ev.epoch + 1}"
         self.add_log(
             ev.step,
-            "info",
+            "info" if math.isfinite(ev.train_loss) and math.isfinite(ev.val_loss) else "error",
             "epoch",
             f"{ep}  train {ev.train_loss:.4f} / {ev.train_acc * 100:.1f}%  val {ev.val_loss:.4f} / {ev.val_acc * 100:.1f}%  {ev.seconds:.1f}s",
             ev.time,
@@ -301,9 +308,10 @@ class History:
             self.add_log(ev.step, "error", "finished", text, ev.time)
         else:
             extra = f"; checkpoint {ev.checkpoint}" if ev.checkpoint else ""
-            self.add_log(
-                ev.step, "success", "finished", f"run {self.status} at step {ev.step:,}{extra}", ev.time
-            )
+            level = "success"
+            if self.nan_step is not None:  # on_nan = "continue": it ran to the end, but diverged
+                level, extra = "warning", f"; the loss was not finite from step {self.nan_step:,}{extra}"
+            self.add_log(ev.step, level, "finished", f"run {self.status} at step {ev.step:,}{extra}", ev.time)
 
     def mark_process_died(self, detail: str = "") -> None:
         """The training process is gone and never said RunFinished: the run failed."""

@@ -211,6 +211,12 @@ class FileSource(Source):
         probes = np.empty((probe_steps.shape[0], len(PROBE_NAMES), rf.n_layers), np.float32)
         for j, name in enumerate(PROBE_NAMES):
             probes[:, j, :] = self._column(S.path(S.PROBES, name), prows, pextra)
+        when = time.time()  # files from before /steps/time: when the rows arrived here
+        tpath = S.path(S.STEPS, "time")
+        if n > a and rf.has(tpath):
+            tcol = rf._d(tpath)
+            if tcol.shape[0] >= n:  # under SWMR this column may lag the others mid-flush
+                when = float(tcol[n - 1])
         self._sent["steps"], self._sent["probes"] = max(a, n), max(pa, m)
         return StepBatch(
             cols["step"].astype(np.int64),
@@ -218,7 +224,7 @@ class FileSource(Source):
             scalars,
             probe_steps,
             probes,
-            time=time.time(),
+            time=when,
         )
 
     def _column(self, path: str, rows: slice, extra: int | None) -> np.ndarray:

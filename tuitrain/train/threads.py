@@ -12,8 +12,8 @@ default) decides by measurement while the run trains:
    may still grow; at least 1, at most ``OMP_NUM_THREADS`` when that was set (``--nproc-per-node``
    sets it to the CPUs per rank). Runs find each other through small claim files, one per process
    (:mod:`tuitrain.train.cpuload`).
-2. *What helps* (:func:`choose`): when more than one thread is free, a few real training steps are
-   timed with 1 thread and with the share; more threads are kept only if they make a step at least
+2. *What helps* (:func:`choose`): a run starts on one thread; when more than one is free, a few real
+   training steps are timed with 1 thread and with the share; more threads are kept only if they make a step at least
    ``MIN_SPEEDUP`` faster. Small models end on one thread and say so (their claim becomes fixed).
 3. *Keep it so*: twice a second the share is looked at again. A run gives threads back at once when
    another run starts, and after a second look that agrees when the load comes from elsewhere; it
@@ -129,8 +129,10 @@ class Threads:
         with self.registry.locked():  # two runs started together must see each other's claim
             peers = self.registry.peers()
             self._runs = len(peers)
-            self.share = fair_share(self.cpus, 0.0, peers, self.cap)  # load is measured at step 0
-            self.current = self.share
+            self.share = fair_share(self.cpus, 0.0, peers, self.cap)  # the load is measured by step 0
+            # One thread until measured: on a machine busy elsewhere two OpenMP threads made VGG38's
+            # steps 10-20x slower, and a small model never wants more. Costs a big model a step or two.
+            self.current = 1
             self.registry.claim(self.current, fixed=False)
         self.apply(self.current)
         self._set_interop()

@@ -25,7 +25,7 @@ from tuitrain.commands.resolve import (
     resolve_preset,
 )
 from tuitrain.commands.show import json_default, print_info, print_presets
-from tuitrain.commands.training import run_headless, run_launched, run_watch
+from tuitrain.commands.training import start
 from tuitrain.config import ConfigError
 from tuitrain.launch import Launch
 
@@ -171,13 +171,7 @@ def run(
         launch.check(cfg)
     except ConfigError as e:
         raise fail(str(e)) from None
-    headless = no_ui or not (sys.stdout.isatty() and sys.stderr.isatty()) or launch.node_rank != 0
-    if headless and launch.distributed:
-        run_launched(cfg, out_path, launch)
-    elif headless:
-        run_headless(cfg, out_path)
-    else:
-        run_watch(cfg, out_path, "detach", launch)
+    start(cfg, out_path, launch, "detach", dashboard=not no_ui, say_why=False)
 
 
 @app.command()
@@ -217,7 +211,7 @@ def watch(
         launch.check(cfg, dashboard=True)
     except ConfigError as e:
         raise fail(str(e)) from None
-    run_watch(cfg, out_path, on_hangup, launch)
+    start(cfg, out_path, launch, on_hangup, dashboard=True, say_why=True)
 
 
 @app.command()

@@ -1,13 +1,16 @@
 """The bodies of ``run`` and ``watch``: training in this process with console output, under torchrun,
-or in a spawned worker behind the dashboard; and the exit code each outcome maps to. torch, textual
-and the run-file reader are imported inside the function that needs them, never at module level.
+or in a spawned worker behind the dashboard; and the exit code each outcome maps to (the table is in
+:mod:`tuitrain.commands`). torch, textual and the run-file reader are imported inside the function that
+needs them, never at module level.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -15,18 +18,20 @@ from typing import Any
 
 import typer
 
-from tuitrain.commands import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_STOPPED, fail
+from tuitrain.commands import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_STOPPED, fail, stopped_code
 from tuitrain.config import ConfigError, RunConfig
 from tuitrain.launch import Launch
 
 
 class SignalControl:
     """Ctrl-C (or SIGTERM) asks the loop to stop at the next step, so the run file is closed cleanly
-    as ``stopped``; a second Ctrl-C interrupts at once. ``announce``: say so on stderr (only rank 0 of
-    a data-parallel run does, not every rank)."""
+    as ``stopped``; a second Ctrl-C interrupts at once. ``signum`` keeps which signal asked first, for
+    the exit code (130 or 143). ``announce``: say so on stderr (only rank 0 of a data-parallel run
+    does, not every rank)."""
 
     def __init__(self, announce: bool = True) -> None:
         self.requested = False
+        self.signum: int | None = None
         self.announce = announce
         signal.signal(signal.SIGINT, self._handler)
         signal.signal(signal.SIGTERM, self._handler)
@@ -35,6 +40,7 @@ class SignalControl:
         if self.requested:
             raise KeyboardInterrupt
         self.requested = True
+        self.signum = signum
         if self.announce:
             print("\nstopping after this step (Ctrl-C again to interrupt at once)", file=sys.stderr)
 
@@ -61,13 +67,82 @@ class Commands:
         self.q.join_thread()
 
 
+def terminal_missing() -> str | None:
+    """Which of stdin and stdout is not a terminal ("stdin", "stdout"), or None: the dashboard reads
+    keys from the one and draws on the other, so without both it would write escape codes into a file
+    and wait for keys that never come."""
+    for name, stream in (("stdin", sys.stdin), ("stdout", sys.stdout)):
+        try:
+            if stream is None or not stream.isatty():
+                return name
+        except (ValueError, OSError):  # closed
+            return name
+    return None
+
+
+def start(
+    cfg: RunConfig, out_path: Path, launch: Launch, on_hangup: str, dashboard: bool, say_why: bool
+) -> None:
+    """``run`` and ``watch`` alike: the dashboard when asked for and possible, else headless. ``say_why``:
+    ``watch`` says on stderr why there is no dashboard (``run`` without ``--no-ui`` falls back quietly,
+    as it always has)."""
+    missing = terminal_missing() if dashboard and launch.node_rank == 0 else None
+    if missing and say_why:
+        typer.echo(
+            f"tuitrain: {missing} is not a terminal, so there is no dashboard: training headless, "
+            "as `tuitrain run --no-ui` does",
+            err=True,
+        )
+    if dashboard and not missing and launch.node_rank == 0:
+        run_watch(cfg, out_path, on_hangup, launch)
+    elif launch.distributed:
+        run_launched(cfg, out_path, launch)
+    else:
+        run_headless(cfg, out_path)
+
+
+_DEVICE_CHECK = "import sys; from tuitrain.train.engine import pick_device; pick_device(sys.argv[1])"
+
+
+def check_device(device: str, isolated: bool = False) -> None:
+    """Bad input before anything starts: ``--device cuda`` without CUDA (or ``mps`` without MPS) is a
+    :class:`ConfigError` (exit 2) from ``run`` and ``watch`` alike, asked of the one function that
+    knows, :func:`tuitrain.train.engine.pick_device`. Only those two need torch to tell; ``auto`` and
+    ``cpu`` always work. ``isolated``: ask in a short-lived child process, so that the dashboard's
+    process never imports torch (seconds and hundreds of MB it would keep for nothing)."""
+    if device not in ("cuda", "mps"):
+        return
+    if not isolated:
+        from tuitrain.train.engine import pick_device
+
+        pick_device(device)
+        return
+    p = subprocess.run(
+        [sys.executable, "-c", _DEVICE_CHECK, device], capture_output=True, text=True, timeout=300
+    )
+    if p.returncode != 0:
+        last = (p.stderr.strip().splitlines() or [""])[-1]
+        if last.startswith("tuitrain.config") or "ConfigError: " in last:
+            raise ConfigError(last.split("ConfigError: ", 1)[-1])
+        # anything else (torch itself broken) the training process will meet and report
+
+
 def run_watch(cfg: RunConfig, out_path: Path, on_hangup: str, launch: Launch | None = None) -> None:
+    """The dashboard in front of a spawned training process. SIGTERM and SIGINT of this process end
+    the dashboard as ``q`` then "stop" would: the terminal is restored, training is told to stop and
+    closes its file as ``stopped``, and the exit code is 143 or 130. A second one leaves at once (the
+    training process still closes its file)."""
     import multiprocessing as mp
 
     from tuitrain.config import to_toml
     from tuitrain.train.worker import worker_main
-    from tuitrain.ui.app import run_dashboard
+    from tuitrain.ui.app import TuitrainApp
     from tuitrain.ui.source import LiveSource
+
+    try:
+        check_device(cfg.train.device, isolated=True)
+    except ConfigError as e:
+        raise fail(str(e)) from None
 
     ctx = mp.get_context("spawn")
     events = ctx.Queue(maxsize=64)  # bounded: the worker coalesces or drops live rows, never blocks
@@ -88,8 +163,32 @@ def run_watch(cfg: RunConfig, out_path: Path, on_hangup: str, launch: Launch | N
 
     signal.signal(signal.SIGHUP, hangup)
     # 50 ms windows: the engine already batches 100 ms of steps, so the drain adds little delay
-    result = run_dashboard(LiveSource(events, batch_seconds=0.05), commands, proc_alive=proc.is_alive)
-    if result == "detach" and proc.is_alive():
+    app = TuitrainApp(LiveSource(events, batch_seconds=0.05), control=commands, proc_alive=proc.is_alive)
+    stop_signal: list[int] = []
+
+    def stop_on_signal(signum: int, frame: Any) -> None:
+        if stop_signal:  # the second one: leave now; the training process has been told to stop
+            with contextlib.suppress(Exception):
+                commands.send("stop")
+                commands.flush()
+            typer.echo(
+                f"leaving; the training process (pid {proc.pid}) closes {out_path} on its own", err=True
+            )
+            os._exit(stopped_code(stop_signal[0]))
+        stop_signal.append(signum)
+        try:
+            loop = asyncio.get_running_loop()  # the dashboard's, in this (the main) thread
+        except RuntimeError:
+            return  # no dashboard running (not yet, or no more): stop_signal is read below
+        loop.call_soon_threadsafe(app.exit, "signal")  # safe from a signal handler: wakes the loop
+
+    signal.signal(signal.SIGTERM, stop_on_signal)
+    signal.signal(signal.SIGINT, stop_on_signal)
+    result = app.run() if not stop_signal else "signal"
+    if stop_signal:
+        name = signal.Signals(stop_signal[0]).name
+        typer.echo(f"{name}: stopping training; the run file is closed as stopped", err=True)
+    if result == "detach" and proc.is_alive() and not stop_signal:
         commands.send("detach")
         commands.flush()
         typer.echo(
@@ -97,7 +196,7 @@ def run_watch(cfg: RunConfig, out_path: Path, on_hangup: str, launch: Launch | N
             f"re-attach: tuitrain replay --follow {out_path}; stop it: kill {proc.pid}"
         )
         os._exit(0)  # skip multiprocessing's exit-time join: the worker must outlive us
-    if result not in ("stop", "done") and proc.is_alive():
+    if (stop_signal or result not in ("stop", "done")) and proc.is_alive():
         commands.send("stop")  # the UI closed without a choice: do not leave an orphan behind
     if proc.is_alive():
         typer.echo(f"waiting for the training process to close {out_path} ...")
@@ -105,22 +204,64 @@ def run_watch(cfg: RunConfig, out_path: Path, on_hangup: str, launch: Launch | N
     if proc.is_alive():
         proc.terminate()
         proc.join(timeout=10)
-    print_brief(out_path, log_path)
+    report_end(out_path, log_path, proc.exitcode, stop_signal[0] if stop_signal else None)
 
 
-def print_brief(out_path: Path, log_path: Path) -> None:
+def how_it_ended(exitcode: int | None) -> str:
+    """A process's end in words: "killed by SIGKILL", "exited with code 3"."""
+    if exitcode is None:
+        return "still running"
+    if exitcode < 0:
+        try:
+            return f"killed by {signal.Signals(-exitcode).name}"
+        except ValueError:
+            return f"killed by signal {-exitcode}"
+    return f"exited with code {exitcode}"
+
+
+def report_end(out_path: Path, log_path: Path, exitcode: int | None, stop_signal: int | None) -> None:
+    """After the dashboard: what the run file says, said plainly, and the exit code it maps to. A file
+    left without its final word means the training process died: that is a failure (exit 1), never
+    "run running"."""
+    from tuitrain.runfile import schema as S
     from tuitrain.runfile.reader import RunFileError, open_run
 
     try:
         with open_run(out_path) as rf:
             s = rf.summary()
     except RunFileError:
-        typer.echo(f"no run file was written; the training log is {log_path}", err=True)
+        if exitcode == EXIT_BAD_INPUT:  # the worker met bad input (CIFAR absent offline, ...): it logged why
+            raise fail(_last_error(log_path) or f"bad input; see {log_path}") from None
+        typer.echo(
+            f"tuitrain: error: no run file was written: the training process {how_it_ended(exitcode)} "
+            f"before it created {out_path}; its log is {log_path}",
+            err=True,
+        )
         raise typer.Exit(EXIT_FAILED) from None
-    typer.echo(f"run {s['status']} after {s['n_steps']} steps; run file {out_path}")
-    if s.get("error"):
-        typer.echo(f"error: {s['error']}", err=True)
+    status, n = s["status"], s["n_steps"]
+    if status not in S.FINAL_STATUSES:
+        typer.echo(
+            f"tuitrain: error: training process died ({how_it_ended(exitcode)}) after {n} steps; the run "
+            f"file {out_path} holds everything up to its last flush (status {status!r}, never closed); "
+            f"its log is {log_path}",
+            err=True,
+        )
         raise typer.Exit(EXIT_FAILED)
+    typer.echo(f"run {status} after {n} steps; run file {out_path}")
+    if status == "failed" or s.get("error"):
+        typer.echo(f"error: {s.get('error') or 'the run failed'}", err=True)
+        raise typer.Exit(EXIT_FAILED)
+    if status == "stopped":
+        raise typer.Exit(stopped_code(stop_signal))
+
+
+def _last_error(log_path: Path) -> str:
+    """The worker's last ``error: ...`` line (how it reports bad input met after the spawn)."""
+    try:
+        lines = log_path.read_text(errors="replace").splitlines()
+    except OSError:
+        return ""
+    return next((ln[len("error: ") :] for ln in reversed(lines) if ln.startswith("error: ")), "")
 
 
 def run_launched(cfg: RunConfig, out_path: Path, launch: Launch) -> None:
@@ -149,7 +290,8 @@ def run_launched(cfg: RunConfig, out_path: Path, launch: Launch) -> None:
         if rc != EXIT_BAD_INPUT:
             typer.echo(f"tuitrain: error: no run file was written (torchrun exited with code {rc})", err=True)
         raise typer.Exit(rc if rc in (EXIT_BAD_INPUT, EXIT_STOPPED) else EXIT_FAILED) from None
-    codes = {"completed": 0, "stopped": EXIT_STOPPED}
+    stopped = rc if rc in (stopped_code(signal.SIGINT), stopped_code(signal.SIGTERM)) else EXIT_STOPPED
+    codes = {"completed": 0, "stopped": stopped}
     code = codes.get(s["status"], EXIT_FAILED)
     if s["status"] == "failed" and str(s.get("error") or "").startswith("ConfigError"):
         code = EXIT_BAD_INPUT
@@ -157,10 +299,10 @@ def run_launched(cfg: RunConfig, out_path: Path, launch: Launch) -> None:
 
 
 def run_headless(cfg: RunConfig, out_path: Path) -> None:
-    from rich.console import Console
+    from tuitrain.train.sinks import PipeSafeConsole  # torch-free: rich and numpy
 
     rank = int(os.environ.get("RANK", "0") or 0)  # under torchrun only rank 0 reports and writes the file
-    console = Console()
+    console = PipeSafeConsole()  # a reader that goes away (`| head`) does not end the run
     with (
         console.status(f"starting {cfg.name}: loading torch, data and model...")
         if rank == 0
@@ -172,11 +314,12 @@ def run_headless(cfg: RunConfig, out_path: Path) -> None:
         from tuitrain.train.sinks import ConsoleSink
         from tuitrain.train.worker import relay_end
     relay = relay_end(control) if rank == 0 else None  # rank 0 of a data-parallel `watch`
-    sinks = (
-        [RunFileWriter(str(out_path), cfg.monitor.flush_seconds), relay or ConsoleSink(console)]
-        if rank == 0
-        else []
-    )
+    try:
+        check_device(cfg.train.device)  # before the run file exists: bad input leaves nothing behind
+    except ConfigError as e:
+        raise fail(str(e) if rank == 0 else f"(rank {rank}) {e}") from None
+    shown = ConsoleSink(console)
+    sinks = [RunFileWriter(str(out_path), cfg.monitor.flush_seconds), relay or shown] if rank == 0 else []
     try:
         finished = train(cfg, sinks, control=relay or control, out_path=str(out_path))
     except ConfigError as e:
@@ -188,8 +331,15 @@ def run_headless(cfg: RunConfig, out_path: Path) -> None:
     if finished.status == "failed":
         if finished.traceback:
             console.print(finished.traceback, markup=False, highlight=False)
+        if rank == 0 and shown.started is None:  # failed before the run was announced (OOM building it)
+            where = (
+                f"the error and traceback are in the run file {out_path}"
+                if out_path.exists()
+                else f"no run file was written ({out_path} could not be created)"
+            )
+            typer.echo(f"tuitrain: {where}", err=True)
         raise typer.Exit(EXIT_FAILED)
     if finished.status == "stopped":
         # Other ranks stopped because all agreed to: exiting 0 lets torchrun wait for rank 0 to close
         # the run file instead of killing it when the first rank leaves.
-        raise typer.Exit(EXIT_STOPPED if rank == 0 else 0)
+        raise typer.Exit(stopped_code(control.signum) if rank == 0 else 0)

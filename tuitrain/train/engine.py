@@ -28,6 +28,7 @@ import torch.nn.functional as F
 import tuitrain
 from tuitrain.config import ConfigError, RunConfig, to_toml
 from tuitrain.events import Alert, EpochEnd, RunFinished, RunStarted, Sink, StatusChanged, TestResult
+from tuitrain.runfile.writer import RunFileWriter
 from tuitrain.train import distributed
 from tuitrain.train.data import DeviceData, load_data
 from tuitrain.train.models import build_model
@@ -157,13 +158,16 @@ def train(
 
     Always ends by emitting :class:`RunFinished` and closing the sinks, whatever happened. A
     :class:`ConfigError` found while setting up (e.g. CIFAR absent offline) is re-raised after that, so
-    the CLI can print it as bad input.
+    the CLI can print it as bad input. Any other failure before the run was announced (out of memory
+    while building the model) still gets a run file holding the error. The returned status is decided
+    after the run file was closed: a run whose file could not be completed is ``failed``.
     """
     monitor: Monitor | None = None
     job = distributed.SINGLE
     checkpoint = ""
     finished: RunFinished
     pending_error: BaseException | None = None
+    announced = False  # RunStarted has gone out: the run file exists
     threads: Threads | None = None
     try:
         # ---- setup ---------------------------------------------------------------------------
@@ -247,6 +251,7 @@ def train(
                 },
             )
         )
+        announced = True
         monitor.emit(StatusChanged("running", 0))
 
         # ---- train ---------------------------------------------------------------------------
@@ -319,12 +324,14 @@ def train(
         with contextlib.suppress(Exception):
             monitor.flush(force=True)
         finished = RunFinished("failed", monitor.step, error=str(e))
-    except Exception as e:  # noqa: BLE001 - every failure must end up in the run file
+    except (Exception, SystemExit) as e:  # noqa: BLE001 - every failure must end up in the run file
         if monitor is not None:
             with contextlib.suppress(Exception):
                 monitor.flush(force=True)
-        if isinstance(e, ConfigError):
-            pending_error = e
+        if isinstance(e, (ConfigError, SystemExit)):
+            pending_error = e  # bad input (exit 2) or an exit asked for: re-raised once the file is closed
+        if not announced and not isinstance(e, ConfigError) and job.is_main:
+            _announce_failed(cfg, sinks, out_path)
         finished = RunFinished(
             "failed",
             monitor.step if monitor else 0,
@@ -334,7 +341,7 @@ def train(
     finished.time = time.time()
     if threads is not None:
         threads.close()
-    _finish(sinks, finished)
+    finished = _finish(sinks, finished)
     with contextlib.suppress(Exception):
         distributed.shutdown()
     if pending_error is not None:
@@ -355,11 +362,67 @@ def _save_checkpoint(model: torch.nn.Module, out_path: str, monitor: Monitor) ->
     return str(path)
 
 
-def _finish(sinks: list[Sink], finished: RunFinished) -> None:
-    """Deliver the last event and close every sink, even if one of them fails."""
+def _announce_failed(cfg: RunConfig, sinks: list[Sink], out_path: str) -> None:
+    """The run failed before it was announced (out of memory building the model, say): give the
+    run-file sinks a RunStarted holding what is known (the config, no layers, 0 params), so that the
+    RunFinished after it lands in a run file like any other failure, as the README promises. The other
+    sinks (console, dashboard) show the failure from RunFinished alone. The file format stays the
+    writer's: this is an ordinary event."""
+    t = cfg.train
+    started = RunStarted(
+        run_name=cfg.name,
+        config_toml=to_toml(cfg),
+        model_name=cfg.model.name,
+        dataset=cfg.data.name,
+        device=t.device,
+        params=0,
+        layers=[],
+        flops=0,
+        module_summary=[],
+        epochs=t.epochs,
+        steps_per_epoch=0,
+        batch_size=t.batch_size,
+        num_classes=0,
+        out_path=out_path,
+        max_steps=t.max_steps,
+        versions={"tuitrain": tuitrain.__version__, "torch": torch.__version__},
+    )
     for sink in sinks:
-        with contextlib.suppress(Exception):
+        if isinstance(sink, RunFileWriter):
+            with contextlib.suppress(Exception):  # a file that cannot even be created: RunFinished says why
+                sink.emit(started)
+
+
+def _finish(sinks: list[Sink], finished: RunFinished) -> RunFinished:
+    """Deliver the last event and close every sink, even if one of them fails; return the final word.
+
+    The run file goes first: if its last flush or close fails, the run is not ``completed`` (nor
+    ``stopped``), whatever the loop reached, and the other sinks (console, dashboard) and the exit code
+    are told ``failed`` with what went wrong. A failing console or queue changes nothing: they may
+    drop, the file may not."""
+    files = [s for s in sinks if isinstance(s, RunFileWriter)]
+    for sink in files:
+        try:
             sink.emit(finished)
-    for sink in sinks:
-        with contextlib.suppress(Exception):
             sink.close()
+        except Exception as e:  # noqa: BLE001 - said below, and in the exit code
+            with contextlib.suppress(Exception):
+                sink.close()
+            problem = f"the run file {sink.path} could not be completed: {type(e).__name__}: {e}"
+            finished = RunFinished(
+                "failed",
+                finished.step,
+                error=f"{finished.error}; {problem}" if finished.error else problem,
+                traceback=finished.traceback or traceback.format_exc(),
+                checkpoint=finished.checkpoint,
+                time=finished.time,
+            )
+    for sink in sinks:
+        if sink not in files:
+            with contextlib.suppress(Exception):
+                sink.emit(finished)
+    for sink in sinks:
+        if sink not in files:
+            with contextlib.suppress(Exception):
+                sink.close()
+    return finished

@@ -6,8 +6,11 @@ third, lossless one; these two may summarise or drop, the file never does.
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
 import queue
+import sys
 import time
 from typing import Any
 
@@ -46,11 +49,32 @@ def final_table(rows: list[dict[str, Any]], title: str = "Final metrics") -> Tab
     return rich_table([row_from_dict(r) for r in rows], title=title)
 
 
+class PipeSafeConsole(Console):
+    """A console whose reader may go away (``tuitrain run --no-ui | head -2``) without taking the run
+    with it. rich's default answer to a broken pipe is ``SystemExit(1)`` raised from inside a print,
+    which would end training mid-step and leave a run file that still looks alive; here the console
+    goes quiet instead, says so once on stderr, and training carries on: the run file gets everything
+    and its status and the exit code stay those of the run."""
+
+    def on_broken_pipe(self) -> None:
+        self.quiet = True
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # later writes, and the exit-time flush, go nowhere
+        os.close(devnull)
+        with contextlib.suppress(OSError):  # stderr gone as well: nobody left to tell
+            print(
+                "tuitrain: stdout was closed (broken pipe): console output stops here; training "
+                "goes on and the run file gets everything",
+                file=sys.stderr,
+                flush=True,
+            )
+
+
 class ConsoleSink:
     """``tuitrain run --no-ui``: rich progress bars, one line per epoch, the final table."""
 
     def __init__(self, console: Console | None = None) -> None:
-        self.console = console or Console()
+        self.console = console or PipeSafeConsole()
         self.progress: Progress | None = None
         self.started: RunStarted | None = None
         self.last_epoch: EpochEnd | None = None

@@ -104,7 +104,7 @@ def worker_main(
     with contextlib.suppress(OSError):
         os.setpgid(0, 0)  # own process group: terminal job-control signals are for the UI
 
-    from tuitrain.config import from_toml
+    from tuitrain.config import ConfigError, from_toml
     from tuitrain.runfile.writer import RunFileWriter
     from tuitrain.train.engine import train
     from tuitrain.train.sinks import QueueSink
@@ -119,8 +119,12 @@ def worker_main(
     try:
         finished = train(cfg, [writer, live], control=control, out_path=out_path)
         print(f"run {finished.status} after {finished.step} steps", flush=True)
-    except Exception as e:  # noqa: BLE001 - a ConfigError at setup: the UI shows it from RunFinished
+    except ConfigError as e:  # bad input met at setup: the UI shows it from RunFinished; `watch` exits 2
         print(f"error: {e}", flush=True)
+        sys.exit(2)
+    except Exception as e:  # noqa: BLE001 - the UI shows it from RunFinished; the exit code says failed
+        print(f"error: {e}", flush=True)
+        sys.exit(1)
 
 
 # ---- data-parallel watch -------------------------------------------------------------------------

@@ -6,10 +6,8 @@ Why it is shaped this way:
   read it while training runs, and so a SIGKILLed trainer leaves a readable file holding everything
   up to the last flush. SWMR forbids creating datasets after the switch, so every dataset is created
   when :class:`~tuitrain.events.RunStarted` arrives (the first moment the layer count is known).
-* The file is built under a fresh private name beside ``path`` (``.NAME.*.partial``, never a name
-  someone could plant a link at) and put in place once it is complete and in SWMR mode, so a reader
-  polling for the path never sees a half-initialised file; an existing file is replaced only with
-  ``overwrite`` (:mod:`tuitrain.runfile.claim`, which also holds the run's lock).
+* The file is built under ``<path>.partial`` and renamed into place once it is complete and in SWMR
+  mode, so a reader polling for the path never sees a half-initialised file.
 * ``emit`` only copies rows into growable numpy buffers (:mod:`tuitrain.runfile.columns`; a few
   microseconds per step); the HDF5 work happens in :meth:`flush`, at most about once every
   ``flush_seconds``. A background thread flushes rows that would otherwise wait for the next emit
@@ -20,14 +18,13 @@ Why it is shaped this way:
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -48,36 +45,17 @@ from tuitrain.events import (
     TestResult,
 )
 from tuitrain.runfile import schema as S
-from tuitrain.runfile.claim import (
-    RunFileWriteError,
-    RunLock,
-    describe_write_error,
-    overwrite_asked,
-    place,
-    private_temp,
-)
 from tuitrain.runfile.columns import Column, fixed_bytes, h5dtype
-from tuitrain.runfile.diskfull import Slack, close_h5, free_quietly
 from tuitrain.runfile.opening import start_ticks
 
 
 class RunFileWriter:
     """A :class:`~tuitrain.events.Sink` that records a run to one HDF5 file (layout: docs/run-file.md).
 
-    ``flush_seconds`` bounds how stale the file may be for readers and how much a SIGKILL can lose
-    (rows: about one period; epochs: nothing, each end of epoch is flushed at once, before the console
-    prints it). ``background`` runs a small thread that flushes pending rows when no emit comes to do it.
-    ``overwrite``: replace an existing file at ``path`` (else :class:`~tuitrain.runfile.claim.OutTaken`);
-    None follows ``--overwrite`` of the command that started this process (``$TUITRAIN_OVERWRITE``).
+    ``flush_seconds`` bounds how stale the file may be for readers and how much a SIGKILL can lose.
+    ``background`` runs a small thread that flushes pending rows when no emit comes to do it.
     ``clock`` exists so benchmarks and tests can simulate time; ``max_pending_bytes`` caps memory
     held between flushes (beyond it rows are written to HDF5 early, without a file flush).
-
-    Creating the file (at RunStarted) takes the run's lock (:class:`~tuitrain.runfile.claim.RunLock`)
-    until close, or raises ``OutTaken`` (bad input, exit 2) if another writer holds it. The first failed write (disk full) ends the file:
-    the writer finishes it as ``failed`` if it can (:mod:`tuitrain.runfile.diskfull`), closes it once,
-    and raises one :class:`~tuitrain.runfile.claim.RunFileWriteError` from the next ``emit``, ``flush``
-    or ``close`` (a failure in the background thread waits there); after that it ignores events. The
-    error stays in :attr:`error`.
     """
 
     def __init__(
@@ -85,7 +63,6 @@ class RunFileWriter:
         path: str | os.PathLike[str],
         flush_seconds: float = 1.0,
         *,
-        overwrite: bool | None = None,
         background: bool = True,
         clock: Callable[[], float] = time.monotonic,
         max_pending_bytes: int = 64 << 20,
@@ -93,7 +70,6 @@ class RunFileWriter:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.flush_seconds = float(flush_seconds)
-        self.overwrite = overwrite_asked() if overwrite is None else overwrite
         self._clock = clock
         self._max_pending = int(max_pending_bytes)
         self._lock = threading.RLock()
@@ -104,45 +80,35 @@ class RunFileWriter:
         self._status = "starting"
         self._last_step = -1
         self._last_step_attr = -1
-        self._flushed_step = -1  # last step on disk
         self._pending_bytes = 0
         self._dirty = False
         self._done = False  # RunFinished seen or close() called
-        self._error: RunFileWriteError | None = None
-        self._raised = False  # the error has been raised to a caller once
-        self._slack: Slack | None = None
         self._last_flush = clock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         if background and math.isfinite(self.flush_seconds):
             self._thread = threading.Thread(target=self._flusher, name="tuitrain-runfile-flush", daemon=True)
-        self._claim = RunLock(self.path)  # taken when the file is created, held until it is closed
 
     # -- Sink protocol ------------------------------------------------------------------------
 
     def emit(self, event: Event) -> None:
-        """Record one event. Cheap for StepBatch (a buffer copy); flushes when the period is up, and at
-        once for an end of epoch (the console prints it next: it must not be ahead of the file)."""
+        """Record one event. Cheap for StepBatch (a buffer copy); flushes when the period is up."""
         with self._lock:
-            self._raise_once()
             if self._done:
                 return
-            with self._writing():
-                if self._f is None:
-                    if isinstance(event, RunStarted):
-                        self._start(event)
-                    else:
-                        self._early.append(event)
-                    return
-                self._record(event)
-                if self._f is None:  # RunFinished closed the file
-                    return
-                if self._clock() - self._last_flush >= self.flush_seconds or (
-                    isinstance(event, EpochEnd) and math.isfinite(self.flush_seconds)
-                ):
-                    self._flush_now()
-                elif self._pending_bytes > self._max_pending:
-                    self._write_columns()
+            if self._f is None:
+                if isinstance(event, RunStarted):
+                    self._start(event)
+                else:
+                    self._early.append(event)
+                return
+            self._record(event)
+            if self._f is None:  # RunFinished closed the file
+                return
+            if self._clock() - self._last_flush >= self.flush_seconds:
+                self.flush()
+            elif self._pending_bytes > self._max_pending:
+                self._write_columns()
 
     def close(self) -> None:
         """Finish the file. Without a prior RunFinished (a crash) a live status becomes "failed"."""
@@ -155,32 +121,26 @@ class RunFileWriter:
             self._thread.join()
         with self._lock:
             self._done = True
-            try:
-                self._raise_once()
-                if self._f is None:
-                    return
-                with self._writing():
-                    if self._status not in S.FINAL_STATUSES:
-                        self._finish("failed", time.time(), error="the run ended without a RunFinished event")
-                    self._close_file()
-            finally:
-                free_quietly(self._slack)
-                self._claim.release()
+            if self._f is None:
+                return
+            if self._status not in S.FINAL_STATUSES:
+                self._finish("failed", time.time(), error="the run ended without a RunFinished event")
+            self._close_file()
 
     # -- public helpers -----------------------------------------------------------------------
 
     def flush(self) -> None:
         """Write every pending row and make it visible to SWMR readers (and durable past a SIGKILL)."""
         with self._lock:
-            self._raise_once()
-            if self._f is not None:
-                with self._writing():
-                    self._flush_now()
-
-    @property
-    def error(self) -> RunFileWriteError | None:
-        """Why the file could not be written, once a write failed; None while all is well."""
-        return self._error
+            if self._f is None:
+                return
+            self._write_columns()
+            if self._last_step != self._last_step_attr:
+                self._f.attrs["last_step"] = self._last_step
+                self._last_step_attr = self._last_step
+            self._f.flush()
+            self._dirty = False
+            self._last_flush = self._clock()
 
     @property
     def n_layers(self) -> int:
@@ -194,18 +154,6 @@ class RunFileWriter:
 
     # -- internals ----------------------------------------------------------------------------
 
-    def _flush_now(self) -> None:
-        f = self._f
-        assert f is not None
-        self._write_columns()
-        if self._last_step != self._last_step_attr:
-            f.attrs["last_step"] = self._last_step
-            self._last_step_attr = self._last_step
-        f.flush()
-        self._flushed_step = self._last_step
-        self._dirty = False
-        self._last_flush = self._clock()
-
     def _flusher(self) -> None:
         period = min(max(self.flush_seconds / 4, 0.05), 1.0)
         while not self._stop.wait(period):
@@ -215,100 +163,19 @@ class RunFileWriter:
                     and self._dirty
                     and self._clock() - self._last_flush >= self.flush_seconds
                 ):
-                    try:
-                        self._flush_now()
-                    except Exception as e:  # noqa: BLE001 - kept for the training thread's next emit
-                        self._break(e)
-
-    @contextlib.contextmanager
-    def _writing(self) -> Iterator[None]:
-        """h5py and OS errors while writing break the writer (see the class docstring)."""
-        try:
-            yield
-        except (OSError, RuntimeError) as e:
-            err = self._break(e)
-            self._raised = True
-            raise err from None
-
-    def _raise_once(self) -> None:
-        if self._error is not None and not self._raised:
-            self._raised = True
-            raise self._error
-
-    def _break(self, e: BaseException) -> RunFileWriteError:
-        """Stop writing after the first failure: finish the file as ``failed`` with the space set
-        aside if that works, close it exactly once, release the run, and keep the error."""
-        if self._error is not None:
-            return self._error
-        what = describe_write_error(self.path, e)
-        step = max(self._last_step, 0)
-        f, saved = self._f, False
-        self._done = True
-        self._stop.set()
-        free_quietly(self._slack)
-        message = (
-            f"{what}. The run was stopped at step {step}; its run file keeps every step up to there "
-            "and says failed."
-        )
-        if f is not None:
-            try:
-                self._finish("failed", time.time(), error=message)
-                self._flush_now()
-                saved = True
-            except Exception:  # noqa: BLE001 - still full: the last good flush is what the file keeps
-                pass
-            self._f = None
-            saved = close_h5(f, flushed=saved) and saved
-        if not saved:
-            kept = f"steps up to {self._flushed_step}" if self._flushed_step >= 0 else "no steps"
-            message = (
-                f"{what}. The run was stopped at step {step}; its run file keeps what its last good "
-                f"flush wrote ({kept}) and could not be marked failed."
-            )
-        self._error = RunFileWriteError(message)
-        self._claim.release()
-        return self._error
+                    self.flush()
 
     def _start(self, ev: RunStarted) -> None:
-        """Create the file under a fresh private name, lay it out, switch to SWMR, then put it in place
-        (never replacing a file unless ``overwrite``). Any failure leaves no file and names none but
-        ``path``."""
+        tmp = self.path.with_name(self.path.name + ".partial")
+        f = h5py.File(tmp, "w", libver="latest")
         try:
-            self._claim.acquire()  # OutTaken if another run is writing this file
-            try:
-                self._slack = Slack(self.path.parent)
-            except OSError as e:
-                raise RunFileWriteError(
-                    f"{describe_write_error(self.path, e)}: the run file could not be created; "
-                    "nothing was written."
-                ) from None
-            with private_temp(self.path) as tmp:
-                try:
-                    f = h5py.File(tmp, "w", libver="latest")
-                except (OSError, RuntimeError) as e:
-                    raise RunFileWriteError(
-                        f"{describe_write_error(self.path, e)}: the run file could not be created; "
-                        "nothing was written."
-                    ) from None
-                try:
-                    self._create(f, ev)
-                    f.swmr_mode = True  # flushes everything created so far
-                    place(tmp, self.path, self.overwrite)
-                except BaseException as e:
-                    close_h5(f, flushed=False)
-                    if isinstance(e, (OSError, RuntimeError)):
-                        raise RunFileWriteError(
-                            f"{describe_write_error(self.path, e)}: the run file could not be created; "
-                            "nothing was written."
-                        ) from None
-                    raise
-        except BaseException as e:
-            self._done = True
-            free_quietly(self._slack)
-            self._claim.release()
-            if isinstance(e, RunFileWriteError):
-                self._error, self._raised = e, True
+            self._create(f, ev)
+            f.swmr_mode = True  # flushes everything created so far
+        except BaseException:
+            f.close()
+            tmp.unlink(missing_ok=True)
             raise
+        os.replace(tmp, self.path)
         self._f = f
         self._status = "running"
         self._last_flush = self._clock()
@@ -474,7 +341,7 @@ class RunFileWriter:
             f.attrs[key] = value
         # Attributes first, in a flush of their own: a live reader that sees the "finished" row reopens
         # the file for the final attributes, which must already be on disk by then.
-        self._flush_now()
+        self.flush()
         self._event_row(
             self._last_step if step is None else step, when, _level(status), S.KIND_FINISHED, status
         )
@@ -486,14 +353,14 @@ class RunFileWriter:
         self._pending_bytes = 0
 
     def _close_file(self) -> None:
-        """The last flush, then the one close. If the flush fails, :meth:`_break` does the closing."""
         if self._f is None:
             return
-        self._flush_now()
-        f, self._f = self._f, None
-        self._stop.set()
-        if not close_h5(f, flushed=True):
-            raise OSError(f"closing {self.path} failed")
+        try:
+            self.flush()
+        finally:
+            self._f.close()
+            self._f = None
+            self._stop.set()
 
 
 def _jsonable(o: Any) -> Any:

@@ -100,6 +100,14 @@ OutOpt = Annotated[
     Path | None, typer.Option("--out", "-o", help="Run file to write (default runs/<name>-<time>.h5).")
 ]
 NameOpt = Annotated[str | None, typer.Option("--name", help="Run name (default: the preset's name).")]
+OverwriteOpt = Annotated[
+    bool,
+    typer.Option(
+        "--overwrite",
+        help="Replace the run at --out (its .h5, .pt checkpoint and .log); without it an existing "
+        "run is never replaced.",
+    ),
+]
 # Data-parallel (torchrun) options, shared by `run` and `watch`
 NprocOpt = Annotated[
     int,
@@ -156,6 +164,7 @@ def run(
     seed: SeedOpt = None,
     out: OutOpt = None,
     name: NameOpt = None,
+    overwrite: OverwriteOpt = False,
     nproc_per_node: NprocOpt = 1,
     nnodes: NnodesOpt = 1,
     node_rank: NodeRankOpt = 0,
@@ -167,7 +176,7 @@ def run(
     try:
         cfg = build_config(preset, sets, data, data_dir, epochs, max_steps, batch_size, device, seed, name)
         out_path = out or default_out(cfg)
-        check_out(out_path)
+        check_out(out_path, overwrite)
         launch.check(cfg)
     except ConfigError as e:
         raise fail(str(e)) from None
@@ -187,6 +196,7 @@ def watch(
     seed: SeedOpt = None,
     out: OutOpt = None,
     name: NameOpt = None,
+    overwrite: OverwriteOpt = False,
     on_hangup: Annotated[
         str,
         typer.Option(
@@ -207,7 +217,7 @@ def watch(
             raise ConfigError(f"--on-hangup {on_hangup!r}: allowed: detach, stop.")
         cfg = build_config(preset, sets, data, data_dir, epochs, max_steps, batch_size, device, seed, name)
         out_path = out or default_out(cfg)
-        check_out(out_path)
+        check_out(out_path, overwrite)
         launch.check(cfg, dashboard=True)
     except ConfigError as e:
         raise fail(str(e)) from None

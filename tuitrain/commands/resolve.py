@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -131,18 +132,55 @@ def build_config(
 
 
 def default_out(cfg: RunConfig) -> Path:
+    """``runs/<name>-<time>.h5``, a name no other run has or is taking: its run file, checkpoint, log
+    and lock are all free, and the lock file is created (``O_EXCL``) to reserve it, so two runs started
+    in the same second get ``-2``, ``-3``. The name becomes a plain file name (:func:`file_name`): a
+    preset's ``name = "../../x"`` cannot put the run outside ``runs/``."""
+    from tuitrain.runfile.claim import companions, reserve
+
     if cfg.out:
         return Path(cfg.out)
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    path = Path("runs") / f"{cfg.name}-{stamp}.h5"
-    n = 1
-    while path.exists():
-        n += 1
-        path = Path("runs") / f"{cfg.name}-{stamp}-{n}.h5"
-    return path
+    runs = Path("runs")
+    base = f"{file_name(cfg.name)}-{time.strftime('%Y%m%d-%H%M%S')}"
+    try:
+        runs.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return runs / f"{base}.h5"  # check_out says what is wrong with the directory
+    for n in range(1, 10_000):
+        path = runs / (f"{base}.h5" if n == 1 else f"{base}-{n}.h5")
+        taken = [path, *companions(path).values()]
+        if not any(os.path.lexists(p) for p in taken) and reserve(path):
+            return path
+    raise ConfigError(f"{runs}: no free run-file name for {base}; give --out.")
 
 
-def check_out(out: Path) -> None:
+def file_name(name: str) -> str:
+    """A run name as one safe file name: path separators, control characters and the like become
+    ``_``, leading dots go (no ``..``, no hidden files), at most 100 characters; ``run`` if nothing
+    is left."""
+    safe = re.sub(r"[^\w.+-]+", "_", name, flags=re.UNICODE).lstrip("._-")[:100].rstrip("._-")
+    return safe or "run"
+
+
+def check_out(out: Path, overwrite: bool = False) -> None:
+    """Refuse, as bad input (exit 2) and before anything starts, an ``--out`` that is not a run-file
+    path, cannot be written, holds a run (unless ``overwrite``) or is being written by another run.
+    The training process's writer checks the last two again, atomically (:mod:`tuitrain.runfile.claim`).
+    ``overwrite`` (or $TUITRAIN_OVERWRITE=1, from a launching command) is passed on to the training
+    processes this command starts, through that variable."""
+    from tuitrain.runfile.claim import COMPANION_SUFFIXES, OVERWRITE_ENV, check_free, overwrite_asked
+
+    overwrite = overwrite or overwrite_asked()
+    if overwrite:
+        os.environ[OVERWRITE_ENV] = "1"
+
+    if "\0" in str(out):
+        raise ConfigError("--out contains a NUL character; give a file path such as runs/run.h5.")
+    if out.suffix in COMPANION_SUFFIXES.values():
+        raise ConfigError(
+            f"--out {out}: {out.suffix} is the suffix of a file beside each run "
+            f"({', '.join(COMPANION_SUFFIXES.values())}); give a run-file path such as {out.with_suffix('.h5')}."
+        )
     if out.exists() and out.is_dir():
         raise ConfigError(f"--out {out}: is a directory; give a file path such as {out / 'run.h5'}.")
     parent = out.parent if str(out.parent) else Path(".")
@@ -152,3 +190,9 @@ def check_out(out: Path) -> None:
         raise ConfigError(f"--out {out}: cannot create the directory {parent}: {e.strerror}.") from None
     if not os.access(parent, os.W_OK):
         raise ConfigError(f"--out {out}: the directory {parent} is not writable.")
+    if os.environ.get("RANK", "0") not in ("", "0"):
+        return  # a data-parallel rank other than 0: it writes nothing; its launcher and rank 0 check
+    try:
+        check_free(out, overwrite)
+    except OSError as e:
+        raise ConfigError(f"--out {out}: cannot check it: {e.strerror or e}.") from None

@@ -6,8 +6,10 @@ Why it is shaped this way:
   read it while training runs, and so a SIGKILLed trainer leaves a readable file holding everything
   up to the last flush. SWMR forbids creating datasets after the switch, so every dataset is created
   when :class:`~tuitrain.events.RunStarted` arrives (the first moment the layer count is known).
-* The file is built under ``<path>.partial`` and renamed into place once it is complete and in SWMR
-  mode, so a reader polling for the path never sees a half-initialised file.
+* The file is built under a fresh private name beside ``path`` (``.NAME.*.partial``, never a name
+  someone could plant a link at) and put in place once it is complete and in SWMR mode, so a reader
+  polling for the path never sees a half-initialised file; an existing file is replaced only with
+  ``overwrite`` (:mod:`tuitrain.runfile.claim`, which also holds the run's lock).
 * ``emit`` only copies rows into growable numpy buffers (:mod:`tuitrain.runfile.columns`; a few
   microseconds per step); the HDF5 work happens in :meth:`flush`, at most about once every
   ``flush_seconds``. A background thread flushes rows that would otherwise wait for the next emit
@@ -18,20 +20,17 @@ Why it is shaped this way:
 
 from __future__ import annotations
 
-import json
+import contextlib
 import math
 import os
-import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import h5py
 import numpy as np
 
-from tuitrain import __version__
 from tuitrain.events import (
     PROBE_NAMES,
     STEP_SCALARS,
@@ -45,17 +44,36 @@ from tuitrain.events import (
     TestResult,
 )
 from tuitrain.runfile import schema as S
-from tuitrain.runfile.columns import Column, fixed_bytes, h5dtype
-from tuitrain.runfile.opening import start_ticks
+from tuitrain.runfile.claim import (
+    RunFileWriteError,
+    RunLock,
+    describe_write_error,
+    overwrite_asked,
+    place,
+    private_temp,
+)
+from tuitrain.runfile.columns import Column, fixed_bytes
+from tuitrain.runfile.diskfull import Slack, close_h5, free_quietly
+from tuitrain.runfile.layout import create_layout
 
 
 class RunFileWriter:
     """A :class:`~tuitrain.events.Sink` that records a run to one HDF5 file (layout: docs/run-file.md).
 
-    ``flush_seconds`` bounds how stale the file may be for readers and how much a SIGKILL can lose.
-    ``background`` runs a small thread that flushes pending rows when no emit comes to do it.
+    ``flush_seconds`` bounds how stale the file may be for readers and how much a SIGKILL can lose
+    (rows: about one period; epochs: nothing, each end of epoch is flushed at once, before the console
+    prints it). ``background`` runs a small thread that flushes pending rows when no emit comes to do it.
+    ``overwrite``: replace an existing file at ``path`` (else :class:`~tuitrain.runfile.claim.OutTaken`);
+    None follows ``--overwrite`` of the command that started this process (``$TUITRAIN_OVERWRITE``).
     ``clock`` exists so benchmarks and tests can simulate time; ``max_pending_bytes`` caps memory
     held between flushes (beyond it rows are written to HDF5 early, without a file flush).
+
+    Creating the file (at RunStarted) takes the run's lock (:class:`~tuitrain.runfile.claim.RunLock`)
+    until close, or raises ``OutTaken`` (bad input, exit 2) if another writer holds it. The first failed write (disk full) ends the file:
+    the writer finishes it as ``failed`` if it can (:mod:`tuitrain.runfile.diskfull`), closes it once,
+    and raises one :class:`~tuitrain.runfile.claim.RunFileWriteError` from the next ``emit``, ``flush``
+    or ``close`` (a failure in the background thread waits there); after that it ignores events. The
+    error stays in :attr:`error`.
     """
 
     def __init__(
@@ -63,6 +81,7 @@ class RunFileWriter:
         path: str | os.PathLike[str],
         flush_seconds: float = 1.0,
         *,
+        overwrite: bool | None = None,
         background: bool = True,
         clock: Callable[[], float] = time.monotonic,
         max_pending_bytes: int = 64 << 20,
@@ -70,6 +89,7 @@ class RunFileWriter:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.flush_seconds = float(flush_seconds)
+        self.overwrite = overwrite_asked() if overwrite is None else overwrite
         self._clock = clock
         self._max_pending = int(max_pending_bytes)
         self._lock = threading.RLock()
@@ -80,35 +100,45 @@ class RunFileWriter:
         self._status = "starting"
         self._last_step = -1
         self._last_step_attr = -1
+        self._flushed_step = -1  # last step on disk
         self._pending_bytes = 0
         self._dirty = False
         self._done = False  # RunFinished seen or close() called
+        self._error: RunFileWriteError | None = None
+        self._raised = False  # the error has been raised to a caller once
+        self._slack: Slack | None = None
         self._last_flush = clock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         if background and math.isfinite(self.flush_seconds):
             self._thread = threading.Thread(target=self._flusher, name="tuitrain-runfile-flush", daemon=True)
+        self._claim = RunLock(self.path)  # taken when the file is created, held until it is closed
 
     # -- Sink protocol ------------------------------------------------------------------------
 
     def emit(self, event: Event) -> None:
-        """Record one event. Cheap for StepBatch (a buffer copy); flushes when the period is up."""
+        """Record one event. Cheap for StepBatch (a buffer copy); flushes when the period is up, and at
+        once for an end of epoch (the console prints it next: it must not be ahead of the file)."""
         with self._lock:
+            self._raise_once()
             if self._done:
                 return
-            if self._f is None:
-                if isinstance(event, RunStarted):
-                    self._start(event)
-                else:
-                    self._early.append(event)
-                return
-            self._record(event)
-            if self._f is None:  # RunFinished closed the file
-                return
-            if self._clock() - self._last_flush >= self.flush_seconds:
-                self.flush()
-            elif self._pending_bytes > self._max_pending:
-                self._write_columns()
+            with self._writing():
+                if self._f is None:
+                    if isinstance(event, RunStarted):
+                        self._start(event)
+                    else:
+                        self._early.append(event)
+                    return
+                self._record(event)
+                if self._f is None:  # RunFinished closed the file
+                    return
+                if self._clock() - self._last_flush >= self.flush_seconds or (
+                    isinstance(event, EpochEnd) and math.isfinite(self.flush_seconds)
+                ):
+                    self._flush_now()
+                elif self._pending_bytes > self._max_pending:
+                    self._write_columns()
 
     def close(self) -> None:
         """Finish the file. Without a prior RunFinished (a crash) a live status becomes "failed"."""
@@ -121,26 +151,32 @@ class RunFileWriter:
             self._thread.join()
         with self._lock:
             self._done = True
-            if self._f is None:
-                return
-            if self._status not in S.FINAL_STATUSES:
-                self._finish("failed", time.time(), error="the run ended without a RunFinished event")
-            self._close_file()
+            try:
+                self._raise_once()
+                if self._f is None:
+                    return
+                with self._writing():
+                    if self._status not in S.FINAL_STATUSES:
+                        self._finish("failed", time.time(), error="the run ended without a RunFinished event")
+                    self._close_file()
+            finally:
+                free_quietly(self._slack)
+                self._claim.release()
 
     # -- public helpers -----------------------------------------------------------------------
 
     def flush(self) -> None:
         """Write every pending row and make it visible to SWMR readers (and durable past a SIGKILL)."""
         with self._lock:
-            if self._f is None:
-                return
-            self._write_columns()
-            if self._last_step != self._last_step_attr:
-                self._f.attrs["last_step"] = self._last_step
-                self._last_step_attr = self._last_step
-            self._f.flush()
-            self._dirty = False
-            self._last_flush = self._clock()
+            self._raise_once()
+            if self._f is not None:
+                with self._writing():
+                    self._flush_now()
+
+    @property
+    def error(self) -> RunFileWriteError | None:
+        """Why the file could not be written, once a write failed; None while all is well."""
+        return self._error
 
     @property
     def n_layers(self) -> int:
@@ -154,6 +190,18 @@ class RunFileWriter:
 
     # -- internals ----------------------------------------------------------------------------
 
+    def _flush_now(self) -> None:
+        f = self._f
+        assert f is not None
+        self._write_columns()
+        if self._last_step != self._last_step_attr:
+            f.attrs["last_step"] = self._last_step
+            self._last_step_attr = self._last_step
+        f.flush()
+        self._flushed_step = self._last_step
+        self._dirty = False
+        self._last_flush = self._clock()
+
     def _flusher(self) -> None:
         period = min(max(self.flush_seconds / 4, 0.05), 1.0)
         while not self._stop.wait(period):
@@ -163,19 +211,86 @@ class RunFileWriter:
                     and self._dirty
                     and self._clock() - self._last_flush >= self.flush_seconds
                 ):
-                    self.flush()
+                    try:
+                        self._flush_now()
+                    except Exception as e:  # noqa: BLE001 - kept for the training thread's next emit
+                        self._break(e)
+
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[None]:
+        """h5py and OS errors while writing break the writer (see the class docstring)."""
+        try:
+            yield
+        except (OSError, RuntimeError) as e:
+            err = self._break(e)
+            self._raised = True
+            raise err from None
+
+    def _raise_once(self) -> None:
+        if self._error is not None and not self._raised:
+            self._raised = True
+            raise self._error
+
+    def _break(self, e: BaseException) -> RunFileWriteError:
+        """Stop writing after the first failure: finish the file as ``failed`` with the space set
+        aside if that works, close it exactly once, release the run, and keep the error."""
+        if self._error is not None:
+            return self._error
+        what = describe_write_error(self.path, e)
+        steps = self._last_step + 1
+        f, saved = self._f, False
+        self._done = True
+        self._stop.set()
+        free_quietly(self._slack)
+        message = (
+            f"{what}. The run was stopped after {steps} steps; its run file keeps them all and says failed."
+        )
+        if f is not None:
+            try:
+                self._finish("failed", time.time(), error=message)
+                self._flush_now()
+                saved = True
+            except Exception:  # noqa: BLE001 - still full: the last good flush is what the file keeps
+                pass
+            self._f = None
+            saved = close_h5(f, flushed=saved) and saved
+        if not saved:
+            message = (
+                f"{what}. The run was stopped after {steps} steps; its run file keeps what its last good "
+                f"flush wrote ({self._flushed_step + 1} steps) and could not be marked failed."
+            )
+        self._error = RunFileWriteError(message)
+        self._claim.release()
+        return self._error
 
     def _start(self, ev: RunStarted) -> None:
-        tmp = self.path.with_name(self.path.name + ".partial")
-        f = h5py.File(tmp, "w", libver="latest")
+        """Create the file under a fresh private name, lay it out, switch to SWMR, then put it in place
+        (never replacing a file unless ``overwrite``). Any failure leaves no file and names none but
+        ``path``."""
         try:
-            self._create(f, ev)
-            f.swmr_mode = True  # flushes everything created so far
-        except BaseException:
-            f.close()
-            tmp.unlink(missing_ok=True)
-            raise
-        os.replace(tmp, self.path)
+            self._claim.acquire()  # OutTaken if another run is writing this file
+            self._slack = Slack(self.path.parent)
+            with private_temp(self.path) as tmp:
+                f = h5py.File(tmp, "w", libver="latest")
+                try:
+                    self._cols = create_layout(f, ev)
+                    self._n_layers = len(ev.layers)
+                    f.swmr_mode = True  # flushes everything created so far
+                    place(tmp, self.path, self.overwrite)
+                except BaseException:
+                    close_h5(f, flushed=False)
+                    raise
+        except BaseException as e:
+            self._done = True
+            free_quietly(self._slack)
+            self._claim.release()
+            if not isinstance(e, (OSError, RuntimeError)):
+                raise
+            self._error = RunFileWriteError(
+                f"{describe_write_error(self.path, e)}: the run file could not be created; nothing was written."
+            )
+            self._raised = True
+            raise self._error from None
         self._f = f
         self._status = "running"
         self._last_flush = self._clock()
@@ -189,82 +304,6 @@ class RunFileWriter:
                 self._event_row(event.step, event.time, "info", S.KIND_STATUS, event.status)
             else:
                 self._record(event)
-
-    def _create(self, f: h5py.File, ev: RunStarted) -> None:
-        attrs: dict[str, Any] = dict(S.ROOT_ATTRS)
-        attrs.update(
-            tuitrain_version=__version__,
-            versions=json.dumps(ev.versions, sort_keys=True, default=_jsonable),
-            run_name=ev.run_name,
-            model_name=ev.model_name,
-            dataset=ev.dataset,
-            device=ev.device,
-            params=int(ev.params),
-            flops=int(ev.flops),
-            config_toml=ev.config_toml,
-            module_summary=json.dumps(ev.module_summary, default=_jsonable),
-            epochs=int(ev.epochs),
-            steps_per_epoch=int(ev.steps_per_epoch),
-            batch_size=int(ev.batch_size),
-            num_classes=int(ev.num_classes),
-            started_at=float(ev.started_at),
-            max_steps=int(ev.max_steps),
-            out_path=str(ev.out_path),
-            vanishing=float(ev.vanishing),
-            exploding=float(ev.exploding),
-            status="running",
-            writer_pid=os.getpid(),
-            writer_host=socket.gethostname(),
-            writer_start_ticks=start_ticks("self") or 0,
-        )
-        for key, value in attrs.items():
-            f.attrs[key] = value
-
-        n_layers = len(ev.layers)
-        self._n_layers = n_layers
-        g = f.create_group(S.LAYERS)
-        layer_values: dict[str, list[Any]] = {
-            "name": [x.name for x in ev.layers],
-            "shape": ["x".join(str(d) for d in x.shape) for x in ev.layers],
-            "numel": [int(x.numel) for x in ev.layers],
-            "kind": [x.kind for x in ev.layers],
-            "module": [x.module for x in ev.layers],
-            "module_type": [x.module_type for x in ev.layers],
-        }
-        for name, dt in S.LAYER_FIELDS.items():
-            g.create_dataset(
-                name, data=np.array(layer_values[name], dtype=dt).reshape(n_layers), dtype=h5dtype(dt)
-            )
-
-        def table(group: str, fields: dict[str, np.dtype], chunk: int) -> None:
-            grp = f.create_group(group)
-            for name, dt in fields.items():
-                ds = grp.create_dataset(name, (0,), dtype=h5dtype(dt), maxshape=(None,), chunks=(chunk,))
-                self._cols[S.path(group, name)] = Column(ds, ds.dtype)  # keeps the UTF-8 tag
-
-        table(S.STEPS, {**S.STEP_FIELDS, **S.OPTIONAL_STEP_FIELDS}, S.STEP_CHUNK)
-        table(S.EPOCHS, S.EPOCH_FIELDS, S.EPOCH_CHUNK)
-        table(S.EVENTS, S.EVENT_FIELDS, S.EVENT_CHUNK)
-
-        pg = f.create_group(S.PROBES)
-        ds = pg.create_dataset(
-            "step", (0,), dtype=S.PROBE_STEP_DTYPE, maxshape=(None,), chunks=(S.STEP_CHUNK,)
-        )
-        self._cols[S.path(S.PROBES, "step")] = Column(ds, S.PROBE_STEP_DTYPE)
-        rows = S.probe_chunk_rows(n_layers)
-        for name in PROBE_NAMES:
-            ds = pg.create_dataset(
-                name,
-                (0, n_layers),
-                dtype=S.PROBE_DTYPE,
-                maxshape=(None, n_layers if n_layers else None),
-                chunks=(rows, max(n_layers, 1)),
-            )
-            self._cols[S.path(S.PROBES, name)] = Column(ds, S.PROBE_DTYPE, (n_layers,), cap=rows)
-
-        tg = f.create_group(S.TEST)
-        for key, value in S.TEST_ATTRS.items():
-            tg.attrs[key] = value
 
     def _record(self, event: Event) -> None:
         f = self._f
@@ -341,7 +380,7 @@ class RunFileWriter:
             f.attrs[key] = value
         # Attributes first, in a flush of their own: a live reader that sees the "finished" row reopens
         # the file for the final attributes, which must already be on disk by then.
-        self.flush()
+        self._flush_now()
         self._event_row(
             self._last_step if step is None else step, when, _level(status), S.KIND_FINISHED, status
         )
@@ -353,19 +392,14 @@ class RunFileWriter:
         self._pending_bytes = 0
 
     def _close_file(self) -> None:
+        """The last flush, then the one close. If the flush fails, :meth:`_break` does the closing."""
         if self._f is None:
             return
-        try:
-            self.flush()
-        finally:
-            self._f.close()
-            self._f = None
-            self._stop.set()
-
-
-def _jsonable(o: Any) -> Any:
-    """numpy scalars (params, flops counted with numpy) as numbers, anything else as its text."""
-    return o.item() if isinstance(o, np.generic) else str(o)
+        self._flush_now()
+        f, self._f = self._f, None
+        self._stop.set()
+        if not close_h5(f, flushed=True):
+            raise OSError(f"closing {self.path} failed")
 
 
 def _level(status: str) -> str:

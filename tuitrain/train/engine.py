@@ -28,6 +28,7 @@ import torch.nn.functional as F
 import tuitrain
 from tuitrain.config import ConfigError, RunConfig, to_toml
 from tuitrain.events import Alert, EpochEnd, RunFinished, RunStarted, Sink, StatusChanged, TestResult
+from tuitrain.runfile.claim import RunFileWriteError, companions, save_beside
 from tuitrain.runfile.writer import RunFileWriter
 from tuitrain.train import distributed
 from tuitrain.train.data import DeviceData, load_data
@@ -335,8 +336,9 @@ def train(
         finished = RunFinished(
             "failed",
             monitor.step if monitor else 0,
-            error=f"{type(e).__name__}: {e}",
-            traceback=traceback.format_exc(),
+            # A run file that could not be written explains itself in one paragraph, no traceback.
+            error=str(e) if isinstance(e, RunFileWriteError) else f"{type(e).__name__}: {e}",
+            traceback="" if isinstance(e, RunFileWriteError) else traceback.format_exc(),
         )
     finished.time = time.time()
     if threads is not None:
@@ -350,13 +352,23 @@ def train(
 
 
 def _save_checkpoint(model: torch.nn.Module, out_path: str, monitor: Monitor) -> str:
+    """Save the final weights beside the run file; a failure is a warning, never the run's end.
+
+    Written under a private temporary name and renamed into place (:func:`save_beside`), so a link
+    planted at ``<out>.pt`` is replaced, not written through, and a failure leaves nothing half
+    written. ``torch.save`` raises RuntimeError as well as OSError (a directory in the way, say):
+    any Exception counts, and the run that trained to the end still ends ``completed``/``stopped``.
+    """
     if not out_path:
         return ""
-    path = Path(out_path).with_suffix(".pt")
+    path = companions(Path(out_path))["checkpoint"]
     try:
-        torch.save(model.state_dict(), path)
-    except OSError as e:
-        monitor.emit(Alert(monitor.step, "warning", "checkpoint", f"checkpoint not written: {e}"))
+        save_beside(path, lambda fh: torch.save(model.state_dict(), fh))
+    except Exception as e:  # noqa: BLE001 - see the docstring
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else " ".join(str(e).split())[:200]
+        monitor.emit(
+            Alert(monitor.step, "warning", "checkpoint", f"checkpoint not written: {path}: {reason}")
+        )
         return ""
     monitor.emit(Alert(monitor.step, "info", "checkpoint", f"checkpoint written: {path}"))
     return str(path)
@@ -408,12 +420,13 @@ def _finish(sinks: list[Sink], finished: RunFinished) -> RunFinished:
         except Exception as e:  # noqa: BLE001 - said below, and in the exit code
             with contextlib.suppress(Exception):
                 sink.close()
-            problem = f"the run file {sink.path} could not be completed: {type(e).__name__}: {e}"
+            why = str(e) if str(sink.path) in str(e) else f"{type(e).__name__}: {e}"  # names the file?
+            problem = f"the run file {sink.path} could not be completed: {why}"
             finished = RunFinished(
                 "failed",
                 finished.step,
                 error=f"{finished.error}; {problem}" if finished.error else problem,
-                traceback=finished.traceback or traceback.format_exc(),
+                traceback=finished.traceback,  # the paragraph says it all; the loop's own, if it failed
                 checkpoint=finished.checkpoint,
                 time=finished.time,
             )

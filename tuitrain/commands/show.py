@@ -3,11 +3,17 @@ for counting parameters, are imported when a table is drawn)."""
 
 from __future__ import annotations
 
+import sys
 import textwrap
 from pathlib import Path
 from typing import Any
 
 from tuitrain.config import DATASET_CLASSES, ConfigError, RunConfig, load_config
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised only on 3.10
+    import tomli as tomllib
 
 
 def print_presets(groups: list[tuple[str, Path, list[Path]]]) -> None:
@@ -62,7 +68,7 @@ def preset_lines(rows: list[tuple[str, str, str, str, str]], width: int) -> list
     """
     header = ("name", "model", "dataset", "params", "description")
     widths = [max(len(header[i]), *(len(r[i]) for r in rows)) for i in range(4)]
-    gutter = "  "
+    gutter = "  " if 1 + sum(widths) + 8 <= width else " "  # one space between columns when narrow
     left = 1 + sum(widths) + len(gutter) * 4  # a space in front, like rich's tables
     room = width - left
 
@@ -107,20 +113,25 @@ def json_default(o: Any) -> Any:
 
 
 def print_info(s: dict[str, Any]) -> None:
+    """The human form of ``tuitrain info``. Short lines that fit 80 columns; paths and names are
+    never wrapped by rich (a terminal may still fold them, copying them back gives them whole); the
+    config comes last, printed plainly so that it stays valid TOML at any width and when piped."""
     from rich.console import Console
-    from rich.syntax import Syntax
+    from rich.markup import escape
     from rich.table import Table
 
     from tuitrain.train.sinks import final_table, fmt_count
 
-    c = Console()
+    c = Console(highlight=False)
     status = s["status"] + (
         " (incomplete: the writer stopped without closing the file)" if s.get("incomplete") else ""
     )
-    c.print(f"[bold]{s['run_name']}[/]  {s['path']}")
+    c.print(f"[bold]{escape(str(s['run_name']))}[/]  {escape(str(s['path']))}", soft_wrap=True)
+    c.print(f"status {escape(status)}; device {escape(str(s['device']))}", soft_wrap=True)
     c.print(
-        f"status {status}; {s['model_name']} with {fmt_count(s['params'])} params, {fmt_count(s['flops'])} "
-        f"FLOPs/sample; {s['dataset']}; device {s['device']}"
+        f"{escape(str(s['model_name']))}, {fmt_count(s['params'])} params, {fmt_count(s['flops'])} "
+        f"FLOPs/sample; data {escape(str(s['dataset']))}",
+        soft_wrap=True,
     )
     versions = s.get("versions") or {}
     if versions.get("torch_threads"):  # recorded since train.threads existed
@@ -130,25 +141,47 @@ def print_info(s: dict[str, Any]) -> None:
             + (" (changes: see the events)" if auto else ""),
             highlight=False,
         )
-    versions = s.get("versions") or {}
-    if versions.get("torch_threads"):  # recorded since train.threads existed
-        auto = versions.get("threads") == "auto"
-        c.print(
-            f"CPU threads {versions['torch_threads']} at start, train.threads = {versions.get('threads')}"
-            + (" (changes: see the events)" if auto else ""),
-            highlight=False,
-        )
-    c.print(
-        f"{s['n_steps']} steps, {s['n_epochs']} of {s['epochs']} epochs; started {s['started']}, "
-        f"ended {s['ended'] or '-'}"
-    )
+    c.print(f"{s['n_steps']} steps, {s['n_epochs']} of {s['epochs']} epochs", soft_wrap=True)
+    c.print(f"started {s['started']}, ended {s['ended'] or '-'}", soft_wrap=True)
     if s.get("error"):
-        c.print(f"[bold red]error:[/] {s['error']}")
+        c.print(f"[bold red]error:[/] {escape(str(s['error']))}")
     c.print(final_table([{**s["final"], "run": s["run_name"]}]))
     mods = Table(title="Model summary", title_justify="left")
     for col in ("module", "type", "params", "FLOPs"):
-        mods.add_column(col, justify="left" if col in ("module", "type") else "right")
+        mods.add_column(col, justify="left" if col in ("module", "type") else "right", no_wrap=True)
     for m in s["modules"]:
-        mods.add_row(m["name"], m["type"], f"{m['params']:,}", fmt_count(m.get("flops", 0)))
+        mods.add_row(escape(m["name"]), escape(m["type"]), f"{m['params']:,}", fmt_count(m.get("flops", 0)))
     c.print(mods)
-    c.print(Syntax(s["config_toml"], "toml", theme="ansi_dark", background_color="default"))
+    c.print()
+    c.out(config_block(s["config_toml"]), highlight=False)
+
+
+CONFIG_HEADER = "# config"
+
+
+def config_block(config_toml: str) -> str:
+    """The run's stored config as TOML for people: the [model] table holds only the keys that the
+    run's model family reads (:func:`tuitrain.config.model_keys`), so a VGG run lists no ``hidden``
+    or ``patch_size``; everything else is as stored. It parses with any TOML reader and, loaded as a
+    preset, trains the same run. A config that does not parse is printed as stored, and says so."""
+    import tomli_w
+
+    from tuitrain.config import model_keys
+
+    try:
+        table = tomllib.loads(config_toml)
+    except tomllib.TOMLDecodeError as e:
+        return f"{CONFIG_HEADER}: as stored in the run file, which is not valid TOML ({e}):\n{config_toml}"
+    model = table.get("model")
+    note = ""
+    if isinstance(model, dict) and isinstance(model.get("name"), str):
+        keep = model_keys(model["name"])
+        left_out = [k for k in model if k not in keep]
+        if left_out:
+            table["model"] = {k: v for k, v in model.items() if k in keep}
+            note = f" ([model]: the keys {model['name']} reads; the run file has all)"
+    try:
+        text = tomli_w.dumps(table)
+    except (TypeError, ValueError):
+        return f"{CONFIG_HEADER}: as stored in the run file:\n{config_toml}"
+    return f"{CONFIG_HEADER} of this run{note}\n{text}"

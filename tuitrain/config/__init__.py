@@ -21,6 +21,7 @@ from tuitrain.config.schema import (
     DATASETS,
     DEVICES,
     INITS,
+    MODEL_KEYS,
     MODELS,
     OPTIMIZERS,
     RANGES,
@@ -35,6 +36,7 @@ from tuitrain.config.schema import (
     RunConfig,
     ScheduleConfig,
     TrainConfig,
+    model_keys,
 )
 from tuitrain.config.validate import from_dict
 
@@ -45,6 +47,7 @@ __all__ = [
     "DATASET_CLASSES",
     "DEVICES",
     "INITS",
+    "MODEL_KEYS",
     "MODELS",
     "OPTIMIZERS",
     "RANGES",
@@ -63,6 +66,7 @@ __all__ = [
     "from_dict",
     "from_toml",
     "load_config",
+    "model_keys",
     "parse_override",
     "to_dict",
     "to_flat",

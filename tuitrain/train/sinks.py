@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -24,7 +25,7 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
-from rich.table import Table
+from rich.table import Column, Table
 
 from tuitrain.events import (
     Alert,
@@ -71,7 +72,14 @@ class PipeSafeConsole(Console):
 
 
 class ConsoleSink:
-    """``tuitrain run --no-ui``: rich progress bars, one line per epoch, the final table."""
+    """``tuitrain run --no-ui``: rich progress bars, one line per epoch, the final table.
+
+    Every line it prints is printed with ``soft_wrap``: rich never breaks it, so a run name, a path or
+    an epoch's time is never split across lines (a narrow terminal may fold a line; a pipe gets it
+    whole), and each line is made to fit 80 columns in the first place. The progress bars are
+    transient: they are live feedback on a terminal only, and leave nothing behind in a pipe or a
+    log, nor a stale bar at the end of the run.
+    """
 
     def __init__(self, console: Console | None = None) -> None:
         self.console = console or PipeSafeConsole()
@@ -100,29 +108,32 @@ class ConsoleSink:
             self._finish(event)
 
     def _print(self, text: str) -> None:
-        (self.progress.console if self.progress else self.console).print(text, highlight=False)
+        (self.progress.console if self.progress else self.console).print(
+            text, highlight=False, soft_wrap=True
+        )
 
     def _start(self, e: RunStarted) -> None:
         self.started = e
         c = self.console
-        c.print(
-            f"[bold]{e.run_name}[/]: {e.model_name}, {fmt_count(e.params)} params, "
-            f"{fmt_count(e.flops)} FLOPs/sample, {e.dataset} ({e.num_classes} classes), device {e.device}"
-        )
-        c.print(
-            f"{e.epochs} epochs x {e.steps_per_epoch} steps, batch {e.batch_size}"
-            + (f", capped at {e.max_steps} steps" if e.max_steps else "")
-            + (f"; run file {e.out_path}" if e.out_path else "")
-        )
+        for line in (
+            f"[bold]{escape(e.run_name)}[/]: {escape(e.model_name)}, {fmt_count(e.params)} params, "
+            f"{fmt_count(e.flops)} FLOPs/sample",
+            f"{escape(e.dataset)} ({e.num_classes} classes), device {escape(e.device)}, batch {e.batch_size}",
+            f"{e.epochs} epochs x {e.steps_per_epoch} steps"
+            + (f", capped at {e.max_steps} steps" if e.max_steps else ""),
+        ):
+            c.print(line, highlight=False, soft_wrap=True)
+        if e.out_path:
+            c.print(f"run file {escape(str(e.out_path))}", highlight=False, soft_wrap=True)
         self.progress = Progress(
             TextColumn("{task.description:>5}"),
-            BarColumn(),
+            BarColumn(bar_width=20),
             MofNCompleteColumn(),
             TimeElapsedColumn(),
             TimeRemainingColumn(),
-            TextColumn("{task.fields[info]}"),
+            TextColumn("{task.fields[info]}", table_column=Column(no_wrap=True, overflow="ellipsis")),
             console=c,
-            transient=False,
+            transient=True,
             refresh_per_second=4,
         )
         self.progress.start()
@@ -145,16 +156,17 @@ class ConsoleSink:
     def _epoch(self, e: EpochEnd) -> None:
         self.last_epoch = e
         assert self.started is not None
-        self._print(
-            f"epoch {e.epoch + 1}/{self.started.epochs}  train loss {e.train_loss:.4f} acc {e.train_acc:6.2%}"
-            f"  val loss {e.val_loss:.4f} acc {e.val_acc:6.2%}  lr {e.lr:.2e}  {e.seconds:.1f} s"
-        )
+        self._print(epoch_line(e, self.started.epochs, self._width()))
         if self.progress is not None:
             self.progress.update(self._epoch_task, completed=e.epoch + 1)
-            self.progress.reset(
-                self._step_task,
-                total=min(self.started.steps_per_epoch, max(1, self.started.total_steps - e.step)),
-            )
+            left = self.started.total_steps - e.step  # e.step: steps taken so far
+            if e.epoch + 1 >= self.started.epochs or left <= 0:  # no next epoch: no empty step bar
+                self.progress.update(self._step_task, visible=False)
+            else:
+                self.progress.reset(self._step_task, total=min(self.started.steps_per_epoch, left))
+
+    def _width(self) -> int:
+        return (self.progress.console if self.progress else self.console).width
 
     def _finish(self, f: RunFinished) -> None:
         if self.progress is not None:
@@ -182,16 +194,36 @@ class ConsoleSink:
         style = {"completed": "green", "stopped": "yellow", "failed": "bold red"}.get(f.status, "")
         c.print(f"run [{style}]{f.status}[/] after {f.step} steps", highlight=False)
         if f.error:
-            c.print(f"[bold red]error:[/] {f.error}", highlight=False)
+            c.print(f"[bold red]error:[/] {escape(f.error)}", highlight=False)
         if self.started is not None and self.started.out_path:
-            c.print(f"run file: {self.started.out_path}", highlight=False)
+            c.print(f"run file: {escape(str(self.started.out_path))}", highlight=False, soft_wrap=True)
         if f.checkpoint:
-            c.print(f"checkpoint: {f.checkpoint}", highlight=False)
+            c.print(f"checkpoint: {escape(str(f.checkpoint))}", highlight=False, soft_wrap=True)
 
     def close(self) -> None:
         if self.progress is not None:
             self.progress.stop()
             self.progress = None
+
+
+def epoch_line(e: EpochEnd, epochs: int, width: int = 80) -> str:
+    """The headless line of one epoch, in words when that fits ``width``, else in a compact form that
+    fits 80 columns even at ``epoch 100/100`` with accuracies of 100%: never wrapped, so the epoch,
+    its numbers and its time stay on one line (tests/faults/test_first_contact.py)."""
+    head = f"epoch {e.epoch + 1}/{epochs}"
+    tail = f"lr {e.lr:.2e}  {e.seconds:.1f} s"
+    words = (
+        f"{head}  train loss {_loss(e.train_loss)} acc {e.train_acc:.2%}"
+        f"  val loss {_loss(e.val_loss)} acc {e.val_acc:.2%}  {tail}"
+    )
+    if len(words) <= width:
+        return words
+    return f"{head}  train {_loss(e.train_loss)} {e.train_acc:.2%}  val {_loss(e.val_loss)} {e.val_acc:.2%}  {tail}"
+
+
+def _loss(v: float) -> str:
+    """A loss in at most 9 characters: 4 decimals for usual values, 3 significant digits otherwise."""
+    return f"{v:.4f}" if not math.isfinite(v) or abs(v) < 1000 else f"{v:.3g}"
 
 
 class QueueSink:

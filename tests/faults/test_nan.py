@@ -13,6 +13,8 @@ Configurations found by running them (toy2d, 16 steps an epoch, seed 0):
 from __future__ import annotations
 
 import math
+import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -136,35 +138,55 @@ def first_nonfinite_step(path: Path) -> int:
     return int(steps[bad[0]])
 
 
-@pytest.mark.parametrize(
-    ("args", "first_bad"),
-    [(DIVERGES, 1), (BLOWS_UP, 3)],
-    ids=["adam-lr1e6-nan-at-1", "sgd-lr1e3-nan-at-3"],
-)
-def test_divergence_stops_the_run_as_failed(args: tuple[str, ...], first_bad: int, tmp_path: Path) -> None:
-    out = tmp_path / "diverged.h5"
-    p = tt("run", "toy2d_mlp", "--no-ui", *args, "--max-steps", "200", "--out", str(out), env=strict_env())
-    text = p.stdout + p.stderr
+@dataclass
+class Trained:
+    path: Path
+    proc: subprocess.CompletedProcess
+
+    @property
+    def text(self) -> str:
+        return self.proc.stdout + self.proc.stderr
+
+
+def train_cli(path: Path, *args: str) -> Trained:
+    return Trained(path, tt("run", "toy2d_mlp", "--no-ui", *args, "--out", str(path), env=strict_env()))
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Trained]:
+    """The real diverging runs every test below reads, trained once per module (~5 s each)."""
+    d = tmp_path_factory.mktemp("nan")
+    return {
+        "nan_at_1": train_cli(d / "nan_at_1.h5", *DIVERGES, "--max-steps", "200"),
+        "nan_at_3": train_cli(d / "nan_at_3.h5", *BLOWS_UP, "--max-steps", "200"),
+        # on_nan = continue: 10 epochs of 4 steps, every one of them NaN from step 3
+        "continued": train_cli(
+            d / "continued.h5", *BLOWS_UP, "--set", "monitor.on_nan=continue", "--max-steps", "40"
+        ),
+    }
+
+
+@pytest.mark.parametrize(("name", "first_bad"), [("nan_at_1", 1), ("nan_at_3", 3)])
+def test_divergence_stops_the_run_as_failed(runs: dict[str, Trained], name: str, first_bad: int) -> None:
+    run = runs[name]
     message = f"diverged: loss is NaN at step {first_bad}"
-    assert p.returncode == 1, text
-    assert message in text and "Traceback" not in text and "RuntimeWarning" not in text, text
-    assert first_nonfinite_step(out) == first_bad  # the error names the first bad step exactly
-    with open_run(out) as rf:
+    assert run.proc.returncode == 1, run.text
+    assert message in run.text and "Traceback" not in run.text and "RuntimeWarning" not in run.text, run.text
+    assert first_nonfinite_step(run.path) == first_bad  # the error names the first bad step exactly
+    with open_run(run.path) as rf:
         assert rf.status == "failed"
         assert rf.error == message
         assert rf.n_steps < 200  # it stopped (at the flush or the epoch end after the bad step)
         assert any(e["kind"] == "nan" and e["level"] == "error" for e in rf.events())
-    assert not out.with_suffix(".pt").exists()  # no checkpoint of NaN weights
+    assert not run.path.with_suffix(".pt").exists()  # no checkpoint of NaN weights
 
 
 def test_nan_patience_tolerates_that_many_bad_losses_in_a_row(tmp_path: Path) -> None:
-    out = tmp_path / "patient.h5"
-    p = tt(
-        "run", "toy2d_mlp", "--no-ui", *DIVERGES, "--set", "monitor.nan_patience=5",
-        "--max-steps", "200", "--out", str(out), env=strict_env(),
-    )  # fmt: skip
-    assert p.returncode == 1, p.stdout + p.stderr
-    with open_run(out) as rf:
+    run = train_cli(
+        tmp_path / "patient.h5", *DIVERGES, "--set", "monitor.nan_patience=5", "--max-steps", "200"
+    )
+    assert run.proc.returncode == 1, run.text
+    with open_run(run.path) as rf:
         assert (
             rf.error
             == "diverged: loss is NaN at step 1 (non-finite for 6 steps in a row; monitor.nan_patience = 5)"
@@ -172,19 +194,37 @@ def test_nan_patience_tolerates_that_many_bad_losses_in_a_row(tmp_path: Path) ->
         assert rf.n_steps >= 7  # steps 1..6 were trained before the sixth bad loss stopped it
 
 
-def test_on_nan_continue_trains_on_and_says_nan(tmp_path: Path) -> None:
-    out = tmp_path / "continued.h5"
-    p = tt(
-        "run", "toy2d_mlp", "--no-ui", *DIVERGES, "--set", "monitor.on_nan=continue",
-        "--max-steps", "40", "--out", str(out), env=strict_env(),
-    )  # fmt: skip
-    text = p.stdout + p.stderr
-    assert p.returncode == 0, text
-    assert "diverged" not in text and "Traceback" not in text, text
-    with open_run(out) as rf:
+def test_on_nan_continue_trains_on_and_says_nan(runs: dict[str, Trained]) -> None:
+    run = runs["continued"]
+    assert run.proc.returncode == 0, run.text
+    assert "diverged" not in run.text and "Traceback" not in run.text, run.text
+    with open_run(run.path) as rf:
         assert rf.status == "completed" and rf.n_steps == 40
         final = rf.final_metrics()
     assert math.isnan(final["train_loss"]) and math.isnan(final["test_loss"])
+    assert_nan_row(run.text, "toy2d_mlp")  # the headless final table
+
+
+def assert_nan_row(text: str, name: str) -> None:
+    """The final-table row of ``name`` shows the three NaN losses as ``nan``, not ``-`` or a number."""
+    rows = [
+        line.replace("│", " ").replace("■", " ").split()
+        for line in text.splitlines()
+        if "┤" not in line and "/" not in line  # not a chart's axis line, not the line naming the file
+    ]
+    rows = [r for r in rows if r and r[0] == name]
+    assert rows, text
+    cells = rows[-1]
+    assert cells.count("nan") == 3 and "-" not in cells, text  # train, val and test loss
+
+
+def test_info_and_replay_print_show_nan_as_nan(runs: dict[str, Trained]) -> None:
+    path = str(runs["continued"].path)
+    for args in (("info", path), ("replay", "--print", path)):
+        p = tt(*args)
+        assert p.returncode == 0, p.stdout + p.stderr
+        assert_nan_row(p.stdout, "toy2d_mlp")
+    assert "toy2d_mlp: loss is not finite (nan/inf) from step 3" in p.stdout  # under the chart
 
 
 def test_divergence_guard_names_the_first_bad_step_across_flushes() -> None:
@@ -202,3 +242,97 @@ def test_divergence_guard_names_the_first_bad_step_across_flushes() -> None:
         DivergenceGuard(0).observe(np.array([7, 8]), np.array([2.0, nan]))
         == "diverged: loss is NaN at step 8"
     )
+
+
+# -- the dashboard, fed by the real run files (App.run_test) ------------------------------------
+
+
+def replay(paths: list[Path], size: tuple[int, int] = (120, 36)):
+    """Open ``paths`` in the real replay app and hand ``check(app, pilot)`` the loaded screen."""
+    import asyncio
+
+    from tests.ui.pilot_helpers import until
+    from tuitrain.ui.replay.launch import replay_app
+    from tuitrain.ui.widgets.loss_plot import LossChart
+
+    def run(check) -> None:
+        async def main() -> None:
+            app = replay_app([open_run(p) for p in paths], cpu_budget=None)
+            async with app.run_test(size=size) as pilot:
+
+                def loaded() -> bool:
+                    charts = app.screen.query(LossChart)
+                    return all(h.is_finished for h in app.runs.histories) and (
+                        not charts or charts.first().builds > 0
+                    )
+
+                assert await until(pilot, loaded, 15.0)
+                app.redraw()
+                await pilot.pause()
+                await check(app, pilot)
+
+        asyncio.run(main())
+
+    return run
+
+
+@pytest.mark.filterwarnings("error::RuntimeWarning")
+def test_dashboard_shows_a_continued_nan_run_as_nan(runs: dict[str, Trained]) -> None:
+    from tests.ui.pilot_helpers import screen_text, until
+    from tuitrain.ui.widgets.cursor_bar import CursorBar
+    from tuitrain.ui.widgets.event_log import EventLog
+    from tuitrain.ui.widgets.header import RunHeader
+    from tuitrain.ui.widgets.loss_plot import LossChart, LossPanel
+
+    async def check(app, pilot) -> None:
+        h = app.history
+        assert h.status == "completed" and h.nan_step == 3
+        # the header never says COMPLETED for it
+        header = app.screen.query_one(RunHeader)
+        assert "DIVERGED" in header.render().plain and "COMPLETED" not in header.render().plain
+        # the stat line: the latest loss is a red nan, not the last finite value (1.4e28)
+        panel = app.screen.query_one(LossPanel)
+        loss_line = panel.stats.markup.splitlines()[0]
+        assert "[b $error]nan[/]" in loss_line and "e+28" not in loss_line.split("min")[0], loss_line
+        assert "loss nan" in app.screen.query_one(CursorBar).markup
+        # the chart: the EMA stops where the loss stopped being finite (no flat line over 37 NaN
+        # steps), and a red dashed column marks step 3
+        chart = app.screen.query_one(LossChart)
+        assert chart.spec.nan_x == 3.0 and chart.spec.sm_x.size and chart.spec.sm_x.max() < 3
+        assert "nan from step 3" in str(panel.border_subtitle)
+        assert await until(pilot, lambda: "┊" in screen_text(app))
+        # the event log: NaN epochs and the NaN test are errors, never a success tick
+        log = app.screen.query_one(EventLog)
+        test = [e for e in log.entries if e.kind == "test"]
+        assert test and test[0].level == "error" and test[0].message.startswith("test  loss nan")
+        assert all(e.level == "error" for e in log.entries if e.kind == "epoch")
+        assert not any("✓ test" in line for line in log.text_lines())
+        done = [e for e in log.entries if e.kind == "finished"]
+        assert done[0].level == "warning" and "not finite from step 3" in done[0].message
+
+    replay([runs["continued"].path])(check)
+
+
+@pytest.mark.filterwarnings("error::RuntimeWarning")
+def test_dashboard_and_final_table_of_diverged_runs(runs: dict[str, Trained]) -> None:
+    from tests.ui.pilot_helpers import until
+    from tuitrain.ui.widgets.event_log import EventLog
+    from tuitrain.ui.widgets.final_table import FinalTable
+    from tuitrain.ui.widgets.header import RunHeader
+
+    async def check(app, pilot) -> None:
+        table = app.screen.query_one(FinalTable)
+        assert await until(pilot, lambda: len(table.cells) == 2)
+        cols = table.header
+        continued, stopped = table.cells
+        for key in ("Train Loss", "Val Loss", "Test Loss"):
+            assert continued[cols.index(key)] == "nan"  # NaN: the run produced it
+            assert stopped[cols.index(key)] == "-"  # missing: it stopped before its first epoch ended
+        await pilot.press("r", "c")  # the stopped run, on its own dashboard
+        assert app.current_mode == "dashboard" and app.view.selected == 1
+        await pilot.pause()
+        assert "FAILED" in app.screen.query_one(RunHeader).render().plain
+        log = app.screen.query_one(EventLog).text_lines()
+        assert any("run failed at step" in line and "diverged: loss is NaN at step 3" in line for line in log)
+
+    replay([runs["continued"].path, runs["nan_at_3"].path])(check)

@@ -128,6 +128,10 @@ class History:
         self.status = "starting"
         self.pending = ""  # "pausing…" etc., shown until the matching StatusChanged arrives
         self.finished: RunFinished | None = None
+        # The first step whose training loss was not finite (NaN/Inf), None while all were: the chart
+        # marks it, the header and the log say so. Exact live; from a run file, the first such row of
+        # the overview (strided for long runs).
+        self.nan_step: int | None = None
         self.process_died = False
         self.test: TestResult | None = None
         self.epochs = EpochTable()
@@ -172,9 +176,9 @@ class History:
                 self._on_finished(ev)
             elif isinstance(ev, TestResult):
                 self.test = ev
-                self.add_log(
+                self.add_log(  # a NaN test loss is an error (red), never a success tick
                     self.steps_done,
-                    "success",
+                    "success" if math.isfinite(ev.loss) else "error",
                     "test",
                     f"test  loss {ev.loss:.4f}  acc {ev.acc * 100:.2f}%",
                     ev.time,
@@ -221,6 +225,10 @@ class History:
             rows[:, 1] = ev.epochs
             rows[:, 2:] = ev.scalars
             self.scalars.append(rows)
+            if self.nan_step is None:  # one reduction per batch in the healthy case
+                bad = ~np.isfinite(ev.scalars[:, STEP_SCALARS.index("loss")])
+                if bad.any():
+                    self.nan_step = int(ev.steps[int(np.argmax(bad))])
             self.steps_done = max(self.steps_done, int(ev.steps[-1]) + 1)
             self.epoch = int(ev.epochs[-1])
             sps = ev.scalars[:, STEP_SCALARS.index("samples_per_s")]
@@ -247,7 +255,7 @@ class History:
         ep = f"epoch {ev.epoch + 1}/{total}" if total else f"epoch {ev.epoch + 1}"
         self.add_log(
             ev.step,
-            "info",
+            "info" if math.isfinite(ev.train_loss) and math.isfinite(ev.val_loss) else "error",
             "epoch",
             f"{ep}  train {ev.train_loss:.4f} / {ev.train_acc * 100:.1f}%  val {ev.val_loss:.4f} / {ev.val_acc * 100:.1f}%  {ev.seconds:.1f}s",
             ev.time,
@@ -300,9 +308,10 @@ class History:
             self.add_log(ev.step, "error", "finished", text, ev.time)
         else:
             extra = f"; checkpoint {ev.checkpoint}" if ev.checkpoint else ""
-            self.add_log(
-                ev.step, "success", "finished", f"run {self.status} at step {ev.step:,}{extra}", ev.time
-            )
+            level = "success"
+            if self.nan_step is not None:  # on_nan = "continue": it ran to the end, but diverged
+                level, extra = "warning", f"; the loss was not finite from step {self.nan_step:,}{extra}"
+            self.add_log(ev.step, level, "finished", f"run {self.status} at step {ev.step:,}{extra}", ev.time)
 
     def mark_process_died(self, detail: str = "") -> None:
         """The training process is gone and never said RunFinished: the run failed."""

@@ -45,6 +45,7 @@ class ChartSpec:
     val_x: np.ndarray = field(default_factory=lambda: np.zeros(0))
     val_y: np.ndarray = field(default_factory=lambda: np.zeros(0))
     lines: list[Line] = field(default_factory=list)  # overlaid runs
+    nan_x: float | None = None  # the step where the loss stopped being finite, inside the x window
     xlim: tuple[float, float] = (0.0, 1.0)
     ylim: tuple[float, float] | None = None
     yticks: list[float] = field(default_factory=list)
@@ -142,6 +143,12 @@ def build_spec(history: History, view: ViewState, columns: int) -> ChartSpec:
     lo, hi = view.x_window(first, last)
     i0, i1 = _window(x, lo, hi)
     xr, yr, ysr = x[i0:i1], y[i0:i1], ys[i0:i1]
+    if history.nan_step is not None:
+        # The EMA holds its last finite value across NaN steps: drawn, that is a flat line where the
+        # run has no value at all. Cut it there, and mark the step where the loss stopped being finite.
+        ysr = np.where(np.isfinite(yr), ysr, np.nan)
+        if lo <= history.nan_step <= hi:
+            spec.nan_x = float(history.nan_step)
     scale = scale_of(metric)
     vx, vy = epoch_series(history, VAL_OF[metric]) if metric in VAL_OF else (np.zeros(0), np.zeros(0))
     sel = (vx >= lo) & (vx <= hi)

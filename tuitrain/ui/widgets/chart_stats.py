@@ -13,25 +13,25 @@ import numpy as np
 from rich.cells import cell_len
 from textual.content import Content
 
-from tuitrain.ui.fmt import fmt_si
+from tuitrain.ui.fmt import num_markup
 from tuitrain.ui.history import History
 from tuitrain.ui.replay.compare import EPOCH_METRICS, PERCENT
 from tuitrain.ui.view_state import ViewState
 
 
-def value_at(history: History, metric: str, step: int | None) -> float:
-    """``metric`` of a run at ``step`` (None: the latest): the step's value, or the last finished epoch's."""
+def value_at(history: History, metric: str, step: int | None) -> float | None:
+    """``metric`` of a run at ``step`` (None: the latest): the step's value, or the last finished
+    epoch's; None where there is none (NaN is a value: the run produced it)."""
     if metric in EPOCH_METRICS:
         ep = history.epoch_at(step)
-        return float(getattr(ep, metric)) if ep is not None else math.nan
+        return float(getattr(ep, metric)) if ep is not None else None
     row = history.scalars_at(step)
-    return float(row[metric]) if row is not None and metric in row else math.nan
+    return float(row[metric]) if row is not None and metric in row else None
 
 
-def fmt_metric(metric: str, v: float) -> str:
-    if not math.isfinite(v):
-        return "—"
-    return f"{v * 100:.1f}%" if metric in PERCENT else fmt_si(v, 4)
+def fmt_metric(metric: str, v: float | None) -> str:
+    """Markup: ``—`` when missing, a red ``nan`` when the run produced one, else the number."""
+    return num_markup(v, 4, pct=metric in PERCENT)
 
 
 def legend_markup(
@@ -106,19 +106,24 @@ def stats_markup(history: History, view: ViewState, width: int) -> str:
     for metric in ("loss", "acc"):
         y = history.column(metric)
         pct = metric == "acc"
-        f = (
-            (lambda v: "—" if not math.isfinite(v) else f"{v * 100:.1f}%")
-            if pct
-            else (lambda v: fmt_si(v, 4) if math.isfinite(v) else "—")
-        )
-        latest = last_finite(y)
-        sm = last_finite(history.smoothed(metric, view.smoothing)) if y.shape[0] else float("nan")
-        best = best_value(history, metric, largest=pct)
+
+        def f(v: float | None, pct: bool = pct) -> str:
+            return num_markup(v, 4, pct=pct)
+
+        # The latest value as it is: a diverged run's NaN is shown (red), not the last finite value,
+        # and neither is the EMA, which only holds its last finite value across NaN steps.
+        latest = float(y[-1]) if y.shape[0] else None
+        if latest is None or math.isfinite(latest):
+            sm = last_finite(history.smoothed(metric, view.smoothing)) if y.shape[0] else math.nan
+            sm = sm if math.isfinite(sm) else None
+        else:
+            sm = latest
+        best = best_value(history, metric, largest=pct)  # the best finite value so far; None if none
+        best = best if math.isfinite(best) else None
         ep = history.epochs
         val = ep.column("val_acc" if pct else "val_loss") if len(ep) else np.zeros(0)
-        vlast = last_finite(val)
+        vlast = float(val[-1]) if val.shape[0] else None
         vbest = history.best_val_acc if pct else history.best_val_loss
-        vbest = float("nan") if vbest is None else vbest
         label = "acc " if pct else "loss"
         hl = "[b $primary]" if view.metric == metric else "[b]"
         full = f"{hl}{label}[/] [b]{f(latest)}[/] [$text-muted]ema[/] {f(sm)} [$text-muted]{'max' if pct else 'min'}[/] {f(best)}  [$warning]val[/] [b]{f(vlast)}[/] [$text-muted]best[/] {f(vbest)}"

@@ -4,12 +4,10 @@ Shown in replay, and on a live dashboard once the cursor has left the latest ste
 
 from __future__ import annotations
 
-import math
-
 from textual.content import Content
 from textual.widget import Widget
 
-from tuitrain.ui.fmt import fmt_si
+from tuitrain.ui.fmt import num_markup
 from tuitrain.ui.history import History
 from tuitrain.ui.view_state import ViewState
 
@@ -17,11 +15,11 @@ HINTS = ("←→ step  ⇧←→ epoch  home/end  space play", "←→ ⇧←→
 
 
 def _pct(v: float) -> str:
-    return f"{v * 100:.1f}%" if math.isfinite(v) else "—"
+    return num_markup(v, pct=True)  # a NaN the run produced: red `nan`, never `—` (missing)
 
 
 def _num(v: float, digits: int = 4) -> str:
-    return fmt_si(v, digits) if math.isfinite(v) else "—"
+    return num_markup(v, digits)
 
 
 def cursor_markup(history: History, view: ViewState) -> str:

@@ -36,6 +36,12 @@ def progress_bar(frac: float, width: int) -> str:
     return ("█" * full + ("▏▎▍▌▋▊▉"[part - 1] if part and full < width else "")).ljust(width, "·")
 
 
+def diverged(history: History) -> bool:
+    """A run that ran to its end (``monitor.on_nan = "continue"``) with a loss that went non-finite:
+    the header never calls it COMPLETED. (With ``on_nan = "stop"`` the run itself is ``failed``.)"""
+    return history.status == "completed" and not history.pending and history.nan_step is not None
+
+
 def _esc(text: str) -> str:
     return text.replace("[", r"\[")
 
@@ -80,6 +86,8 @@ class RunHeader(Widget):
         self.refresh()
 
     def status_text(self, history: History) -> str:
+        if diverged(history):
+            return "DIVERGED"
         return (history.pending or history.status).upper()
 
     def build(self, h: History, width: int) -> Content:
@@ -87,6 +95,8 @@ class RunHeader(Widget):
         badge_style = STATUS_STYLE.get(st, "$accent")
         if h.pending:
             badge_style = "$warning"
+        elif diverged(h):
+            badge_style = "$error"
         badge = Content.from_markup(f"[b $text on {badge_style}] {self.status_text(h)} [/]")
         if h.run is None:
             left1 = Content.from_markup("[b]tuitrain[/]  [$text-muted]waiting for the training process…[/]")

@@ -20,6 +20,7 @@ import math
 import time
 from collections.abc import Sequence
 
+import numpy as np
 from rich.color import Color as RichColor
 from rich.segment import Segment
 from rich.style import Style
@@ -206,6 +207,7 @@ class LossChart(PlotextPlot):
             "smooth": prim.lighten(0.1).rgb,
             "raw": prim.blend(bg, 0.45).rgb,
             "val": Color.parse(tv.get("warning", "#ffa62b")).rgb,
+            "nan": Color.parse(tv.get("error", "#ba3c5b")).rgb,
             "cursor": fg.blend(bg, 0.35).rgb,
             "bg": bg.rgb,  # the auto theme's canvas and axes (textual-plotext: the surface colour)
             "ticks": fg.rgb,  # ... and its frame and labels (the foreground)
@@ -231,6 +233,10 @@ class LossChart(PlotextPlot):
             if spec.val_x.size > 1:
                 out.append(Series(spec.val_x, spec.val_y, c["val"]))
             out.append(Series(spec.val_x, spec.val_y, c["val"], "●", lines=False))
+        if spec.nan_x is not None and spec.ylim is not None:  # a red dashed column where NaN began
+            rows = 4 * max(1, self.size.height)
+            ys = np.linspace(spec.ylim[0], spec.ylim[1], rows)
+            out.append(Series(np.full(rows, spec.nan_x), ys, c["nan"], "┊", lines=False))
         return out
 
     def _ticks(self) -> tuple[list[float], list[str], list[float], list[str]]:
@@ -402,6 +408,9 @@ class LossPanel(Vertical):
             sub = "[$primary]━[/] ema [$primary-muted]·[/] raw [$warning]●[/] val"
         else:
             sub = "[$primary]━[/] ema [$primary-muted]·[/] raw"
+        nan_step = histories[0].nan_step if len(histories) == 1 else None
+        if nan_step is not None and view.metric not in EPOCH_METRICS:
+            sub += f" [b $error]┊ nan from step {nan_step:,}[/]"
         set_titles(self, subtitle=sub)
 
     def _set_stats(self, history: History, view: ViewState, runs: Sequence[tuple[str, str, History]]) -> None:

@@ -84,11 +84,11 @@ def watch_cmd(args: str) -> str:
 
 
 @contextlib.contextmanager
-def watch_in_tmux(args: str) -> Iterator[tuple[Tmux, int, list[int]]]:
-    """`tuitrain watch ARGS` in a fresh tmux server. Yields the session, the pane's pid (tuitrain
-    itself) and a list for the test to fill with the pids under it; on the way out the server and
-    whatever of those pids is left are killed."""
-    t = Tmux(watch_cmd(args))
+def watch_in_tmux(args: str, width: int = 120, height: int = 36) -> Iterator[tuple[Tmux, int, list[int]]]:
+    """`tuitrain watch ARGS` in a fresh tmux server of ``width`` x ``height``. Yields the session, the
+    pane's pid (tuitrain itself) and a list for the test to fill with the pids under it; on the way out
+    the server and whatever of those pids is left are killed."""
+    t = Tmux(watch_cmd(args), width, height)
     workers: list[int] = []
     try:
         yield t, t.pane_pid(), workers

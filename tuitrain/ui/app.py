@@ -14,7 +14,7 @@ from typing import Protocol
 from textual.app import App
 from textual.message import Message
 
-from tuitrain.ui.bindings import ActionsProvider, app_bindings
+from tuitrain.ui.bindings import ActionsProvider, app_bindings, keys_for
 from tuitrain.ui.history import INCOMPLETE, History
 from tuitrain.ui.replay import cursor
 from tuitrain.ui.replay.runs import RunSet, RunSlot
@@ -282,7 +282,7 @@ class TuitrainApp(App[str | None]):
             self.push_screen(ErrorScreen(fin.error, fin.traceback))
 
     def action_help(self) -> None:
-        self.push_screen(HelpScreen())
+        self.push_screen(HelpScreen(keys_for(self)))
 
     # -- views -----------------------------------------------------------------------------------
 

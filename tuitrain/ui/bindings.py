@@ -1,5 +1,15 @@
 """The one table of key bindings. The app's BINDINGS, the footer, the help screen and the command
-palette all read :data:`KEYS`; add a key here and it shows up everywhere."""
+palette all read :data:`KEYS`; add a key here and it shows up everywhere.
+
+Each key says where it applies (``scope``): everywhere, only with a training process to control (a live
+``watch``), only in a replay, or only with several runs. Help and the palette list only the keys that
+apply to the dashboard at hand, so a live ``watch`` never offers replay-only actions.
+
+The time-cursor keys (arrows, Home, End) are *priority* bindings of the data screens: a focused panel
+(the gradient bars scroll) would otherwise take them for scrolling, which is what made ``Left``, ``Home``
+and ``End`` do nothing to the cursor in a live ``watch`` while they worked in replay (where no panel has
+focus). Being screen bindings, not app bindings, they leave dialogs and the command palette's input alone.
+"""
 
 from __future__ import annotations
 
@@ -18,6 +28,8 @@ class Key:
     group: str  # help-screen section
     footer: bool = False  # shown in the footer
     display: str | None = None  # how the key is written (footer and help)
+    scope: str = ""  # "": always; "training": a process to control; "replay": replay only; "runs": 2+ runs
+    priority: bool = False  # bound on the data screens ahead of any focused panel (the time cursor)
 
     @property
     def shown_key(self) -> str:
@@ -25,8 +37,8 @@ class Key:
 
 
 KEYS: tuple[Key, ...] = (
-    Key("p", "toggle_pause", "Pause", "pause / resume training", "Training", footer=True),
-    Key("s", "stop", "Stop", "stop training (asks first)", "Training", footer=True),
+    Key("p", "toggle_pause", "Pause", "pause / resume training", "Training", footer=True, scope="training"),
+    Key("s", "stop", "Stop", "stop training (asks first)", "Training", footer=True, scope="training"),
     Key("q", "request_quit", "Quit", "quit: stop / leave running", "Training", footer=True),
     Key("e", "show_error", "Error", "error and traceback", "Training"),
     Key("h", "show_view('heatmap')", "Heatmap", "gradient-flow heatmap", "Views", footer=True),
@@ -39,7 +51,15 @@ KEYS: tuple[Key, ...] = (
         footer=True,
         display="h",
     ),
-    Key("c", "show_view('compare')", "Compare", "replay: runs overlaid, final table", "Views", footer=True),
+    Key(
+        "c",
+        "show_view('compare')",
+        "Compare",
+        "replay: runs overlaid, final table",
+        "Views",
+        footer=True,
+        scope="replay",
+    ),
     Key(
         "c,escape",
         "show_view('dashboard', 'compare')",
@@ -48,8 +68,17 @@ KEYS: tuple[Key, ...] = (
         "Views",
         footer=True,
         display="c",
+        scope="replay",
     ),
-    Key("r", "next_run(1)", "Next run", "replay: next run in header/bars/heatmap", "Views", footer=True),
+    Key(
+        "r",
+        "next_run(1)",
+        "Next run",
+        "replay: next run in header/bars/heatmap",
+        "Views",
+        footer=True,
+        scope="runs",
+    ),
     Key(
         "g",
         "view('cycle_quantity')",
@@ -69,12 +98,22 @@ KEYS: tuple[Key, ...] = (
     Key("right_square_bracket", "view('pan', 1)", "Pan right", "chart: pan right", "Chart", display="]"),
     Key("f", "view('follow_live')", "Follow", "chart: follow the live run", "Chart"),
     # The time cursor: what the bars, sparklines and heatmap show (help texts stay short: a narrow column)
-    Key("left", "cursor('step', -1)", "Cursor back", "step back", "Cursor", display="←"),
-    Key("right", "cursor('step', 1)", "Cursor forward", "step forward", "Cursor", display="→"),
-    Key("shift+left", "cursor('epoch', -1)", "Previous epoch", "previous epoch", "Cursor", display="⇧←"),
-    Key("shift+right", "cursor('epoch', 1)", "Next epoch", "next epoch", "Cursor", display="⇧→"),
-    Key("home", "cursor('home')", "First step", "first step", "Cursor"),
-    Key("end", "cursor('end')", "Latest step", "last step (latest)", "Cursor"),
+    Key("left", "cursor('step', -1)", "Cursor back", "step back", "Cursor", display="←", priority=True),
+    Key("right", "cursor('step', 1)", "Cursor forward", "step forward", "Cursor", display="→", priority=True),
+    Key(
+        "shift+left",
+        "cursor('epoch', -1)",
+        "Previous epoch",
+        "previous epoch",
+        "Cursor",
+        display="⇧←",
+        priority=True,
+    ),
+    Key(
+        "shift+right", "cursor('epoch', 1)", "Next epoch", "next epoch", "Cursor", display="⇧→", priority=True
+    ),
+    Key("home", "cursor('home')", "First step", "first step", "Cursor", priority=True),
+    Key("end", "cursor('end')", "Latest step", "last step (latest)", "Cursor", priority=True),
     Key("space", "toggle_play", "Play", "play / pause", "Cursor"),
     Key("question_mark", "help", "Help", "this help", "Other", footer=True, display="?"),
 )
@@ -88,17 +127,51 @@ BUILTIN_KEYS: tuple[tuple[str, str], ...] = (
 
 
 def app_bindings() -> list[Binding]:
+    """The app's bindings: every key but the priority ones (those are :func:`screen_bindings`)."""
     return [
         Binding(k.keys, k.action, k.description, show=k.footer, key_display=k.display, tooltip=k.help)
         for k in KEYS
+        if not k.priority
     ]
+
+
+def screen_bindings() -> list[Binding]:
+    """The time cursor's keys, bound on each data screen with priority over a focused panel."""
+    return [
+        Binding(
+            k.keys,
+            f"app.{k.action}",
+            k.description,
+            show=k.footer,
+            key_display=k.display,
+            tooltip=k.help,
+            priority=True,
+        )
+        for k in KEYS
+        if k.priority
+    ]
+
+
+def applies(key: Key, app: object) -> bool:
+    """Whether ``key`` does something on ``app``'s dashboard (help and palette list only these)."""
+    if key.scope == "training":
+        return getattr(app, "control", None) is not None
+    if key.scope == "replay":
+        return bool(getattr(app, "replay", False))
+    if key.scope == "runs":
+        return len(getattr(app, "runs", ())) > 1
+    return True
+
+
+def keys_for(app: object) -> tuple[Key, ...]:
+    return tuple(k for k in KEYS if applies(k, app))
 
 
 class ActionsProvider(Provider):
     """Command-palette entries for every action in :data:`KEYS`."""
 
     def _entries(self) -> list[tuple[str, str, str]]:
-        return [(f"{k.description} ({k.shown_key})", k.help, k.action) for k in KEYS]
+        return [(f"{k.description} ({k.shown_key})", k.help, k.action) for k in keys_for(self.app)]
 
     async def discover(self) -> Hits:
         for title, help_text, action in self._entries():

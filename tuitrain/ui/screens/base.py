@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 from textual.screen import Screen
 
+from tuitrain.ui.bindings import screen_bindings
 from tuitrain.ui.history import History
 from tuitrain.ui.view_state import ViewState
 
@@ -49,7 +50,11 @@ class Pacer:
 
 
 class DataScreen(Screen):
-    """A screen that shows the run. The app calls :meth:`refresh_data` up to 10 times a second."""
+    """A screen that shows the run. The app calls :meth:`refresh_data` up to 10 times a second.
+
+    The time cursor's keys are bound here with priority, ahead of whatever panel has focus."""
+
+    BINDINGS = screen_bindings()
 
     def overlay(self) -> list[tuple[str, str, History]]:
         """(name, colour, history) of every run the app shows (one on a live dashboard)."""

@@ -1,4 +1,5 @@
-"""Every key binding, from the one table in bindings.py, in two columns that fit 80x24."""
+"""Every key binding that applies here, from the one table in bindings.py, in two columns that fit
+80x24 (a live ``watch`` lists no replay-only keys, a replay no training controls)."""
 
 from __future__ import annotations
 
@@ -9,15 +10,15 @@ from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Static
 
-from tuitrain.ui.bindings import BUILTIN_KEYS, KEYS
+from tuitrain.ui.bindings import BUILTIN_KEYS, KEYS, Key
 
 
-def help_text(groups: list[str]) -> Text:
+def help_text(groups: list[str], keys: tuple[Key, ...] = KEYS) -> Text:
     """The bindings of ``groups`` as aligned lines: a heading per group, then ``key  help``."""
     out = Text(no_wrap=True, overflow="ellipsis")
     for g in groups:
         out.append(f"{g}\n", style="bold underline")
-        rows = [(k.shown_key, k.help) for k in KEYS if k.group == g]
+        rows = [(k.shown_key, k.help) for k in keys if k.group == g]
         if g == "Other":
             rows += list(BUILTIN_KEYS)
         for key, text in rows:
@@ -41,12 +42,16 @@ class HelpScreen(ModalScreen[None]):
     """
     BINDINGS = [Binding("escape,question_mark,q", "close", "Close")]
 
+    def __init__(self, keys: tuple[Key, ...] = KEYS) -> None:
+        super().__init__()
+        self.keys = keys
+
     def compose(self) -> ComposeResult:
         with Vertical() as v:
             v.border_title = "Keys"
             with Vertical(id="help-columns"):
-                yield Static(help_text(["Training", "Views", "Other"]), classes="help-col")
-                yield Static(help_text(["Chart", "Cursor"]), classes="help-col")
+                yield Static(help_text(["Training", "Views", "Other"], self.keys), classes="help-col")
+                yield Static(help_text(["Chart", "Cursor"], self.keys), classes="help-col")
             yield Static(
                 "health colours: [$warning]■[/] vanishing  [$success]■[/] normal  [$error]■[/] exploding · esc closes",
                 id="help-foot",

@@ -1,0 +1,133 @@
+"""Where the dashboard used to mislead (issue 9, section 6), in the real app under ``App.run_test()``:
+the time-cursor keys in a live dashboard, help and palette listing only what applies, and the final
+table at several widths with long run names."""
+
+from __future__ import annotations
+
+import re
+
+from fake_events import T0, fake_run, mlp_layers
+from pilot_helpers import screen_text, until
+
+from tuitrain.ui.app import TuitrainApp
+from tuitrain.ui.bindings import KEYS
+from tuitrain.ui.screens.help import HelpScreen
+from tuitrain.ui.source import ListSource
+from tuitrain.ui.widgets.grad_bars import GradBars
+
+NARROW = (80, 24)
+
+
+class Control:
+    """The training process's control channel, as far as the app can tell: it takes commands."""
+
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+
+    def send(self, cmd: str) -> None:
+        self.sent.append(cmd)
+
+
+def live_app(**kw) -> TuitrainApp:
+    """A live ``watch`` dashboard: one run still training, with a control channel."""
+    events = fake_run(finish=None, stop_after=250, layers=mlp_layers(120, 32), **kw)
+    return TuitrainApp(ListSource(events), control=Control(), clock=lambda: T0 + 10.0, cpu_budget=None)
+
+
+async def live_ready(pilot) -> None:
+    app = pilot.app
+    assert await until(
+        pilot, lambda: app.history.steps_done == 250 and app.screen.query_one(GradBars).values.size
+    )
+
+
+# -- the time cursor in a live watch ---------------------------------------------------------------
+
+
+async def test_live_cursor_keys_move_the_cursor_even_with_the_gradient_panel_focused():
+    app = live_app()
+    async with app.run_test(size=NARROW) as pilot:
+        await live_ready(pilot)
+        focused = app.focused
+        assert focused is not None  # a live dashboard focuses a panel (the scrolling gradient bars)
+        await pilot.press("left")
+        assert app.view.cursor is not None and app.view.cursor < 249
+        await pilot.press("home")
+        assert app.view.cursor == 0
+        assert re.search(r"step 0\b", screen_text(app))  # the cursor bar says where it is
+        await pilot.press("right")
+        assert app.view.cursor and app.view.cursor > 0
+        await pilot.press("end")
+        assert app.view.cursor is None  # back to the latest step, following the run
+        await pilot.press("shift+left")
+        assert app.view.cursor is not None and app.view.cursor < 249
+        assert app.focused is focused  # the keys went to the cursor, the panel kept its focus
+
+
+async def test_cursor_keys_leave_dialogs_and_the_palette_alone():
+    app = live_app()
+    async with app.run_test(size=NARROW) as pilot:
+        await live_ready(pilot)
+        await pilot.press("ctrl+p")
+        await pilot.pause(0.2)
+        await pilot.press(*"zoom", "left", "home")  # the palette's input keeps its caret keys
+        await pilot.pause(0.1)
+        assert app.view.cursor is None
+        await pilot.press("escape")
+
+
+# -- help and palette list what applies ----------------------------------------------------------------
+
+
+REPLAY_ONLY = [k for k in KEYS if getattr(k, "scope", "") in ("replay", "runs")]
+TRAINING = [k for k in KEYS if getattr(k, "scope", "") == "training"]
+
+
+def listed(text: str, k) -> bool:
+    """The help screen's line for key ``k``: its key, then its help text."""
+    return f"{k.shown_key:>3}  {k.help.removeprefix('chart: ')}" in text
+
+
+async def test_live_help_lists_no_replay_only_actions_and_fits_80x24():
+    assert REPLAY_ONLY and TRAINING
+    app = live_app()
+    async with app.run_test(size=NARROW) as pilot:
+        await live_ready(pilot)
+        await pilot.press("question_mark")
+        assert isinstance(app.screen, HelpScreen)
+        text = screen_text(app)
+        for k in KEYS:
+            assert listed(text, k) == (k not in REPLAY_ONLY), k.help
+        assert "replay" not in text
+
+
+async def test_live_palette_offers_no_replay_only_actions():
+    app = live_app()
+    async with app.run_test(size=NARROW) as pilot:
+        await live_ready(pilot)
+        await pilot.press("ctrl+p")
+        await pilot.pause(0.2)
+        await pilot.press(*"run")
+        await pilot.pause(0.4)
+        text = screen_text(app)
+        assert "Next run" not in text and "Compare" not in text
+        await pilot.press("escape")
+
+
+async def test_replay_help_lists_replay_keys_and_no_training_controls(tmp_path):
+    from tests.test_replay import write_synthetic
+    from tuitrain.runfile import open_run
+    from tuitrain.ui.replay.launch import replay_app
+
+    paths = [
+        write_synthetic(tmp_path / f"r{i}.h5", steps=100, n_layers=4, batch=50, name=f"r{i}")
+        for i in range(2)
+    ]
+    app = replay_app([open_run(p) for p in paths], cpu_budget=None, mode="dashboard")
+    async with app.run_test(size=NARROW) as pilot:
+        assert await until(pilot, lambda: all(h.is_finished for h in app.runs.histories), 10)
+        await pilot.press("question_mark")
+        assert isinstance(app.screen, HelpScreen)
+        text = screen_text(app)
+        for k in KEYS:
+            assert listed(text, k) == (k not in TRAINING), k.help

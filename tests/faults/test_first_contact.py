@@ -278,3 +278,27 @@ def test_keys_left_out_of_a_model_change_nothing_in_it(family: str) -> None:
             torch.equal(a, b)
             for a, b in zip(ref.state_dict().values(), other.state_dict().values(), strict=True)
         )
+
+
+@pytest.mark.parametrize(
+    "stored",
+    [
+        'name = "a \\"quoted\\" \\\\ name"\ndescription = "two\\nlines"\n[model]\nname = "mlp"\nhidden = '
+        + str([64] * 64)
+        + "\nfilters = 3\n[optim]\nbetas = [0.9, 0.999]\nlr = inf\n",
+        'x = 1\n[model]\nname = "some_future_model"\nnew_key = [[1, 2], [3]]\n[a.b]\nc = 1979-05-27\n',
+    ],
+)
+def test_config_block_reads_back_as_the_stored_config(stored: str) -> None:
+    """Whatever a run file holds, what info prints of it parses back to the same table (less the
+    [model] keys the model does not read), lists on one line where they can be."""
+    from tuitrain.commands.show import config_block
+
+    block = config_block(stored)
+    want = tomllib.loads(stored)
+    if want["model"]["name"] in MODEL_KEYS:
+        want["model"] = {k: v for k, v in want["model"].items() if k in MODEL_KEYS[want["model"]["name"]]}
+    assert tomllib.loads(block) == want
+    if "hidden" in want["model"]:
+        assert f"hidden = {[64] * 64}" in block.splitlines()  # one line, not 66
+    assert config_block("x = = 1").endswith("x = = 1")  # not TOML: printed as stored, and says so

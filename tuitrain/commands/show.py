@@ -161,12 +161,12 @@ CONFIG_HEADER = "# config"
 
 def config_block(config_toml: str) -> str:
     """The run's stored config as TOML for people: the [model] table holds only the keys that the
-    run's model family reads (:func:`tuitrain.config.model_keys`), so a VGG run lists no ``hidden``
+    run's model family reads (:data:`tuitrain.config.MODEL_KEYS`), so a VGG run lists no ``hidden``
     or ``patch_size``; everything else is as stored. It parses with any TOML reader and, loaded as a
     preset, trains the same run. A config that does not parse is printed as stored, and says so."""
     import tomli_w
 
-    from tuitrain.config import model_keys
+    from tuitrain.config import MODEL_KEYS
 
     try:
         table = tomllib.loads(config_toml)
@@ -174,14 +174,46 @@ def config_block(config_toml: str) -> str:
         return f"{CONFIG_HEADER}: as stored in the run file, which is not valid TOML ({e}):\n{config_toml}"
     model = table.get("model")
     note = ""
-    if isinstance(model, dict) and isinstance(model.get("name"), str):
-        keep = model_keys(model["name"])
+    name = model.get("name") if isinstance(model, dict) else None
+    if isinstance(model, dict) and isinstance(name, str) and name in MODEL_KEYS:  # unknown: show all
+        keep = MODEL_KEYS[model["name"]]
         left_out = [k for k in model if k not in keep]
         if left_out:
             table["model"] = {k: v for k, v in model.items() if k in keep}
             note = f" ([model]: the keys {model['name']} reads; the run file has all)"
     try:
-        text = tomli_w.dumps(table)
+        text = _inline_lists_toml(table)
+        if text is None or tomllib.loads(text) != table:
+            text = tomli_w.dumps(table)
     except (TypeError, ValueError):
         return f"{CONFIG_HEADER}: as stored in the run file:\n{config_toml}"
     return f"{CONFIG_HEADER} of this run{note}\n{text}"
+
+
+def _inline_lists_toml(table: dict[str, Any]) -> str | None:
+    """``table`` (top-level values, then sections of values) as TOML with each list on one line
+    (``hidden = [32, 32]``, where tomli-w gives a line per item: 66 lines for deep_mlp). Every key and
+    scalar is still written by tomli-w; None for a shape this does not cover (the caller then uses
+    tomli-w for all of it, as it does when the result would not read back equal)."""
+    import tomli_w
+
+    def key(k: str) -> str:
+        return tomli_w.dumps({k: 0}).rsplit(" = ", 1)[0]
+
+    def scalar(v: Any) -> str:
+        return tomli_w.dumps({"v": v})[len("v = ") :].rstrip("\n")
+
+    def line(k: str, v: Any) -> str:
+        if isinstance(v, dict) or (isinstance(v, list) and any(isinstance(x, (list, dict)) for x in v)):
+            raise ValueError("nested")
+        text = "[" + ", ".join(scalar(x) for x in v) + "]" if isinstance(v, list) else scalar(v)
+        return f"{key(k)} = {text}"
+
+    try:
+        lines = [line(k, v) for k, v in table.items() if not isinstance(v, dict)]
+        for name, section in table.items():
+            if isinstance(section, dict):
+                lines += ["", f"[{key(name)}]", *(line(k, v) for k, v in section.items())]
+    except ValueError:
+        return None
+    return "\n".join(lines) + "\n"

@@ -118,6 +118,33 @@ def test_auto_gives_back_at_once_when_another_run_starts_and_takes_again_after(t
     t.close()
 
 
+def test_auto_measures_more_cores_once_when_they_free_up(tmp_path: Path) -> None:
+    now = [0.0]
+    applied: list[int] = []
+    cost = {1: 1.0, 2: 0.6, 4: 0.58}  # a second core helps, the third and fourth do not
+    t = Threads(
+        "auto", Registry(tmp_path), FixedLoad(), cpus=4, cap=None, clock=lambda: now[0], apply=applied.append
+    )
+    t.begin()
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        peer = Registry(tmp_path)
+        peer.pid = other.pid
+        peer.claim(2, fixed=False)  # another run that may grow: 2 cores each
+        for _ in range(10):
+            now[0] += cost[t.current]
+            t.step()
+        assert (t.current, t.best) == (2, 2)
+    finally:
+        other.kill()
+        other.wait()
+    for _ in range(40):  # alone now: 4 is timed once, found no better, and 2 kept
+        now[0] += cost[t.current]
+        t.step()
+    assert (t.current, applied.count(4)) == (2, 1), applied
+    t.close()
+
+
 def test_auto_waits_for_a_second_look_before_giving_back_to_outside_load(tmp_path: Path) -> None:
     load = FixedLoad()
     t, _, _, now = simulate(tmp_path, {1: 0.6, 2: 0.35}, 20, load)

@@ -111,6 +111,7 @@ class Threads:
         self._window: list[float] = []
         self._times: dict[int, float] = {}
         self._calib_peers = 0
+        self._measured = 1  # the most threads timed so far
 
     @classmethod
     def start(cls, setting: int | str) -> Threads:
@@ -194,9 +195,12 @@ class Threads:
                 return self._note(f"threads {old} -> {self.share}: {self._why(peers, busy)}", now)
             return None
         self._drop_votes = 0
-        if self.best is None or (self.best == self.current and self.share > self.current):
-            if self.share > self.current or (self.best is None and self.share > 1):
+        if self.best is None:
+            if self.share > 1:
                 self._begin_calibration(len(peers))
+            return None
+        if self.best == self._measured < self.share:  # the most threads timed were the best: try more
+            self._begin_calibration(len(peers))
             return None
         target = min(self.share, self.best)
         if target > self.current:
@@ -247,6 +251,7 @@ class Threads:
             self._set(self._plan[0])
             return None
         self.best = choose(self._times)
+        self._measured = max(self._measured, *self._times)
         if self.best == 1:
             self.fixed = True  # small model: one thread from here on, and the others may count on it
         old = self.current

@@ -69,7 +69,8 @@ def _read_text(path: Path, via: str = "") -> str:
         )
     if st.st_size > MAX_PRESET_BYTES:
         raise ConfigError(
-            f"{via}{path}: is {st.st_size:,} bytes; a preset may be at most {MAX_PRESET_BYTES:,} bytes (1 MiB)."
+            f"{via}{path}: is {st.st_size:,} bytes; a preset may be at most "
+            f"{MAX_PRESET_BYTES:,} bytes (1 MiB)."
         )
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))

@@ -1,9 +1,10 @@
 """Read a run file: finished, still being written, or left behind by a killed trainer.
 
 Everything is lazy: opening reads the root attributes and checks the layout, nothing more, so the UI
-can open a 1,000,000-step file in milliseconds and slice only what it draws. Opening, validation and
-errors live in :mod:`tuitrain.runfile.opening`; every failure surfaces as one :class:`RunFileError`
-whose message starts with the path.
+can open a 1,000,000-step file in milliseconds and slice only what it draws. Opening and errors live
+in :mod:`tuitrain.runfile.opening`, the check of the whole file against the schema (types, shapes,
+links, the small tables) in :mod:`tuitrain.runfile.validate`, run once at open; every failure
+surfaces as one :class:`RunFileError` whose message starts with the path and names the element.
 
 Live files are opened with SWMR; :meth:`RunFile.writer_alive` tells a live writer from a killed one
 when the file is on the same host. A live reader does not see root attributes change (HDF5 has no
@@ -37,9 +38,9 @@ from tuitrain.runfile.opening import (
     one_line,
     open_checked,
     open_h5,
-    read_root_attrs,
     start_ticks,
 )
+from tuitrain.runfile.validate import validate
 
 __all__ = ["RunFile", "RunFileError", "open_run"]
 
@@ -74,7 +75,10 @@ class RunFile:
     # -- opening and following ------------------------------------------------------------------
 
     def _load_attrs(self) -> None:
-        self._attrs = read_root_attrs(self.path, self._f)
+        # Validated against the schema once, here: every property below may trust types and ranges.
+        checked = validate(self.path, self._f)
+        self._attrs = checked.attrs
+        self._ds.update(checked.datasets)
 
     def _guard(self, what: str) -> contextlib.AbstractContextManager[None]:
         return guard(self.path, what)

@@ -149,6 +149,29 @@ def probe_chunk_rows(n_layers: int) -> int:
     return int(min(max(rows, PROBE_CHUNK_MIN_ROWS), PROBE_CHUNK_MAX_ROWS))
 
 
+# --- what a reader checks when it opens a file (tuitrain.runfile.validate) -------------------------
+# A root attribute's type is that of its default above (str, int or float). Beyond the type:
+TIME_RANGE = (0.0, 1e10)  # Unix seconds, 1970..2286: outside it a "time" is corruption, not a date
+TIME_ATTRS = ("started_at", "ended_at")
+TIME_ATTRS_UNSET_NAN = ("ended_at",)  # NaN until the run ends; started_at is set when the file is made
+JSON_ATTRS: dict[str, type] = {"versions": dict, "module_summary": list}
+MODULE_SUMMARY_FIELDS: dict[str, type] = {"name": str, "type": str, "params": int}  # and int "flops"
+_I64 = 2**63 - 1
+INT_ATTR_RANGES: dict[str, tuple[int, int]] = {
+    "schema_version": (1, SCHEMA_VERSION),
+    "params": (0, _I64),
+    "flops": (0, _I64),
+    "epochs": (0, 2**31 - 1),
+    "steps_per_epoch": (0, _I64),
+    "batch_size": (0, _I64),
+    "num_classes": (0, _I64),
+    "last_step": (-1, _I64),
+    "writer_pid": (0, 2**31 - 1),  # a pid_t; 0 = unknown
+    "writer_start_ticks": (0, _I64),
+    "max_steps": (0, _I64),
+}
+
+
 def path(group: str, name: str) -> str:
     """Dataset path inside the file, e.g. ``path(STEPS, "loss") == "steps/loss"``."""
     return f"{group}/{name}"

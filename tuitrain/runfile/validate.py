@@ -1,0 +1,346 @@
+"""Checking a run file against :mod:`tuitrain.runfile.schema` when it is opened, so that nothing read
+from it later can raise: the one place where a run file's types, shapes and links are checked.
+
+Why at open and in one place: ``info``, ``replay --print``, the replay dashboard and a user's script
+all read through :class:`~tuitrain.runfile.reader.RunFile`. Once :func:`validate` has passed, their
+code may trust that every root attribute has its schema type and a sane value, that every dataset is
+a dataset of the right rank and kind of dtype stored in this file, and that the small tables
+(/layers, /epochs, /events, /test) hold values they can format. A file that fails gets one
+:class:`~tuitrain.runfile.opening.RunFileError` naming the element and what was expected (the CLI
+prints it and exits 2) instead of a traceback from wherever the bad value is first used.
+
+What is checked, and what is not:
+
+* Links are never followed out of the file. Every group and dataset the reader uses must be a hard
+  link; an external link (or a soft link) in its place is refused without being resolved, and so is a
+  dataset whose data lives in other files (external raw storage, a virtual dataset). This runs
+  before anything looks a path up, because ``name in group`` already resolves external links.
+* Root attributes: the type of each is that of its default in ``schema.ROOT_ATTRS`` (and
+  ``schema.OPTIONAL_ROOT_ATTRS`` where a file has those), plus the ranges, times, JSON shapes and
+  status names declared beside them in the schema.
+* Datasets: metadata only for /steps and /probes (which may hold millions of rows and must open in
+  milliseconds); contents too for the small tables. Rows of a live file appended after opening come
+  from the writer and are not checked again. Columns of one table may differ in length (a live file
+  mid-flush): readers use the shortest, so a column one row short is not an error; /layers columns,
+  which are written once, must agree.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from tuitrain.events import PROBE_NAMES
+from tuitrain.runfile import schema as S
+from tuitrain.runfile.opening import RunFileError, guard, one_line, read_root_attrs
+
+_SHAPE = re.compile(r"(\d+(x\d+)*)?")
+
+
+@dataclass
+class Checked:
+    """What :func:`validate` read: the root attributes as plain Python values, and an open handle to
+    every dataset it checked (opening one costs ~0.1-0.2 ms; the reader keeps these)."""
+
+    attrs: dict[str, Any]
+    datasets: dict[str, h5py.Dataset]
+
+
+def validate(path: Path, f: h5py.File) -> Checked:
+    """The root attributes and dataset handles of ``f``, once the whole file matches the schema.
+
+    Raises :class:`RunFileError` naming the first element that does not.
+    """
+    with guard(path, "the root attributes"):
+        fmt = _plain(f.attrs.get("format"))
+    if fmt == S.FORMAT:
+        _check_links(path, f)  # before read_root_attrs: its `p in f` would follow an external link
+    attrs = read_root_attrs(path, f)  # format, schema version, nothing missing
+    out = dict(attrs)
+    for name, default in _declared_attrs().items():
+        if name in attrs:
+            out[name] = _attr(path, name, attrs[name], default)
+    ds = _check_datasets(path, f)
+    _check_test(path, f)
+    with guard(path, "the small tables"):
+        _check_layers(path, ds)
+        _check_epochs(path, ds)
+        _check_events(path, ds)
+    return Checked(out, ds)
+
+
+# -- links ------------------------------------------------------------------------------------------
+
+
+def _dataset_specs() -> dict[str, tuple[np.dtype, int]]:
+    """Every dataset the reader may use: path -> (schema dtype, rank)."""
+    specs: dict[str, tuple[np.dtype, int]] = {}
+    for name, dt in S.LAYER_FIELDS.items():
+        specs[S.path(S.LAYERS, name)] = (dt, 1)
+    for name, dt in {**S.STEP_FIELDS, **getattr(S, "OPTIONAL_STEP_FIELDS", {})}.items():
+        specs[S.path(S.STEPS, name)] = (dt, 1)
+    specs[S.path(S.PROBES, "step")] = (S.PROBE_STEP_DTYPE, 1)
+    for name in PROBE_NAMES:
+        specs[S.path(S.PROBES, name)] = (S.PROBE_DTYPE, 2)
+    for name, dt in S.EPOCH_FIELDS.items():
+        specs[S.path(S.EPOCHS, name)] = (dt, 1)
+    for name, dt in S.EVENT_FIELDS.items():
+        specs[S.path(S.EVENTS, name)] = (dt, 1)
+    return specs
+
+
+def _check_links(path: Path, f: h5py.File) -> None:
+    groups = (S.LAYERS, S.STEPS, S.PROBES, S.EPOCHS, S.TEST, S.EVENTS)
+    holders: dict[str, Any] = {"": f}
+    for p in (*groups, *_dataset_specs()):
+        parent, _, leaf = p.rpartition("/")
+        with guard(path, f"/{p}"):
+            holder = holders.get(parent)
+            if holder is None:
+                continue  # the group is missing or not a group: read_root_attrs or _check_datasets says so
+            link = holder.get(leaf, getlink=True)
+            if isinstance(link, h5py.HardLink) and not parent:
+                obj = f[leaf]
+                if isinstance(obj, h5py.Group):
+                    holders[leaf] = obj
+        if link is None or isinstance(link, h5py.HardLink):
+            continue
+        if isinstance(link, h5py.ExternalLink):
+            raise RunFileError(
+                f"{path}: /{p} is an external link to {link.filename}:{link.path}; tuitrain never follows "
+                "links out of the run file (expected the data itself, stored in this file)"
+            )
+        target = getattr(link, "path", "")
+        raise RunFileError(
+            f"{path}: /{p} is a soft link to {target}; expected the data itself, stored under /{p}"
+        )
+
+
+# -- root attributes --------------------------------------------------------------------------------
+
+
+def _declared_attrs() -> dict[str, object]:
+    """Every root attribute with a declared type: schema 1's, plus the ones newer files add."""
+    return {**S.ROOT_ATTRS, **getattr(S, "OPTIONAL_ROOT_ATTRS", {})}
+
+
+def _plain(value: Any) -> Any:
+    """An attribute as a Python value: numpy scalars unwrapped, bytes decoded (None if not UTF-8)."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, bytes):
+        try:
+            return value.decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+    return value
+
+
+def _attr(path: Path, name: str, raw: Any, default: object) -> Any:
+    """One root attribute checked against its declared type and range, as a plain Python value."""
+    kind = float if default is None or isinstance(default, float) else type(default)
+    value = _plain(raw)
+    shown = _short(value if value is not None else raw)
+
+    def bad(expected: str) -> RunFileError:
+        return RunFileError(f"{path}: attribute `{name}` = {shown} is not {expected} (a corrupt run file)")
+
+    if isinstance(raw, np.ndarray) and raw.shape != ():
+        raise bad(f"one value (it is an array of shape {raw.shape}); expected {_kind_text(kind)}")
+    if kind is str:
+        if not isinstance(value, str):
+            raise bad("UTF-8 text")
+        if name == "status" and value not in S.STATUSES:
+            raise bad(f"a run status ({', '.join(S.STATUSES)})")
+        if name in S.JSON_ATTRS:
+            _json_attr(path, name, value, bad)
+        return value
+    if kind is int:
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise bad("an integer")
+        lo, hi = S.INT_ATTR_RANGES.get(name, (-(2**63), 2**63 - 1))
+        if not lo <= value <= hi:
+            raise bad(f"in range: expected an integer in [{lo}, {hi}]")
+        return value
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        raise bad("a number")
+    value = float(value)
+    if name in S.TIME_ATTRS:
+        nan_ok = name in S.TIME_ATTRS_UNSET_NAN
+        if not _time_ok(value, nan_ok):
+            raise bad(f"a time: expected Unix seconds in [{_time_range()}]" + (" or NaN" if nan_ok else ""))
+    return value
+
+
+def _json_attr(path: Path, name: str, text: str, bad: Any) -> None:
+    try:
+        data = json.loads(text or S.ROOT_ATTRS[name])
+    except (ValueError, RecursionError) as e:  # JSONDecodeError is a ValueError
+        raise bad(f"valid JSON ({one_line(e)[:80]})") from None
+    want = S.JSON_ATTRS[name]
+    if not isinstance(data, want):
+        raise bad(f"a JSON {'object' if want is dict else 'list'}")
+    if name == "module_summary":
+        for row in data:
+            ok = isinstance(row, dict) and all(
+                isinstance(row.get(k), t) and not isinstance(row.get(k), bool)
+                for k, t in S.MODULE_SUMMARY_FIELDS.items()
+            )
+            flops = row.get("flops", 0) if isinstance(row, dict) else 0
+            if not ok or not isinstance(flops, int) or isinstance(flops, bool):
+                fields = ", ".join(f"{k} ({t.__name__})" for k, t in S.MODULE_SUMMARY_FIELDS.items())
+                raise bad(f"a list of modules: row {_short(row)} lacks {fields} or an integer flops")
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 5] + "..." + text[-2:]
+
+
+def _kind_text(kind: type) -> str:
+    return {str: "text", int: "an integer", float: "a number"}[kind]
+
+
+def _time_range() -> str:
+    lo, hi = S.TIME_RANGE
+    return f"{lo:g}, {hi:g}"
+
+
+def _time_ok(t: float, nan_ok: bool = True) -> bool:
+    if math.isnan(t):
+        return nan_ok
+    lo, hi = S.TIME_RANGE
+    return lo <= t <= hi
+
+
+# -- datasets ---------------------------------------------------------------------------------------
+
+
+def _dtype_kind(dt: np.dtype) -> str:
+    if dt == S.STR or dt.kind == "S":
+        return "text"
+    return "integer" if dt.kind in "iu" else "float"
+
+
+def _matches(dt: np.dtype, want: str) -> bool:
+    if want == "text":
+        return h5py.check_string_dtype(dt) is not None
+    if want == "integer":
+        return dt.kind in "iu"
+    return dt.kind == "f"
+
+
+def _check_datasets(path: Path, f: h5py.File) -> dict[str, h5py.Dataset]:
+    n_layers: int | None = None
+    handles: dict[str, h5py.Dataset] = {}
+    for p, (dt, rank) in _dataset_specs().items():
+        with guard(path, f"/{p}"):
+            obj = f.get(p)  # links were checked: hard links only
+            if obj is None:  # an optional column an older file lacks (required ones were checked)
+                continue
+            want = _dtype_kind(dt)
+            expected = f"a {rank}-D dataset of {want} values"
+            if not isinstance(obj, h5py.Dataset):
+                what = "a group" if isinstance(obj, h5py.Group) else type(obj).__name__
+                raise RunFileError(f"{path}: /{p} is {what}; expected {expected}")
+            if obj.is_virtual or obj.external:
+                how = "a virtual dataset" if obj.is_virtual else "external storage"
+                raise RunFileError(
+                    f"{path}: /{p} keeps its data in other files ({how}); tuitrain never reads outside "
+                    "the run file (expected the data stored in this file)"
+                )
+            if obj.ndim != rank:
+                raise RunFileError(f"{path}: /{p} has shape {obj.shape}; expected {expected}")
+            if not _matches(obj.dtype, want):
+                raise RunFileError(f"{path}: /{p} has dtype {obj.dtype}; expected {expected}")
+            if p.startswith(S.LAYERS + "/"):
+                if n_layers is None:
+                    n_layers = int(obj.shape[0])
+                elif obj.shape[0] != n_layers:
+                    raise RunFileError(
+                        f"{path}: /{p} has {obj.shape[0]} rows, /layers/name {n_layers}; expected one row "
+                        "per parameter tensor in every /layers column"
+                    )
+            if rank == 2 and n_layers is not None and obj.shape[1] != n_layers:
+                raise RunFileError(
+                    f"{path}: /{p} has shape {obj.shape}; expected (rows, {n_layers}), a column per layer"
+                )
+            handles[p] = obj
+    return handles
+
+
+def _check_test(path: Path, f: h5py.File) -> None:
+    with guard(path, f"/{S.TEST}"):
+        g = f.get(S.TEST)
+        if not isinstance(g, h5py.Group):
+            raise RunFileError(f"{path}: /{S.TEST} is missing or not a group; expected a group of attributes")
+        for key in S.TEST_ATTRS:
+            if key not in g.attrs:
+                continue  # the test never ran: NaN
+            value = _plain(g.attrs[key])
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+            if ok and key == "time":
+                ok = _time_ok(float(value))
+            if not ok:
+                raise RunFileError(
+                    f"{path}: /{S.TEST} attribute `{key}` = {_short(value)} is not "
+                    + ("a time (Unix seconds, or NaN)" if key == "time" else "a number")
+                )
+
+
+def _rows(ds: dict[str, h5py.Dataset], group: str, names: Any) -> int:
+    return min(int(ds[S.path(group, n)].shape[0]) for n in names)
+
+
+def _text(value: Any) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+def _check_layers(path: Path, f: dict[str, h5py.Dataset]) -> None:
+    n = _rows(f, S.LAYERS, S.LAYER_FIELDS)
+    shapes = f[S.path(S.LAYERS, "shape")][:n]
+    for i, s in enumerate(shapes):
+        if not _SHAPE.fullmatch(_text(s)):
+            raise RunFileError(
+                f"{path}: /layers/shape row {i} = {_short(_text(s))} is not a shape; expected sizes "
+                "joined by 'x' such as '32x3x3x3' ('' for a scalar)"
+            )
+    numel = f[S.path(S.LAYERS, "numel")][:n]
+    if n and int(np.min(numel)) < 0:
+        raise RunFileError(f"{path}: /layers/numel holds a negative count; expected element counts >= 0")
+
+
+def _check_times(path: Path, p: str, times: np.ndarray) -> None:
+    t = np.asarray(times, np.float64)
+    lo, hi = S.TIME_RANGE
+    bad = ~np.isnan(t) & ~((t >= lo) & (t <= hi))
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise RunFileError(
+            f"{path}: /{p} row {i} = {t[i]:g} is not a time; expected Unix seconds in [{_time_range()}]"
+        )
+
+
+def _check_epochs(path: Path, f: dict[str, h5py.Dataset]) -> None:
+    n = _rows(f, S.EPOCHS, S.EPOCH_FIELDS)
+    _check_times(path, S.path(S.EPOCHS, "time"), f[S.path(S.EPOCHS, "time")][:n])
+
+
+def _check_events(path: Path, f: dict[str, h5py.Dataset]) -> None:
+    n = _rows(f, S.EVENTS, S.EVENT_FIELDS)
+    _check_times(path, S.path(S.EVENTS, "time"), f[S.path(S.EVENTS, "time")][:n])
+    kinds = f[S.path(S.EVENTS, "kind")][:n]
+    messages = f[S.path(S.EVENTS, "message")][:n]
+    for i, (kind, message) in enumerate(zip(kinds, messages, strict=True)):
+        if _text(kind) in (S.KIND_STATUS, S.KIND_FINISHED) and _text(message) not in S.STATUSES:
+            raise RunFileError(
+                f"{path}: /events/message row {i} = {_short(_text(message))} is not a run status; expected "
+                f"one of {', '.join(S.STATUSES)} in a `{_text(kind)}` row"
+            )

@@ -4,15 +4,21 @@ table at several widths with long run names."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 
 from fake_events import T0, fake_run, mlp_layers
 from pilot_helpers import screen_text, until
+from textual.app import App
 
+from tuitrain.events import RunStarted
 from tuitrain.ui.app import TuitrainApp
 from tuitrain.ui.bindings import KEYS
+from tuitrain.ui.history import History
 from tuitrain.ui.screens.help import HelpScreen
 from tuitrain.ui.source import ListSource
+from tuitrain.ui.view_state import ViewState
+from tuitrain.ui.widgets.final_table import FinalTable
 from tuitrain.ui.widgets.grad_bars import GradBars
 
 NARROW = (80, 24)
@@ -131,3 +137,80 @@ async def test_replay_help_lists_replay_keys_and_no_training_controls(tmp_path):
         text = screen_text(app)
         for k in KEYS:
             assert listed(text, k) == (k not in TRAINING), k.help
+
+
+# -- the final table -------------------------------------------------------------------------------------
+
+LONG_NAMES = [
+    "v",
+    "vgg38_bn_rc_conv1x1_with_a_very_long_descriptive_name_x",
+    "mlp_mixer_cifar10_ratio_05_8_run",
+]
+
+
+def named_history(name: str, n_tensors: int) -> History:
+    h = History()
+    evs = fake_run(layers=mlp_layers(n_tensors, 64), epochs=1, steps_per_epoch=20)
+    h.extend([dataclasses.replace(e, run_name=name) if isinstance(e, RunStarted) else e for e in evs])
+    return h
+
+
+class TableApp(App):
+    def compose(self):
+        yield FinalTable()
+
+
+def table_lines(app) -> list[str]:
+    return [ln for ln in screen_text(app).splitlines() if "■" in ln]
+
+
+def right_edges(line: str, values: list[str]) -> list[int]:
+    return [line.index(v) + len(v) for v in values if v in line]
+
+
+async def check_table(width: int) -> None:
+    runs = [(n, "#4e9ad8", named_history(n, 80 * (i + 1))) for i, n in enumerate(LONG_NAMES)]
+    params = ["166.40K", "332.80K", "499.20K"]
+    app = TableApp()
+    async with app.run_test(size=(width, 20)) as pilot:
+        t = app.query_one(FinalTable)
+        view = ViewState()
+        t.update_data(runs[:1], view)
+        await pilot.pause(0.1)
+        t.update_data(runs, view)  # new rows ...
+        screen_text(app)  # ... drawn before the DataTable's idle (a busy live follow): the old bug's trigger
+        await pilot.pause(0.1)
+        for selected in (0, 1, 2, 0):  # r, r, r: the cursor row moves; every row must stay put
+            view.selected = selected
+            t.update_data(runs, view)
+            await pilot.pause(0.1)
+            lines = table_lines(app)
+            assert len(lines) == 3, screen_text(app)
+            assert len({len(ln) for ln in lines}) == 1
+            for ln, p in zip(lines, params, strict=True):
+                cut = p[:-1] in ln and p not in ln
+                assert not cut, f"{p} cut to {p[:-1]} at width {width}:\n{ln}"
+            loss_edges = {e for ln in lines for e in right_edges(ln, ["4.1087"])}
+            assert len(loss_edges) == 1, lines  # the Train Loss column lines up
+            shown = [right_edges(ln, [p]) for ln, p in zip(lines, params, strict=True)]
+            if any(shown):  # Params on screen (wide terminals): in every row, right-aligned together
+                assert all(shown) and len({s[0] for s in shown}) == 1, lines
+        assert t.cells[1][0] == LONG_NAMES[1] and [r[7] for r in t.cells] == params  # the data, uncut
+        for ln, name in zip(table_lines(app), LONG_NAMES, strict=True):
+            assert name in ln or "…" in ln  # a name is whole or visibly elided, never silently cut
+
+
+async def test_final_table_rows_line_up_at_60_columns():
+    await check_table(60)
+
+
+async def test_final_table_rows_line_up_at_80_columns():
+    await check_table(80)
+
+
+async def test_final_table_rows_line_up_at_120_columns():
+    await check_table(120)
+
+
+async def test_final_table_rows_line_up_at_200_columns():
+    await check_table(200)

@@ -94,7 +94,8 @@ StepsOpt = Annotated[
 BatchOpt = Annotated[int | None, typer.Option("--batch-size", help="Training batch size.")]
 DeviceOpt = Annotated[str | None, typer.Option("--device", help="auto (cuda > mps > cpu), cpu, cuda or mps.")]
 SeedOpt = Annotated[
-    int | None, typer.Option("--seed", help="Seed for initialisation, shuffling and augmentation.")
+    int | None,
+    typer.Option("--seed", help="Seed for initialisation, shuffling and augmentation: 0 to 2147483647."),
 ]
 OutOpt = Annotated[
     Path | None, typer.Option("--out", "-o", help="Run file to write (default runs/<name>-<time>.h5).")

@@ -5,13 +5,14 @@ table at several widths with long run names."""
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 
 from fake_events import T0, fake_run, mlp_layers
 from pilot_helpers import screen_text, until
 from textual.app import App
 
-from tuitrain.events import RunStarted
+from tuitrain.events import RunStarted, StepBatch
 from tuitrain.ui.app import TuitrainApp
 from tuitrain.ui.bindings import KEYS
 from tuitrain.ui.history import History
@@ -20,6 +21,8 @@ from tuitrain.ui.source import ListSource
 from tuitrain.ui.view_state import ViewState
 from tuitrain.ui.widgets.final_table import FinalTable
 from tuitrain.ui.widgets.grad_bars import GradBars
+from tuitrain.ui.widgets.heatmap import ZERO_LEVEL, HeatmapRows
+from tuitrain.ui.widgets.update_sparklines import UpdateSparklines
 
 NARROW = (80, 24)
 
@@ -214,3 +217,41 @@ async def test_final_table_rows_line_up_at_120_columns():
 
 async def test_final_table_rows_line_up_at_200_columns():
     await check_table(200)
+
+
+# -- exactly-zero updates ---------------------------------------------------------------------------------
+
+UPDATE = 3  # PROBE_NAMES.index("update_ratio")
+
+
+def zero_update_events():
+    """A live run whose first tensor never changes: its update ratio is exactly 0 at every step."""
+    events = fake_run(finish=None, stop_after=250, layers=mlp_layers(8, 32))
+    for e in events:
+        if isinstance(e, StepBatch) and e.probes.shape[0]:
+            e.probes[:, UPDATE, 0] = 0.0
+    return events
+
+
+async def test_zero_updates_show_as_zero_in_sparklines_and_heatmap():
+    app = TuitrainApp(
+        ListSource(zero_update_events()), control=Control(), clock=lambda: T0 + 10.0, cpu_budget=None
+    )
+    async with app.run_test(size=(120, 36)) as pilot:
+        await live_ready(pilot)
+        sparks = app.screen.query_one(UpdateSparklines)
+        assert await until(pilot, lambda: len(sparks.sparks) == 8 and sparks.sparks[0])
+        assert set(sparks.sparks[0]) == {"▁"}  # a flat line at the bottom, not mid-height
+        assert sparks.latest[0] == 0.0
+        assert re.search(r"l0\.w\s+▁+\s+0│", screen_text(app)), screen_text(app)  # flat, and the value 0
+        await pilot.press("h", "g", "g", "g")  # the heatmap of the update ratio
+        rows = app.screen.query_one(HeatmapRows)
+        assert await until(pilot, lambda: rows.levels.shape[0] == 8 and rows.levels.shape[1] > 0)
+        assert (rows.levels[0] == ZERO_LEVEL).all() and (rows.levels[1:] >= 0).all()
+        text = screen_text(app)
+        assert "1.0e-30" not in text and "e-30" not in text
+        line = next(ln for ln in text.splitlines() if "layers.0.w" in ln)
+        assert "0000" in line and re.search(r"\s0\s", line.split("0000")[-1]), line  # cells and mean read 0
+        await pilot.press("left")  # the value at the cursor: 0 too
+        assert await until(pilot, lambda: rows.at_cursor is not None)
+        assert rows.at_cursor[0] == -math.inf and "e-30" not in screen_text(app)

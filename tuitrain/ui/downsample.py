@@ -52,11 +52,12 @@ def minmax_downsample(x: np.ndarray, y: np.ndarray, columns: int) -> tuple[np.nd
 
 
 def bucket_mean(values: np.ndarray, buckets: int, *, stretch: bool = False) -> np.ndarray:
-    """Mean of ``values`` (axis 0) over ``buckets`` equal index buckets, ignoring NaN.
+    """Mean of ``values`` (axis 0) over ``buckets`` equal index buckets, ignoring NaN and +Inf.
 
     With fewer rows than buckets: the rows as they are, or with ``stretch`` each row repeated so the
     result has exactly ``buckets`` rows (nearest neighbour; used by the heatmap to fill its width).
-    A bucket whose values are all NaN stays NaN.
+    A bucket whose values are all NaN stays NaN. -Inf is a value, not a gap: it is how the log10
+    buckets hold an exact zero, and a bucket holding one has mean -Inf (the geometric mean is 0).
     """
     values = np.asarray(values, dtype=np.float64)
     n = values.shape[0]
@@ -69,7 +70,7 @@ def bucket_mean(values: np.ndarray, buckets: int, *, stretch: bool = False) -> n
         idx = np.minimum((np.arange(buckets) * n) // buckets, n - 1)
         return values[idx]
     starts = np.linspace(0, n, buckets + 1).astype(np.int64)[:-1]
-    finite = np.isfinite(values)
+    finite = np.isfinite(values) | np.isneginf(values)
     filled = np.where(finite, values, 0.0)
     sums = np.add.reduceat(filled, starts, axis=0)
     cnt = np.add.reduceat(finite.astype(np.int64), starts, axis=0)

@@ -66,7 +66,10 @@ __all__ = [  # with the re-exports of the modules split off
     "robust_range",
 ]
 
-LOG_FLOOR = 1e-30  # log10 of a zero probe is drawn as this (no -inf in the maths)
+# An exact zero (a frozen tensor, a bias before a norm layer) is -inf in the log10 buckets: a bucket
+# holding one reads as zero, and every widget draws -inf as zero (never as a tiny number such as the
+# 1e-30 floor this used to be, nor as a mid-height sparkline). NaN stays "non-finite".
+ZERO_LOG = -np.inf
 FINISHED = ("completed", "stopped", "failed")
 INCOMPLETE = "incomplete"  # UI-only status: a run file whose writer died without finishing it
 
@@ -244,7 +247,7 @@ class History:
             probes = np.asarray(ev.probes, dtype=np.float32)
             self.probes.append(ev.probe_steps, probes)
             with np.errstate(divide="ignore", invalid="ignore"):
-                logs = np.log10(np.maximum(np.abs(probes), LOG_FLOOR))
+                logs = np.log10(np.abs(probes))  # 0 -> -inf (ZERO_LOG)
             logs[~np.isfinite(probes)] = np.nan
             assert self.long is not None
             self.long.append(ev.probe_steps, logs)

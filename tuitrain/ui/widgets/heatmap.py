@@ -22,7 +22,7 @@ from textual.widgets import Static
 
 from tuitrain.events import PROBE_LABELS
 from tuitrain.ui.downsample import bucket_mean
-from tuitrain.ui.history import LOG_FLOOR, History
+from tuitrain.ui.history import History
 from tuitrain.ui.view_state import ViewState
 from tuitrain.ui.widgets.layer_rows import LayerRows, decade_label, frac_bar
 from tuitrain.ui.widgets.titles import set_titles
@@ -62,11 +62,18 @@ STYLES = [Style(bgcolor=f"rgb({r},{g},{b})") for r, g, b in COLORS]
 BAR_STYLES = [Style(color=f"rgb({r},{g},{b})") for r, g, b in COLORS]
 
 
+NONFINITE_LEVEL = -1
+ZERO_LEVEL = -2  # an exact zero (log10 = -inf): drawn as zero, not as the smallest colour
+
+
 def color_levels(logs: np.ndarray, lo: float, hi: float) -> np.ndarray:
-    """log10 values -> colour level 0..LEVELS-1, or -1 for non-finite."""
-    frac = (logs - lo) / max(1e-9, hi - lo)
-    lv = np.clip(np.floor(frac * LEVELS), 0, LEVELS - 1)
-    return np.where(np.isfinite(logs), lv, -1).astype(np.int16)
+    """log10 values -> colour level 0..LEVELS-1, ZERO_LEVEL for an exact zero (-inf), NONFINITE_LEVEL
+    for NaN/Inf."""
+    with np.errstate(invalid="ignore"):
+        frac = (logs - lo) / max(1e-9, hi - lo)
+        lv = np.clip(np.floor(frac * LEVELS), 0, LEVELS - 1)
+    lv = np.where(np.isfinite(logs), lv, NONFINITE_LEVEL)
+    return np.where(np.isneginf(logs), ZERO_LEVEL, lv).astype(np.int16)
 
 
 class HeatmapRows(LayerRows):
@@ -121,7 +128,7 @@ class HeatmapRows(LayerRows):
         if got is not None:
             with np.errstate(divide="ignore", invalid="ignore"):
                 v = got[1][view.quantity][self.layer_index].astype(np.float64)
-                self.at_cursor = np.where(np.isfinite(v), np.log10(np.maximum(np.abs(v), LOG_FLOOR)), np.nan)
+                self.at_cursor = np.where(np.isfinite(v), np.log10(np.abs(v)), np.nan)  # 0 -> -inf: zero
         if logs.shape[0] == 0 or not self.layer_index.size:
             self.levels = np.zeros((len(self.layer_index), 0), dtype=np.int16)
             self.mean = self.std = np.full(len(self.layer_index), np.nan)
@@ -161,6 +168,8 @@ class HeatmapRows(LayerRows):
                 v = int(lv[s])
                 if s == c:
                     segs.append(Segment("┃", self.styled(_cursor_style(v))))
+                elif v == ZERO_LEVEL:
+                    segs.append(Segment("0" * (e - s), self.style("dim")))
                 elif v < 0:
                     segs.append(Segment("×" * (e - s), self.style("nonfinite")))
                 else:
@@ -177,6 +186,8 @@ class HeatmapRows(LayerRows):
     def stat_segments(self, m: float, sd: float) -> list[Segment]:
         """mean bar (MEAN_W) on the colour scale, its value, spread bar (SPREAD_W, 0..1 decade), ±std."""
         lo, hi = self.scale
+        if m == -math.inf:  # exactly zero: an empty bar and the value 0
+            return [Segment(" " * self.MEAN_W), Segment(f" {'0':>7} ", self.style("name"))]
         if not math.isfinite(m):
             return [Segment("—".center(self.STAT_W), self.style("dim"))]
         frac = (m - lo) / max(1e-9, hi - lo)
@@ -301,6 +312,8 @@ class HeatmapPanel(Vertical):
             ("input at the top · spread: std of log10 over time · ", "dim"),
             ("×", err),
             (" non-finite · ", "dim"),
+            ("0", "dim"),
+            (" zero · ", "dim"),
             (f"vanishing: mean |grad| < {th.vanishing:g} · exploding: grad norm > {th.exploding:g}", "dim"),
         ]
         for text, style in parts:

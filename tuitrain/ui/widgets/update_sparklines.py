@@ -56,7 +56,8 @@ def cursor_column(
 
 
 def spark_strings(log_values: np.ndarray, lo, hi) -> list[str]:
-    """(rows, columns) log10 values -> one string of block characters per row (NaN -> space).
+    """(rows, columns) log10 values -> one string of block characters per row (NaN -> space; an exact
+    zero, -inf, -> the lowest block: a row of zeros is a flat line at the bottom, never mid-height).
     ``lo``/``hi``: the scale, shared (floats) or per row (arrays)."""
     if log_values.size == 0:
         return ["" for _ in range(log_values.shape[0])]
@@ -65,7 +66,8 @@ def spark_strings(log_values: np.ndarray, lo, hi) -> list[str]:
     with np.errstate(invalid="ignore"):
         frac = (log_values - lo) / np.maximum(1e-9, hi - lo)
         levels = np.clip(np.floor(frac * len(SPARKS)), 0, len(SPARKS) - 1)
-    idx = np.where(np.isfinite(log_values), levels, len(SPARKS)).astype(np.int64)
+    idx = np.where(np.isfinite(log_values), levels, len(SPARKS))
+    idx = np.where(np.isneginf(log_values), 0, idx).astype(np.int64)  # an exact zero sits at the bottom
     # codepoints decoded in one go, then cut into rows (a join per row of numpy strings cost 10x more)
     text = np.ascontiguousarray(_SPARK_CODES[idx]).tobytes().decode("utf-32-le")
     w = log_values.shape[1]

@@ -226,12 +226,13 @@ def report_end(out_path: Path, log_path: Path, exitcode: int | None, stop_signal
     from tuitrain.runfile import schema as S
     from tuitrain.runfile.reader import RunFileError, open_run
 
+    if exitcode == EXIT_BAD_INPUT:  # the worker met bad input (CIFAR absent offline, ...): it logged why.
+        # Checked first: a file at out_path is then another run's (an --out taken meanwhile), not ours.
+        raise fail(_last_error(log_path) or f"bad input; see {log_path}")
     try:
         with open_run(out_path) as rf:
             s = rf.summary()
     except RunFileError:
-        if exitcode == EXIT_BAD_INPUT:  # the worker met bad input (CIFAR absent offline, ...): it logged why
-            raise fail(_last_error(log_path) or f"bad input; see {log_path}") from None
         typer.echo(
             f"tuitrain: error: no run file was written: the training process {how_it_ended(exitcode)} "
             f"before it created {out_path}; its log is {log_path}",

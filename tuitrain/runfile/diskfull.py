@@ -5,12 +5,16 @@ failed too ("Can't decrement id ref count"), which leaves the file open inside t
 dirty metadata it can never write; at interpreter exit the library's own shutdown tries again and the
 process dies with SIGSEGV (exit 139) or SIGBUS (135). Measured with h5py 3.16 / HDF5 2.0.
 
-So the writer, before it creates the file, sets aside some disk space in an unnamed file
-(:class:`Slack`, ``O_TMPFILE`` where there is one; freed by the kernel when the process dies, so a
-SIGKILL leaves nothing behind). On the first failed write it frees that space and finishes the file with
-it: the rows and metadata pending since the last flush, the status ``failed`` and the error, then a
-clean close. The amount pending is about one flush period of rows plus the HDF5 metadata, tens of KB
-for the presets; 1 MiB (a quarter of the free space on tiny disks) is ample.
+Nor can HDF5 be asked to try again: once a flush has failed midway, every later flush fails too
+("slist already enabled?"), even with space freed. So the writer must stop *before* HDF5 meets a full
+disk. Before it writes rows it checks the free space (:func:`space_left`, one ``statvfs``); below
+:data:`MARGIN_BYTES` plus twice the rows pending it stops as if the disk were full. And before it
+creates the file it sets aside some disk space in an unnamed file (:class:`Slack`, ``O_TMPFILE`` where
+there is one; freed by the kernel when the process dies, so a SIGKILL leaves nothing behind), which
+it frees to finish the file with: the rows pending, the status ``failed`` and the error, then a clean
+close. That covers the disk another process fills between two checks too. The amount pending is
+about one flush period of rows plus the HDF5 metadata, tens of KB for the presets; 1 MiB (a quarter
+of the free space on tiny disks) is ample.
 
 If even that is not enough, :func:`close_h5` swaps HDF5's file descriptor for an in-memory file
 (``memfd``) before closing: what HDF5 could not write is dropped (the file on disk keeps what its last
@@ -28,6 +32,17 @@ import h5py
 
 SLACK_BYTES = 1 << 20
 SLACK_MIN_BYTES = 64 << 10
+# Below this much free space (plus twice the rows pending) the writer stops before HDF5 hits the wall.
+MARGIN_BYTES = 256 << 10
+
+
+def space_left(directory: Path) -> int | None:
+    """Bytes an unprivileged writer may still use on ``directory``'s file system; None if unknown."""
+    try:
+        st = os.statvfs(directory)
+    except (OSError, AttributeError):
+        return None
+    return st.f_bavail * st.f_frsize
 
 
 class Slack:

@@ -21,6 +21,7 @@ Why it is shaped this way:
 from __future__ import annotations
 
 import contextlib
+import errno
 import math
 import os
 import threading
@@ -53,7 +54,7 @@ from tuitrain.runfile.claim import (
     private_temp,
 )
 from tuitrain.runfile.columns import Column, fixed_bytes
-from tuitrain.runfile.diskfull import Slack, close_h5, free_quietly
+from tuitrain.runfile.diskfull import MARGIN_BYTES, Slack, close_h5, free_quietly, space_left
 from tuitrain.runfile.layout import create_layout
 
 
@@ -107,6 +108,7 @@ class RunFileWriter:
         self._error: RunFileWriteError | None = None
         self._raised = False  # the error has been raised to a caller once
         self._slack: Slack | None = None
+        self._check_space = True
         self._last_flush = clock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -242,6 +244,7 @@ class RunFileWriter:
         self._done = True
         self._stop.set()
         free_quietly(self._slack)
+        self._check_space = False  # finish with the space set aside
         message = (
             f"{what}. The run was stopped after {steps} steps; its run file keeps them all and says failed."
         )
@@ -387,6 +390,10 @@ class RunFileWriter:
         self._done = True
 
     def _write_columns(self) -> None:
+        if self._check_space:  # stop while HDF5 can still finish the file (see runfile/diskfull.py)
+            free = space_left(self.path.parent)
+            if free is not None and free < MARGIN_BYTES + 2 * self._pending_bytes:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         for col in self._cols.values():
             col.write()
         self._pending_bytes = 0

@@ -94,7 +94,13 @@ def worker_main(
 ) -> None:
     """Entry point of the spawned training process. ``launch`` (a :class:`tuitrain.launch.Launch`)
     makes it start torchrun and relay rank 0 instead of training itself."""
-    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    from tuitrain.runfile.claim import create_exclusive, overwrite_asked
+
+    try:  # a new file, never appended to through a link planted at <out>.log (see runfile/claim.py)
+        fd = create_exclusive(Path(log_path), overwrite_asked())
+    except (OSError, ValueError) as e:  # it appeared since `watch` checked: bad input, said on the dashboard
+        _refuse(events, f"{log_path}: cannot create the training log: {e}")
+        sys.exit(2)
     os.dup2(fd, 1)
     os.dup2(fd, 2)
     sys.stdout = open(1, "w", buffering=1, closefd=False)  # noqa: SIM115 - lives as long as the process
@@ -125,6 +131,16 @@ def worker_main(
     except Exception as e:  # noqa: BLE001 - the UI shows it from RunFinished; the exit code says failed
         print(f"error: {e}", flush=True)
         sys.exit(1)
+
+
+def _refuse(events: Any, error: str) -> None:
+    """End the dashboard's wait with ``error`` when this process cannot even start its log."""
+    from tuitrain.events import RunFinished
+    from tuitrain.train.sinks import QueueSink
+
+    sink = QueueSink(events)
+    sink.emit(RunFinished("failed", 0, error=error))
+    sink.close()
 
 
 # ---- data-parallel watch -------------------------------------------------------------------------

@@ -140,3 +140,37 @@ def test_cross_field_checks() -> None:
     assert "toy2d" in error_of(None, ["data.name=toy2d", "model.name=vgg"])
     assert "patch_size" in error_of(None, ["model.name=mlp_mixer", "model.patch_size=5"])
     assert "--set" in error_of(None, ["optim.lr"])
+
+
+def test_integers_are_bounded_with_the_range_in_the_message() -> None:
+    msg = error_of(None, ["train.epochs=1e20"])
+    assert "`train.epochs` = 100000000000000000000 is out of range; allowed: [1, 2147483647]" in msg
+    assert "allowed: [1, 2147483647]" in error_of(None, [f"train.batch_size={2**64}"])
+    assert "allowed: [1, 2147483647]" in error_of(None, ["model.hidden=[8, 4294967296]"])
+    assert "allowed: [0, 2147483647]" in error_of(None, ["train.seed=-1"])
+    assert "allowed: [0, 2147483647]" in error_of(None, [f"data.seed={2**70}"])
+    assert load_config(None, ["train.seed=2147483647"]).train.seed == 2**31 - 1
+
+
+def test_strings_without_nul_or_invalid_utf8() -> None:
+    assert "NUL character" in error_of(None, ['name="a\\u0000b"'])
+    assert "NUL character" in error_of(None, [], {"data.dir": "/x\0y"})
+    assert "not valid UTF-8" in error_of(None, [], {"name": "\udcff"})  # undecodable argv bytes
+    cfg = load_config(None, ['description="tab\\t bell\\u0007 del\\u007f \\"q\\" \\\\ é 🙂"'])
+    assert from_toml(to_toml(cfg)) == cfg
+
+
+def test_huge_values_are_shown_short() -> None:
+    msg = error_of(None, [f"model.name={'v' * 100_000}"])
+    assert len(msg) < 600 and "..." in msg
+
+
+def test_presets_must_be_small_regular_files(tmp_path: Path) -> None:
+    assert "is a character device" in error_of(Path("/dev/null"))
+    big = write(tmp_path, "big.toml", "#" * (1 << 20) + "\n")
+    assert "at most 1,048,576 bytes" in error_of(big)
+    deep = write(tmp_path, "deep.toml", "a = " + "[" * 50 + "]" * 50 + "\n")
+    assert "nested more than 8 levels" in error_of(deep)
+    latin = tmp_path / "latin.toml"
+    latin.write_bytes(b'name = "caf\xe9"\n')
+    assert "is not UTF-8 text" in error_of(latin)

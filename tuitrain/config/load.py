@@ -225,7 +225,7 @@ def load_config(
     for text in overrides or []:
         key, value = parse_override(text)
         _set_dotted(raw, key, value)
-        origin[key] = f"--set {text}"
+        origin[key] = f"--set {text if len(text) <= 80 else text[:75] + '...'}"
     for key, value in (extra or {}).items():
         _set_dotted(raw, key, value)
         origin[key] = "command line"

@@ -19,6 +19,10 @@ from tuitrain.config.schema import CHOICES, RANGES, ConfigError, RunConfig
 # Every integer key fits in int32: /steps/epoch and the run file's counters are stored as int32/int64,
 # and a value such as 1e20 epochs or 2**64 must be refused here, not by HDF5 halfway through a start.
 INT_MIN, INT_MAX = -(2**31), 2**31 - 1
+# Bounds of the integers inside a list key, as RANGES gives them for scalar keys.
+LIST_ITEM_RANGES: dict[str, tuple[float | None, float | None, bool, bool]] = {
+    "model.hidden": (1, None, True, True)
+}
 
 
 def _show(value: Any, limit: int = 80) -> str:
@@ -46,7 +50,7 @@ def _text(value: str, key: str, where: str) -> str:
 
 def _int_range(key: str) -> tuple[int, int]:
     """The integers ``key`` may hold: its RANGES bounds where set, within int32 everywhere."""
-    lo, hi, lo_inc, hi_inc = RANGES.get(key, (None, None, True, True))
+    lo, hi, lo_inc, hi_inc = RANGES.get(key) or LIST_ITEM_RANGES.get(key) or (None, None, True, True)
     low = INT_MIN if lo is None else max(INT_MIN, math.ceil(lo) if lo_inc else math.floor(lo) + 1)
     high = INT_MAX if hi is None else min(INT_MAX, math.floor(hi) if hi_inc else math.ceil(hi) - 1)
     return low, high

@@ -336,3 +336,39 @@ def test_dashboard_and_final_table_of_diverged_runs(runs: dict[str, Trained]) ->
         assert any("run failed at step" in line and "diverged: loss is NaN at step 3" in line for line in log)
 
     replay([runs["continued"].path, runs["nan_at_3"].path])(check)
+
+
+# -- watch: the dashboard of a live run that diverges ------------------------------------------
+
+
+def test_watch_shows_the_divergence_and_exits_1(tmp_path: Path) -> None:
+    """The real `tuitrain watch` in tmux: the header says FAILED, the log gives the error, and after
+    `q` the shell gets exit code 1 and the error."""
+    import shutil
+    import sys
+    import time
+
+    from tests.e2e.tmux import Tmux
+
+    if shutil.which("tmux") is None:
+        pytest.skip("tmux is not installed")
+    out, rc = tmp_path / "watched.h5", tmp_path / "rc"
+    venv_bin = Path(sys.executable).parent
+    args = " ".join(DIVERGES)
+    t = Tmux(
+        f"OMP_NUM_THREADS=1 {venv_bin}/tuitrain watch toy2d_mlp {args} --max-steps 200 --out {out} "
+        f"; echo $? > {rc}; sleep 60"
+    )
+    try:
+        screen = t.wait_for(lambda s: "FAILED" in s, 90, "the FAILED header")
+        assert "diverged: loss is NaN at step 1" in screen or "NaN/Inf at step 1" in screen, screen
+        t.keys("q")
+        deadline = time.time() + 60
+        while time.time() < deadline and not (rc.exists() and rc.read_text().strip()):
+            time.sleep(0.25)
+        assert rc.read_text().strip() == "1", t.screen()
+        assert "error: diverged: loss is NaN at step 1" in t.screen()  # what the shell is told
+    finally:
+        t.kill()
+    with open_run(out) as rf:
+        assert rf.status == "failed" and rf.error == "diverged: loss is NaN at step 1"

@@ -143,15 +143,20 @@ class ConsoleSink:
 
     def _steps(self, b: StepBatch) -> None:
         assert self.progress is not None and self.started is not None
-        for loss in b.scalar("loss"):
+        losses = b.scalar("loss")
+        for loss in losses:
             if math.isfinite(loss):
                 self._loss_ema = loss if math.isnan(self._loss_ema) else 0.9 * self._loss_ema + 0.1 * loss
+        last = float(losses[-1])  # a diverged loss is shown as such, not as the EMA of the finite ones
+        shown = (
+            f"{self._loss_ema:.4f}"
+            if math.isfinite(last)
+            else f"[bold red]{'nan' if last != last else 'inf'}[/]"
+        )
         sps = b.scalar("samples_per_s")
         sps = float(np.nanmedian(sps)) if np.isfinite(sps).any() else math.nan
         done = int(b.steps[-1]) + 1 - int(b.epochs[-1]) * self.started.steps_per_epoch
-        self.progress.update(
-            self._step_task, completed=done, info=f"loss {self._loss_ema:.4f}  {sps:,.0f} samples/s"
-        )
+        self.progress.update(self._step_task, completed=done, info=f"loss {shown}  {sps:,.0f} samples/s")
 
     def _epoch(self, e: EpochEnd) -> None:
         self.last_epoch = e

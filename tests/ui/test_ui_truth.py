@@ -8,6 +8,7 @@ import dataclasses
 import math
 import re
 
+import numpy as np
 from fake_events import T0, fake_run, mlp_layers
 from pilot_helpers import screen_text, until
 from textual.app import App
@@ -22,6 +23,7 @@ from tuitrain.ui.view_state import ViewState
 from tuitrain.ui.widgets.final_table import FinalTable
 from tuitrain.ui.widgets.grad_bars import GradBars
 from tuitrain.ui.widgets.heatmap import ZERO_LEVEL, HeatmapRows
+from tuitrain.ui.widgets.loss_plot import LossChart
 from tuitrain.ui.widgets.update_sparklines import UpdateSparklines
 
 NARROW = (80, 24)
@@ -255,3 +257,51 @@ async def test_zero_updates_show_as_zero_in_sparklines_and_heatmap():
         await pilot.press("left")  # the value at the cursor: 0 too
         assert await until(pilot, lambda: rows.at_cursor is not None)
         assert rows.at_cursor[0] == -math.inf and "e-30" not in screen_text(app)
+
+
+# -- axis labels never repeat --------------------------------------------------------------------------
+
+
+def flat_loss_events(steps: int, level: float = 4.6052, spread: float = 0.004):
+    """VGG38 at chance: the loss sits at ln(100) within a few thousandths."""
+    events = fake_run(finish=None, stop_after=steps, layers=mlp_layers(8, 32), batch_steps=1)
+    rng = np.random.default_rng(1)
+    for e in events:
+        if isinstance(e, StepBatch):
+            e.scalars[:, 0] = level + spread * rng.random(len(e))
+    return events
+
+
+def axis_labels(app) -> tuple[list[str], list[str]]:
+    xt, xl, yt, yl = app.screen.query_one(LossChart)._ticks()
+    return xl, yl
+
+
+async def check_axes(steps: int, size: tuple[int, int]) -> None:
+    app = TuitrainApp(
+        ListSource(flat_loss_events(steps)), control=Control(), clock=lambda: T0 + 10.0, cpu_budget=None
+    )
+    async with app.run_test(size=size) as pilot:
+        chart = app.screen.query_one(LossChart)
+        assert await until(pilot, lambda: app.history.steps_done == steps and chart.spec.raw_x.size)
+        await pilot.pause(0.3)
+        xl, yl = axis_labels(app)
+        assert len(set(xl)) == len(xl) and len(set(yl)) == len(yl), (xl, yl)
+        text = screen_text(app)
+        for label in yl:  # drawn as such on the y axis
+            assert re.search(rf"│\s*{re.escape(label)}┤", text) or len(yl) > 4, (label, text)
+        return xl, yl
+
+
+async def test_axis_labels_are_distinct_on_a_flat_loss_at_80x24():
+    await check_axes(120, (80, 24))
+
+
+async def test_axis_labels_are_distinct_for_a_two_step_run():
+    xl, yl = await check_axes(2, (80, 24))  # before: x 0 0 1 and y 4.61 4.61
+    assert xl == ["0", "1"], xl  # whole steps only
+    assert len(yl) >= 2 and all(re.fullmatch(r"4\.6\d\d+", y) for y in yl), yl  # more digits, no repeats
+
+
+async def test_axis_labels_are_distinct_at_200x60():
+    await check_axes(120, (200, 60))

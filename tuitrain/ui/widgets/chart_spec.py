@@ -10,7 +10,7 @@ metric, or the epoch series with a dot per epoch), the selected run drawn last, 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -53,23 +53,36 @@ class ChartSpec:
     message: str = ""
 
 
-def nice_ticks(lo: float, hi: float, count: int) -> list[float]:
+def nice_ticks(lo: float, hi: float, count: int, min_step: float = 0.0) -> list[float]:
+    """About ``count`` round tick values in [lo, hi], at least ``min_step`` apart (1 for steps, which
+    are whole numbers: ticks at 0.5 would be labelled ``0 0 1``)."""
     if not (hi > lo) or count < 2:
         return [lo]
-    raw = (hi - lo) / (count - 1)
+    raw = max((hi - lo) / (count - 1), min_step)
     mag = 10 ** math.floor(math.log10(raw))
     step = next(m * mag for m in (1, 2, 2.5, 5, 10) if m * mag >= raw)
     start = math.ceil(lo / step) * step
     return [v for v in np.arange(start, hi + step * 0.001, step)]
 
 
-def step_label(v: float) -> str:
+def step_label(v: float, digits: int = 3) -> str:
     v = float(v)
     if abs(v) >= 1e6:
-        return f"{v / 1e6:.3g}M"
+        return f"{v / 1e6:.{digits}g}M"
     if abs(v) >= 1e4:
-        return f"{v / 1e3:.3g}k"
+        return f"{v / 1e3:.{digits}g}k"
     return f"{int(round(v))}"
+
+
+def distinct_labels(ticks: Sequence[float], fmt: Callable[[float, int], str], digits: int = 3) -> list[str]:
+    """Labels for ``ticks`` that never repeat: the fewest significant digits (from ``digits``) that
+    tell every tick apart (``4.6 4.6`` becomes ``4.605 4.61``, ``100k 100k`` ``100k 100.1k``)."""
+    labels = [fmt(t, digits) for t in ticks]
+    for d in range(digits + 1, digits + 8):
+        if len(set(labels)) == len(labels):
+            break
+        labels = [fmt(t, d) for t in ticks]
+    return labels
 
 
 def scale_of(metric: str) -> float:
@@ -123,7 +136,7 @@ def _finish(spec: ChartSpec, view: ViewState, lo: float, hi: float, skip: float,
         if len(ticks) < 2:
             ticks = list(np.linspace(rng[0], rng[1], 4)[1:-1])
         spec.yticks = ticks
-        spec.ylabels = [fmt_si(10**t, 2) for t in ticks]
+        spec.ylabels = distinct_labels([10**t for t in ticks], fmt_si, 2)
     return spec
 
 

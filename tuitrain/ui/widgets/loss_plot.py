@@ -43,6 +43,7 @@ from tuitrain.ui.widgets.chart_spec import (
     build_overlay_spec,
     build_spec,
     data_extent,
+    distinct_labels,
     nice_ticks,
     step_label,
 )
@@ -243,12 +244,13 @@ class LossChart(PlotextPlot):
         """x ticks and labels, y ticks and labels for the spec at the current size."""
         w, h = self.size.width, self.size.height
         spec = self.spec
-        xt = nice_ticks(*spec.xlim, max(2, min(6, w // 12)))
+        xt = nice_ticks(*spec.xlim, max(2, min(6, w // 12)), min_step=1.0)  # steps are whole numbers
+        xl = distinct_labels(xt, step_label)
         if spec.yticks:
-            return xt, [step_label(v) for v in xt], list(spec.yticks), list(spec.ylabels)
+            return xt, xl, list(spec.yticks), list(spec.ylabels)
         y0, y1 = spec.ylim or (0.0, 1.0)
         yt = nice_ticks(y0, y1, max(2, min(6, h // 3)))
-        return xt, [step_label(v) for v in xt], yt, [fmt_si(v, 3) for v in yt]
+        return xt, xl, yt, distinct_labels(yt, fmt_si)
 
 
 class StatsLines(Widget):

@@ -62,8 +62,8 @@ class RunFileWriter:
     """A :class:`~tuitrain.events.Sink` that records a run to one HDF5 file (layout: docs/run-file.md).
 
     ``flush_seconds`` bounds how stale the file may be for readers and how much a SIGKILL can lose
-    (rows: about one period; epochs: nothing, each end of epoch is flushed at once, before the console
-    prints it). ``background`` runs a small thread that flushes pending rows when no emit comes to do it.
+    (rows: about one period; epochs, alerts, status changes: nothing, each is flushed at once, before
+    the console prints it). ``background`` runs a small thread that flushes pending rows when no emit comes to do it.
     ``overwrite``: replace an existing file at ``path`` (else :class:`~tuitrain.runfile.claim.OutTaken`);
     None follows ``--overwrite`` of the command that started this process (``$TUITRAIN_OVERWRITE``).
     ``clock`` exists so benchmarks and tests can simulate time; ``max_pending_bytes`` caps memory
@@ -120,7 +120,8 @@ class RunFileWriter:
 
     def emit(self, event: Event) -> None:
         """Record one event. Cheap for StepBatch (a buffer copy); flushes when the period is up, and at
-        once for an end of epoch (the console prints it next: it must not be ahead of the file)."""
+        once for an end of epoch, alert or status change (the console prints it next: it must not be
+        ahead of the file)."""
         with self._lock:
             self._raise_once()
             if self._done:
@@ -136,7 +137,7 @@ class RunFileWriter:
                 if self._f is None:  # RunFinished closed the file
                     return
                 if self._clock() - self._last_flush >= self.flush_seconds or (
-                    isinstance(event, EpochEnd) and math.isfinite(self.flush_seconds)
+                    isinstance(event, _SHOWN) and math.isfinite(self.flush_seconds)
                 ):
                     self._flush_now()
                 elif self._pending_bytes > self._max_pending:
@@ -407,6 +408,11 @@ class RunFileWriter:
         self._stop.set()
         if not close_h5(f, flushed=True):
             raise OSError(f"closing {self.path} failed")
+
+
+# Events a console or dashboard shows as a line of its own: flushed before the next sink hears of them,
+# so that a SIGKILL never loses what a person saw. Rare (alerts are said once, at a monitor flush).
+_SHOWN = (EpochEnd, Alert, StatusChanged, TestResult)
 
 
 def _level(status: str) -> str:

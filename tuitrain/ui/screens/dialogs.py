@@ -113,7 +113,11 @@ class ErrorScreen(ModalScreen[None]):
             with VerticalScroll(id="traceback-scroll"):
                 yield Static(
                     self.traceback
-                    or "(no traceback was received: the training process died without reporting)",
+                    or (
+                        "(no traceback: the error above is the whole report)"  # e.g. a full disk
+                        if self.error
+                        else "(no traceback was received: the training process died without reporting)"
+                    ),
                     id="traceback",
                     markup=False,
                 )

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from tests.clirun import assert_clean_error, tt
 from tests.conftest import PRESETS, cli_env
@@ -372,3 +373,60 @@ def test_watch_shows_the_divergence_and_exits_1(tmp_path: Path) -> None:
         t.kill()
     with open_run(out) as rf:
         assert rf.status == "failed" and rf.error == "diverged: loss is NaN at step 1"
+
+
+# -- the monitor in a user's own loop, on CPU and (where there is one) CUDA ---------------------
+
+
+@pytest.mark.parametrize(
+    "device",
+    [
+        "cpu",
+        pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")),
+    ],
+)
+def test_monitor_raises_diverged_naming_the_first_bad_step(device: str) -> None:
+    """A real loop that diverges (SGD at lr 1e3, no BatchNorm) with the Monitor around its optimizer
+    step: ``after_step`` raises :class:`Diverged` at the flush that sees the first NaN loss (on CUDA up
+    to the read-back depth later, never a sync per step); the message names that step exactly."""
+    import torch.nn.functional as F
+
+    from tests.recorder import Recorder
+    from tuitrain.config import MonitorConfig
+    from tuitrain.train.monitor import Diverged, Monitor
+    from tuitrain.train.summary import layer_infos
+
+    torch.manual_seed(0)
+    dev = torch.device(device)
+    model = torch.nn.Sequential(
+        torch.nn.Linear(2, 32),
+        torch.nn.ReLU(),
+        torch.nn.Linear(32, 32),
+        torch.nn.ReLU(),
+        torch.nn.Linear(32, 3),
+    ).to(dev)
+    params = list(model.parameters())
+    opt = torch.optim.SGD(params, lr=1e3)
+    rec = Recorder()
+    monitor = Monitor(params, layer_infos(model), [rec], MonitorConfig(emit_seconds=0.0), dev)
+    x, y = torch.randn(256, 2, device=dev), torch.randint(0, 3, (256,), device=dev)
+    with pytest.raises(Diverged) as err:
+        for _ in range(200):
+            logits = model(x)
+            loss = F.cross_entropy(logits, y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            monitor.before_step()
+            opt.step()
+            monitor.after_step(loss, logits, y, 1e3, 0)
+    raised_at = monitor.step
+    monitor.flush(force=True)  # what the engine does next: every row reaches the sinks
+    steps = np.concatenate([b.steps for b in rec.batches()])
+    losses = np.concatenate([b.scalar("loss") for b in rec.batches()])
+    first = int(steps[np.flatnonzero(~np.isfinite(losses))[0]])
+    assert (
+        str(err.value)
+        == f"diverged: loss is {'NaN' if math.isnan(losses[steps == first][0]) else 'Inf'} at step {first}"
+    )
+    late = raised_at - (first + 1)  # steps trained after the first bad one
+    assert 0 <= late <= (0 if device == "cpu" else monitor.readback.depth + 1), late

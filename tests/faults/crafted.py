@@ -67,6 +67,13 @@ def _mutations(base: h5py.File) -> list[tuple[str, str, bool, Callable[[h5py.Fil
             add(f"attr {name}: JSON nested 5000 deep", name)(
                 lambda f, d, n=name: f.attrs.__setitem__(n, "[" * 5000 + "]" * 5000)
             )
+    for name, default in S.OPTIONAL_ROOT_ATTRS.items():  # newer attributes: typed when present
+        if name in base.attrs:
+            wrong = _wrong_type(default if default is not None else 0.0)
+            add(f"attr {name}: wrong type", name)(lambda f, d, n=name, v=wrong: f.attrs.__setitem__(n, v))
+            add(f"attr {name}: missing (an older file)", "", refused=False)(
+                lambda f, d, n=name: f.attrs.__delitem__(n)
+            )
     add("attr params: an array", "params")(lambda f, d: f.attrs.__setitem__("params", np.arange(3)))
     add("attr run_name: bytes not UTF-8", "run_name")(
         lambda f, d: f.attrs.__setitem__("run_name", np.bytes_(b"\xff\xfe"))
@@ -102,7 +109,8 @@ def _mutations(base: h5py.File) -> list[tuple[str, str, bool, Callable[[h5py.Fil
     add("/test is a dataset", "/test")(lambda f, d: _replace(f, "test", np.zeros(3)))
 
     # -- every dataset: a group in its place, wrong rank, wrong dtype, one row short, missing --------
-    for p in REQUIRED:
+    optional = [S.path(S.STEPS, n) for n in S.OPTIONAL_STEP_FIELDS if S.path(S.STEPS, n) in base]
+    for p in [*REQUIRED, *optional]:
         ds = base[p]
         n = ds.shape[0]
         el = f"/{p}"
@@ -122,7 +130,8 @@ def _mutations(base: h5py.File) -> list[tuple[str, str, bool, Callable[[h5py.Fil
         add(f"{el}: one row short", el if short else "", refused=short)(
             lambda f, d, p=p: _replace(f, p, f[p][:-1])
         )
-        add(f"{el}: missing", el)(lambda f, d, p=p: f.__delitem__(p))
+        required = p in REQUIRED
+        add(f"{el}: missing", el if required else "", refused=required)(lambda f, d, p=p: f.__delitem__(p))
 
     # -- links and storage out of the run file --------------------------------------------------------
     def other_file(d: Path) -> Path:

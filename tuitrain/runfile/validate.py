@@ -84,7 +84,7 @@ def _dataset_specs() -> dict[str, tuple[np.dtype, int]]:
     specs: dict[str, tuple[np.dtype, int]] = {}
     for name, dt in S.LAYER_FIELDS.items():
         specs[S.path(S.LAYERS, name)] = (dt, 1)
-    for name, dt in {**S.STEP_FIELDS, **getattr(S, "OPTIONAL_STEP_FIELDS", {})}.items():
+    for name, dt in {**S.STEP_FIELDS, **S.OPTIONAL_STEP_FIELDS}.items():
         specs[S.path(S.STEPS, name)] = (dt, 1)
     specs[S.path(S.PROBES, "step")] = (S.PROBE_STEP_DTYPE, 1)
     for name in PROBE_NAMES:
@@ -128,7 +128,7 @@ def _check_links(path: Path, f: h5py.File) -> None:
 
 def _declared_attrs() -> dict[str, object]:
     """Every root attribute with a declared type: schema 1's, plus the ones newer files add."""
-    return {**S.ROOT_ATTRS, **getattr(S, "OPTIONAL_ROOT_ATTRS", {})}
+    return {**S.ROOT_ATTRS, **S.OPTIONAL_ROOT_ATTRS}
 
 
 def _plain(value: Any) -> Any:

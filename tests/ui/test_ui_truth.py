@@ -13,13 +13,14 @@ from fake_events import T0, fake_run, mlp_layers
 from pilot_helpers import screen_text, until
 from textual.app import App
 
-from tuitrain.events import RunStarted, StepBatch
+from tuitrain.events import Alert, RunStarted, StepBatch
 from tuitrain.ui.app import TuitrainApp
 from tuitrain.ui.bindings import KEYS
 from tuitrain.ui.history import History
 from tuitrain.ui.screens.help import HelpScreen
 from tuitrain.ui.source import ListSource
 from tuitrain.ui.view_state import ViewState
+from tuitrain.ui.widgets.event_log import EventLog
 from tuitrain.ui.widgets.final_table import FinalTable
 from tuitrain.ui.widgets.grad_bars import GradBars
 from tuitrain.ui.widgets.heatmap import ZERO_LEVEL, HeatmapRows
@@ -305,3 +306,37 @@ async def test_axis_labels_are_distinct_for_a_two_step_run():
 
 async def test_axis_labels_are_distinct_at_200x60():
     await check_axes(120, (200, 60))
+
+
+# -- the event log at 80x24: nothing cut or covered --------------------------------------------------------
+
+VANISH = (
+    "vanishing gradients: 38 of 38 weight layers have mean |grad| below 1e-08 for 50 steps "
+    "(first: features.0.weight)"
+)
+
+
+def region_text(app, widget) -> list[str]:
+    r = widget.region
+    return [ln[r.x : r.x + r.width] for ln in screen_text(app).splitlines()[r.y : r.y + r.height]]
+
+
+async def test_long_events_wrap_and_the_scrollbar_covers_nothing_at_80x24():
+    events = fake_run(finish=None, stop_after=300, epochs=30, steps_per_epoch=10, layers=mlp_layers(8, 32))
+    events.insert(5, Alert(40, "warning", "vanishing", VANISH, time=T0 + 1.5))
+    app = TuitrainApp(ListSource(events), control=Control(), clock=lambda: T0 + 10.0, cpu_budget=None)
+    async with app.run_test(size=NARROW) as pilot:
+        log = app.screen.query_one(EventLog)
+        assert await until(pilot, lambda: app.history.steps_done == 300 and len(log.entries) > 20)
+        await pilot.pause(0.3)
+        assert log.max_scroll_y > 0  # more events than fit: the scrollbar is there
+        first = next(i for i, (k, _) in enumerate(log.lines) if log.entries[k].message == VANISH)
+        log.scroll_to(y=first, animate=False)
+        await pilot.pause(0.2)
+        lines = region_text(app, log)
+        r = log.content_region  # inside the border; the scrollbar is its last column
+        inside = [ln[r.x : r.x + log.text_width()] for ln in screen_text(app).splitlines()[r.y : r.bottom]]
+        joined = " ".join(part.strip(" │╭╮╰╯─") for part in inside)
+        assert "below 1e-08 for 50 steps" in re.sub(r"\s+", " ", joined), "\n".join(lines)
+        assert not any(ln.rstrip().endswith("1e-0") for ln in inside), "\n".join(lines)
+        assert sum(1 for k, _ in log.lines if log.entries[k].message == VANISH) >= 2  # it wrapped

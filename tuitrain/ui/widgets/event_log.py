@@ -1,8 +1,14 @@
 """The run's events, newest at the bottom: epoch summaries, new best validation accuracy, NaN/Inf,
 vanishing/exploding gradient alerts, checkpoints, warnings, status changes; coloured by level. Reads
-the history's bounded log deque; sticks to the bottom unless the user scrolled up."""
+the history's bounded log deque; sticks to the bottom unless the user scrolled up.
+
+A message longer than the panel wraps onto indented continuation lines instead of being cut at the
+edge: cut, ``... below 1e-08 for 50 steps`` read ``below 1e-0`` at 80x24, a different number. The text
+is laid out one column narrower than the panel, so the scrollbar, when it appears, never covers it."""
 
 from __future__ import annotations
+
+import textwrap
 
 from rich.segment import Segment
 from rich.style import Style
@@ -50,6 +56,9 @@ class EventLog(ScrollView, can_focus=True):
         self._key: int | None = None
         self._step_w = 1
         self._base: Style | None = None
+        self.lines: list[tuple[int, str]] = []  # (entry index, text) per screen line, wrapped
+        self._wrap_cache: dict[tuple[int, str, int, int], list[str]] = {}
+        self._wrapped_for: tuple[int | None, int] = (None, 0)
 
     def on_mount(self) -> None:
         self.border_title = "Events"
@@ -71,7 +80,8 @@ class EventLog(ScrollView, can_focus=True):
             subtitle=f"{len(self.entries)} events"
             + (f" · {warn} warning{'s' if warn > 1 else ''}" if warn else ""),
         )
-        rows = Size(self.scrollable_content_region.width, len(self.entries))
+        self._wrap()
+        rows = Size(self.scrollable_content_region.width, len(self.lines))
         if rows != self.virtual_size and hasattr(self, "_scroll_update"):
             # a taller log needs no layout pass (assigning virtual_size asks for one: a full-screen
             # reflow, 10-15 ms at 200x60, on every new entry): set it and update the scrollbars as
@@ -82,6 +92,37 @@ class EventLog(ScrollView, can_focus=True):
             self.virtual_size = rows
         if at_bottom:
             self.scroll_end(animate=False, immediate=True, x_axis=False)
+        self.refresh()
+
+    def text_width(self) -> int:
+        """Columns the text may use: the panel's, less one for a scrollbar (shown or not)."""
+        return max(8, self.size.width - 1)
+
+    def _wrap(self) -> None:
+        """Lay the entries out as screen lines at the current width (cached per entry and width)."""
+        width = self.text_width()
+        if self._wrapped_for == (self._key, width):
+            return
+        self._wrapped_for = (self._key, width)
+        indent = self._step_w + 3  # "step m " before the message
+        room = max(4, width - indent)
+        cache, fresh = self._wrap_cache, {}
+        lines: list[tuple[int, str]] = []
+        for i, e in enumerate(self.entries):
+            key = (id(e), e.message, room, self._step_w)
+            parts = cache.get(key)
+            if parts is None:
+                parts = textwrap.wrap(e.message, room, break_on_hyphens=False) or [""]
+            fresh[key] = parts
+            lines.extend((i, p) for p in parts)
+        self._wrap_cache = fresh
+        self.lines = lines
+
+    def on_resize(self) -> None:
+        self._wrap()
+        rows = Size(self.scrollable_content_region.width, len(self.lines))
+        if rows != self.virtual_size:
+            self.virtual_size = rows
         self.refresh()
 
     def text_lines(self) -> list[str]:
@@ -96,7 +137,7 @@ class EventLog(ScrollView, can_focus=True):
         _, scroll_y = self.scroll_offset
         width = max(1, self.scrollable_content_region.width)
         i = y + scroll_y
-        if i >= len(self.entries):
+        if i >= len(self.lines):
             if not self.entries and y == 0:
                 return (
                     Strip([Segment("no events yet", self._style("step"))])
@@ -104,13 +145,17 @@ class EventLog(ScrollView, can_focus=True):
                     .apply_style(base)
                 )
             return Strip.blank(width, base)
-        e = self.entries[i]
+        k, text = self.lines[i]
+        e = self.entries[k]
         level = e.level if e.level in LEVELS else "info"
         st = self._style(level)
-        segs = [
-            Segment(f"{e.step:>{self._step_w},} ", self._style("step")),
-            Segment(f"{MARKS.get(level, '·')} {e.message}", st),
-        ]
+        if i and self.lines[i - 1][0] == k:  # a continuation line of the same entry
+            segs = [Segment(" " * (self._step_w + 3)), Segment(text, st)]
+        else:
+            segs = [
+                Segment(f"{e.step:>{self._step_w},} ", self._style("step")),
+                Segment(f"{MARKS.get(level, '·')} {text}", st),
+            ]
         return Strip(segs).adjust_cell_length(width).apply_style(base)
 
     def _style(self, name: str) -> Style:

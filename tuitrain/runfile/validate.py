@@ -259,7 +259,8 @@ def _check_datasets(path: Path, f: h5py.File) -> dict[str, h5py.Dataset]:
             if obj.ndim != rank:
                 raise RunFileError(f"{path}: /{p} has shape {obj.shape}; expected {expected}")
             if not _matches(obj.dtype, want):
-                raise RunFileError(f"{path}: /{p} has dtype {obj.dtype}; expected {expected}")
+                held = "text" if h5py.check_string_dtype(obj.dtype) is not None else f"dtype {obj.dtype}"
+                raise RunFileError(f"{path}: /{p} holds {held}; expected {expected}")
             if p.startswith(S.LAYERS + "/"):
                 if n_layers is None:
                     n_layers = int(obj.shape[0])

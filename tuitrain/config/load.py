@@ -160,7 +160,7 @@ def _load_raw(
     if "\0" in parent:
         raise ConfigError(f"{path}: `extends = {parent!r}` contains a NUL character, which no path can hold.")
     parent_path = (path.parent / parent) if not Path(parent).is_absolute() else Path(parent)
-    if not parent_path.exists():
+    if not os.path.exists(parent_path):  # False, not an exception, where it cannot be stat()ed
         raise ConfigError(f"{path}: `extends = {parent!r}` names a file that does not exist ({parent_path}).")
     base, base_origin = _load_raw(parent_path, (*chain, path), f"{path}: `extends = {parent!r}`: ")
     return _merge(base, raw), {**base_origin, **origin}

@@ -71,7 +71,7 @@ def generate(path: Path, steps: int, n_layers: int, epochs: int = 10, batch: int
     rng = np.random.default_rng(0)
     noise = rng.normal(0, 0.3, size=(batch, len(PROBE_NAMES), n_layers)).astype(np.float32)
     depth = (1.0 - np.arange(n_layers) / max(1, n_layers - 1)).astype(np.float32)
-    with RunFileWriter(path, flush_seconds=math.inf, background=False) as w:
+    with RunFileWriter(path, flush_seconds=math.inf, background=False, overwrite=True) as w:
         w.emit(
             RunStarted(
                 run_name=f"bench-{steps}x{n_layers}",

@@ -71,7 +71,9 @@ def payloads(
 def write(path: Path, args: argparse.Namespace, flush_seconds: float) -> tuple[float, int]:
     """Emit the whole run; return (seconds spent inside the writer, number of flush periods)."""
     now = [0.0]
-    w = RunFileWriter(path, flush_seconds=flush_seconds, background=False, clock=lambda: now[0])
+    w = RunFileWriter(
+        path, flush_seconds=flush_seconds, background=False, clock=lambda: now[0], overwrite=True
+    )
     blocks = payloads(args.batch, args.layers, args.probe_every)
     spent = 0.0
     t = time.perf_counter()

@@ -28,7 +28,7 @@ def make_run(path: Path) -> None:
         epochs=3,
         batch_size=50,
     )
-    train(cfg, [RunFileWriter(str(path))], out_path=str(path))
+    train(cfg, [RunFileWriter(str(path), overwrite=True)], out_path=str(path))  # regenerated each time
 
 
 async def render(run: Path) -> None:

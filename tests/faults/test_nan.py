@@ -431,3 +431,18 @@ def test_monitor_raises_diverged_naming_the_first_bad_step(device: str) -> None:
     )
     late = raised_at - (first + 1)  # steps trained after the first bad one
     assert 0 <= late <= (0 if device == "cpu" else monitor.readback.depth + 1), late
+
+
+def test_data_parallel_ranks_stop_together_without_hanging(tmp_path: Path) -> None:
+    """Two ranks under torchrun see the same reduced losses but flush on their own clocks: they stop
+    together at the epoch's end (none is left waiting in an all-reduce), the file says why, exit 1."""
+    out = tmp_path / "ddp.h5"
+    p = tt(
+        "run", "toy2d_mlp", "--no-ui", "--nproc-per-node", "2", *DIVERGES, "--max-steps", "100",
+        "--out", str(out), env=strict_env(), timeout=180,
+    )  # fmt: skip
+    assert p.returncode == 1, p.stdout + p.stderr
+    assert "diverged: loss is NaN at step 1" in p.stdout + p.stderr
+    with open_run(out) as rf:
+        assert rf.status == "failed" and rf.error == "diverged: loss is NaN at step 1"
+        assert rf.n_steps == 4  # the end of the first epoch (512 samples, batch 128)

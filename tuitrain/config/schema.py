@@ -153,7 +153,7 @@ class MonitorConfig:
     # (on CUDA a few more, read back late; data-parallel: to the end of the epoch) are trained and
     # stored before the run stops.
     on_nan: str = "stop"
-    nan_patience: int = 0  # consecutive non-finite losses tolerated; 0 stops at the first
+    nan_patience: int = 0  # on_nan = "stop": consecutive non-finite losses tolerated; 0 stops at the first
 
 
 @dataclass

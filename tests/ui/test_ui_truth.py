@@ -17,7 +17,9 @@ from tuitrain.events import Alert, RunStarted, StepBatch
 from tuitrain.ui.app import TuitrainApp
 from tuitrain.ui.bindings import KEYS
 from tuitrain.ui.history import History
+from tuitrain.ui.screens.dialogs import QuitScreen
 from tuitrain.ui.screens.help import HelpScreen
+from tuitrain.ui.screens.too_small import TooSmallScreen
 from tuitrain.ui.source import ListSource
 from tuitrain.ui.view_state import ViewState
 from tuitrain.ui.widgets.event_log import EventLog
@@ -340,3 +342,25 @@ async def test_long_events_wrap_and_the_scrollbar_covers_nothing_at_80x24():
         assert "below 1e-08 for 50 steps" in re.sub(r"\s+", " ", joined), "\n".join(lines)
         assert not any(ln.rstrip().endswith("1e-0") for ln in inside), "\n".join(lines)
         assert sum(1 for k, _ in log.lines if log.entries[k].message == VANISH) >= 2  # it wrapped
+
+
+# -- below the minimum size: one clear message -----------------------------------------------------------
+
+
+async def test_60x20_says_the_terminal_is_too_small_and_recovers():
+    app = live_app()
+    async with app.run_test(size=(60, 20)) as pilot:
+        assert await until(pilot, lambda: isinstance(app.screen, TooSmallScreen))
+        assert await until(pilot, lambda: app.history.steps_done == 250)
+        text = screen_text(app)
+        assert "terminal too small: 60x20" in text and "at least 80x24" in text
+        assert "Gradients" not in text  # no squeezed panels behind it
+        await pilot.resize_terminal(80, 24)
+        assert await until(pilot, lambda: not isinstance(app.screen, TooSmallScreen))
+        assert await until(
+            pilot, lambda: "Gradients" in screen_text(app) and "too small" not in screen_text(app)
+        )
+        await pilot.resize_terminal(100, 23)  # one line short
+        assert await until(pilot, lambda: "terminal too small: 100x23" in screen_text(app))
+        await pilot.press("q")  # still quits: the quit dialog of a live run
+        assert await until(pilot, lambda: isinstance(app.screen, QuitScreen))

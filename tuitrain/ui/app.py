@@ -11,7 +11,9 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
+from textual import events
 from textual.app import App
+from textual.geometry import Size
 from textual.message import Message
 
 from tuitrain.ui.bindings import ActionsProvider, app_bindings, keys_for
@@ -24,6 +26,7 @@ from tuitrain.ui.screens.dashboard import DashboardScreen
 from tuitrain.ui.screens.dialogs import ConfirmScreen, ErrorScreen, QuitScreen
 from tuitrain.ui.screens.heatmap import HeatmapScreen
 from tuitrain.ui.screens.help import HelpScreen
+from tuitrain.ui.screens.too_small import TooSmallScreen, too_small
 from tuitrain.ui.source import EventsArrived, Source, SourceEnded
 from tuitrain.ui.view_state import ViewState
 
@@ -111,6 +114,7 @@ class TuitrainApp(App[str | None]):
     # -- lifecycle -------------------------------------------------------------------------------
 
     def on_mount(self) -> None:
+        self.call_after_refresh(self._check_size)
         self.set_interval(self.REFRESH_SECONDS, self._tick)
         self.call_after_refresh(self._settle_gc)
         if self.proc_alive is not None:
@@ -141,6 +145,22 @@ class TuitrainApp(App[str | None]):
         gc.collect()
         gc.freeze()
         gc.set_threshold(*self.GC_THRESHOLD)
+
+    def on_resize(self, event: events.Resize) -> None:
+        self._check_size(event.size)
+
+    def _check_size(self, size: Size | None = None) -> None:
+        """Below 80x24 a single message replaces the panels (see screens/too_small.py)."""
+        size = self.size if size is None else size
+        shown = next((s for s in self.screen_stack if isinstance(s, TooSmallScreen)), None)
+        if too_small(size):
+            if shown is None:
+                self.push_screen(TooSmallScreen(size))
+            else:
+                shown.show(size)
+        elif shown is not None and self.screen is shown:
+            self.pop_screen()
+            self.call_after_refresh(self.redraw)
 
     def on_events_arrived(self, message: EventsArrived) -> None:
         i = getattr(message, "run_index", 0)

@@ -24,6 +24,7 @@ successful flush wrote), and the close, and the process's exit, succeed.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import tempfile
 from pathlib import Path
@@ -37,12 +38,14 @@ MARGIN_BYTES = 256 << 10
 
 
 def space_left(directory: Path) -> int | None:
-    """Bytes an unprivileged writer may still use on ``directory``'s file system; None if unknown."""
+    """Bytes an unprivileged writer may still use on ``directory``'s file system; None if unknown
+    (no statvfs, or a file system that reports no size at all, as some FUSE ones do: never a false
+    "disk full")."""
     try:
         st = os.statvfs(directory)
     except (OSError, AttributeError):
         return None
-    return st.f_bavail * st.f_frsize
+    return st.f_bavail * st.f_frsize if st.f_blocks else None
 
 
 class Slack:
@@ -63,12 +66,8 @@ class Slack:
 
 
 def _slack_size(directory: Path, wanted: int) -> int:
-    try:
-        st = os.statvfs(directory)
-    except (OSError, AttributeError):
-        return wanted
-    free = st.f_bavail * st.f_frsize
-    return max(SLACK_MIN_BYTES, min(wanted, free // 4))
+    free = space_left(directory)
+    return wanted if free is None else max(SLACK_MIN_BYTES, min(wanted, free // 4))
 
 
 def _allocate(fd: int, size: int) -> None:
@@ -79,7 +78,7 @@ def _allocate(fd: int, size: int) -> None:
     except AttributeError:
         pass
     except OSError as e:
-        if e.errno not in (95, 22):  # EOPNOTSUPP / EINVAL: no fallocate here; write zeros instead
+        if e.errno not in (errno.EOPNOTSUPP, errno.EINVAL):  # no fallocate here: write zeros instead
             raise
     block = b"\0" * 65536
     left = size

@@ -13,7 +13,7 @@ from fake_events import T0, fake_run, mlp_layers
 from pilot_helpers import screen_text, until
 from textual.app import App
 
-from tuitrain.events import Alert, RunStarted, StepBatch
+from tuitrain.events import Alert, RunStarted, StatusChanged, StepBatch
 from tuitrain.ui.app import TuitrainApp
 from tuitrain.ui.bindings import KEYS
 from tuitrain.ui.history import History
@@ -25,8 +25,9 @@ from tuitrain.ui.view_state import ViewState
 from tuitrain.ui.widgets.event_log import EventLog
 from tuitrain.ui.widgets.final_table import FinalTable
 from tuitrain.ui.widgets.grad_bars import GradBars
+from tuitrain.ui.widgets.header import STATUS_STYLE
 from tuitrain.ui.widgets.heatmap import ZERO_LEVEL, HeatmapRows
-from tuitrain.ui.widgets.loss_plot import LossChart
+from tuitrain.ui.widgets.loss_plot import LossChart, LossPanel
 from tuitrain.ui.widgets.update_sparklines import UpdateSparklines
 
 NARROW = (80, 24)
@@ -364,3 +365,39 @@ async def test_60x20_says_the_terminal_is_too_small_and_recovers():
         assert await until(pilot, lambda: "terminal too small: 100x23" in screen_text(app))
         await pilot.press("q")  # still quits: the quit dialog of a live run
         assert await until(pilot, lambda: isinstance(app.screen, QuitScreen))
+
+
+# -- pausing is a status; panning is not pausing -------------------------------------------------------
+
+
+async def test_pausing_is_a_status_not_a_warning():
+    app = live_app()
+    async with app.run_test(size=NARROW) as pilot:
+        await live_ready(pilot)
+        log = app.screen.query_one(EventLog)
+        before = sum(1 for e in app.history.log if e.level in ("warning", "error"))
+        await pilot.press("p")
+        assert app.control.sent == ["pause"]
+        app.source.feed([StatusChanged("paused", 250, time=T0 + 5)])
+        assert await until(pilot, lambda: " PAUSED " in screen_text(app))
+        entry = app.history.log[-1]
+        assert entry.kind == "status" and "paused" in entry.message and entry.level == "info"
+        assert sum(1 for e in app.history.log if e.level in ("warning", "error")) == before
+        assert await until(pilot, lambda: f"{len(app.history.log)} events" in str(log.border_subtitle))
+        warn = f"{before} warning" if before else ""
+        assert (warn in str(log.border_subtitle)) if warn else "warning" not in str(log.border_subtitle)
+        assert STATUS_STYLE["paused"] not in ("$warning", "$error")
+
+
+async def test_a_panned_live_chart_is_not_titled_paused():
+    app = live_app()
+    async with app.run_test(size=NARROW) as pilot:
+        await live_ready(pilot)
+        panel = app.screen.query_one(LossPanel)
+        await pilot.press("plus", "left_square_bracket")  # zoom in, pan back: training goes on
+        assert await until(pilot, lambda: "panned" in str(panel.border_title))
+        title = str(panel.border_title)
+        assert "paused" not in title and "f follows" in title
+        assert app.history.status == "running"
+        await pilot.press("f")
+        assert await until(pilot, lambda: "following" in str(panel.border_title))

@@ -290,9 +290,9 @@ class History:
         if self.finished is not None:
             return
         if ev.status != self.status:
-            self.add_log(
+            self.add_log(  # a status, never a warning: pausing is something the user asked for
                 ev.step,
-                "warning" if ev.status == "paused" else "info",
+                "info",
                 "status",
                 f"status: {ev.status} at step {ev.step:,}",
                 ev.time,

@@ -13,7 +13,7 @@ from tuitrain.ui.history import INCOMPLETE, History
 STATUS_STYLE = {
     "starting": "$accent",
     "running": "$success",
-    "paused": "$warning",
+    "paused": "$accent",  # a status the user chose, not a warning
     "completed": "$primary",
     "stopped": "$secondary",
     "failed": "$error",

@@ -398,9 +398,10 @@ class LossPanel(Vertical):
             ext = data_extent(histories, view.metric)
             if ext is not None:
                 lo, hi = view.x_window(*ext)
-                parts.append(f"[$warning]paused view[/] {step_label(lo)}–{step_label(hi)} (f: follow)")
+                # "panned", not "paused": a live run goes on training while the chart stays put
+                parts.append(f"[$accent]panned[/] {step_label(lo)}–{step_label(hi)}; f follows")
             else:
-                parts.append("[$warning]paused view[/]")
+                parts.append("[$accent]panned[/]; f follows")
         set_titles(self, title=" · ".join(parts))
         if self.overlay:
             sub = "● one per epoch" if view.metric in EPOCH_METRICS else "━ ema, one colour per run"

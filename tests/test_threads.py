@@ -233,3 +233,13 @@ def test_bad_threads_is_refused_as_bad_input() -> None:
     assert_clean_error(p, "`train.threads` = 0", '"auto"', ">= 1")
     p = tt(*TOY, "--set", "train.threads='many'")
     assert_clean_error(p, "`train.threads` = 'many'")
+
+
+def test_a_claims_directory_others_can_write_is_not_used(tmp_path: Path) -> None:
+    shared = tmp_path / "claims"
+    shared.mkdir(mode=0o777)
+    shared.chmod(0o777)  # anyone could plant claims (or links) here
+    (shared / "1.claim").write_text("1 64 1 -\n")
+    r = Registry(shared)
+    r.claim(2, fixed=False)
+    assert not r.ok and r.peers() == [] and not (shared / f"{os.getpid()}.claim").exists()

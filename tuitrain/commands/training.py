@@ -68,10 +68,10 @@ class Commands:
 
 
 def terminal_missing() -> str | None:
-    """Which of stdin and stdout is not a terminal ("stdin", "stdout"), or None: the dashboard reads
-    keys from the one and draws on the other, so without both it would write escape codes into a file
-    and wait for keys that never come."""
-    for name, stream in (("stdin", sys.stdin), ("stdout", sys.stdout)):
+    """Which of stdin, stdout and stderr is not a terminal, or None. The dashboard reads keys from
+    stdin and draws on stderr (Textual's choice), and our own messages go to stdout: without all three
+    it would write escape codes into a file or wait for keys that never come."""
+    for name, stream in (("stdin", sys.stdin), ("stdout", sys.stdout), ("stderr", sys.stderr)):
         try:
             if stream is None or not stream.isatty():
                 return name

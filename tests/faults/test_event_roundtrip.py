@@ -31,7 +31,7 @@ from tuitrain.events import (
     StepBatch,
 )
 from tuitrain.events import (
-    TestResult as Tested,
+    TestResult as TResult,
 )
 from tuitrain.runfile import RunFileWriter, open_run
 from tuitrain.runfile import schema as S
@@ -94,7 +94,7 @@ def the_run(path: Path) -> list:
         Alert(24, "warning", "vanishing", "vanishing gradients: 1 of 1 weight layers", time=1_700_000_002.5),
         batch(25, 25, 1_700_000_003.0),
         EpochEnd(0, 50, 0.5, 0.75, 0.625, 0.8125, 1e-3, 2.5, time=1_700_000_003.5),
-        Tested(0.375, 0.875, time=1_700_000_004.0),
+        TResult(0.375, 0.875, time=1_700_000_004.0),
         RunFinished("completed", 49, checkpoint=str(path.with_suffix(".pt")), time=1_700_000_005.0),
     ]
 
@@ -138,7 +138,7 @@ def test_every_field_of_every_event_survives_the_file(tmp_path: Path) -> None:
         assert rf.total_steps == 50 and rf.max_steps == 50 and rf.thresholds == (3e-7, 42.0)
     # Order across types follows the reader's rule (a side event at step s comes after step s's row),
     # so compare each type's events in order.
-    for kind in (RunStarted, StepBatch, StatusChanged, Alert, EpochEnd, Tested, RunFinished):
+    for kind in (RunStarted, StepBatch, StatusChanged, Alert, EpochEnd, TResult, RunFinished):
         wrote = [e for e in events if type(e) is kind]
         read = [e for e in back if type(e) is kind]
         assert len(wrote) == len(read) >= 1, kind.__name__
@@ -213,3 +213,33 @@ def test_max_steps_and_thresholds_of_a_real_training_run(tmp_path: Path, max_ste
         assert rf.max_steps == max_steps and rf.thresholds == (2.5e-9, 100.0)
         assert rf.run_started().total_steps == (max_steps or rf.steps_per_epoch)
         assert rf.n_steps == rf.run_started().total_steps
+
+
+def test_the_header_counts_steps_to_max_steps_when_replaying(tmp_path: Path) -> None:
+    """The header's step i/N comes from the file: 50 of 50, not 50 of 1000 (20 epochs x 50 steps)."""
+    import asyncio
+
+    from tuitrain.ui.replay.launch import replay_app
+    from tuitrain.ui.widgets.header import RunHeader
+
+    path = tmp_path / "rt.h5"
+    write(path, the_run(path))
+
+    async def main() -> str:
+        app = replay_app([open_run(path)], cpu_budget=None)
+        async with app.run_test(size=(100, 30)) as pilot:
+            for _ in range(100):
+                if app.history.is_finished:
+                    break
+                await pilot.pause(0.05)
+            app.redraw()
+            await pilot.pause(0.1)
+            return "\n".join(
+                str(s.text)
+                for s in app.screen.query_one(RunHeader).render_lines(
+                    app.screen.query_one(RunHeader).region.reset_offset
+                )
+            )
+
+    text = asyncio.run(main())
+    assert "step 50/50" in text and "/1,000" not in text, text

@@ -234,12 +234,8 @@ def test_the_header_counts_steps_to_max_steps_when_replaying(tmp_path: Path) -> 
                 await pilot.pause(0.05)
             app.redraw()
             await pilot.pause(0.1)
-            return "\n".join(
-                str(s.text)
-                for s in app.screen.query_one(RunHeader).render_lines(
-                    app.screen.query_one(RunHeader).region.reset_offset
-                )
-            )
+            header = app.screen.query_one(RunHeader)
+            return "\n".join(strip.text for strip in header.render_lines(header.region.reset_offset))
 
     text = asyncio.run(main())
     assert "step 50/50" in text and "/1,000" not in text, text

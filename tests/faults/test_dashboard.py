@@ -103,3 +103,13 @@ def test_headless_run_table_fits_80_columns(tmp_path: Path) -> None:
     assert "toy2d_mlp" in block and "toy2d_…" not in block  # the name is never cut
     for token in numbers(path):
         assert whole(token, block), f"{token} not whole:\n{block}"
+
+
+def test_the_formatter_is_plain_data() -> None:
+    """tuitrain.view.table is importable by every floor: no torch, no textual, no h5py."""
+    import subprocess
+    import sys
+
+    code = "import sys, tuitrain.view.table; print(' '.join(sorted({m.split('.')[0] for m in sys.modules})))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert not set(out.split()) & {"torch", "textual", "h5py"}

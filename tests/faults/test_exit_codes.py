@@ -341,3 +341,24 @@ def test_out_of_memory_building_the_model_is_in_the_run_file(tmp_path: Path) -> 
     assert "allocate" in s["error"] or "memory" in s["error"], s["error"]
     info = tt("info", str(out))
     assert info.returncode == 0 and "failed" in info.stdout, info.stdout + info.stderr
+
+
+@needs_tmux
+def test_bad_input_met_by_the_training_process_is_exit_2_from_watch(tmp_path: Path) -> None:
+    """Bad input that only the training process can see (CIFAR absent, downloads off): the dashboard
+    shows it, and after `q` watch exits 2 with the same one paragraph, as `run` does."""
+    args = f"{TOY} --data cifar10 --data-dir {tmp_path} --set data.download=false --out {tmp_path / 'x.h5'}"
+    t = ShellPane(args, tmp_path / "status")
+    try:
+        t.wait_for(lambda s: "FAILED" in s, 90, "the dashboard to show the failure")
+        deadline = time.time() + 30
+        while not t.status.exists() and time.time() < deadline:  # close the error screen, then quit
+            t.keys("Escape")
+            time.sleep(0.5)
+            t.keys("q")
+            time.sleep(1.0)
+        assert t.exit_status() == 2
+        said = t.text()
+        assert "tuitrain: error: CIFAR-10 is not available" in said and "Traceback" not in said, said
+    finally:
+        t.kill()

@@ -25,7 +25,7 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
-from rich.table import Column, Table
+from rich.table import Column
 
 from tuitrain.events import (
     Alert,
@@ -38,12 +38,12 @@ from tuitrain.events import (
     StepBatch,
     TestResult,
 )
-from tuitrain.view.table import fmt_count, rich_table, row_from_dict
+from tuitrain.view.table import FinalTableRenderable, fmt_count, rich_table, row_from_dict
 
 _LEVEL_STYLE = {"info": "cyan", "warning": "yellow", "error": "bold red"}
 
 
-def final_table(rows: list[dict[str, Any]], title: str = "Final metrics") -> Table:
+def final_table(rows: list[dict[str, Any]], title: str = "Final metrics") -> FinalTableRenderable:
     """The table of the course reports, one row per run (``{"run": name, "train_loss": ..., ...}``;
     None where missing). Formatted by :mod:`tuitrain.view.table`, like ``info``, ``replay --print`` and
     the dashboard."""

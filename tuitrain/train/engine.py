@@ -168,7 +168,7 @@ def train(
     checkpoint = ""
     finished: RunFinished
     pending_error: BaseException | None = None
-    announced = False  # RunStarted has gone out: the run file exists
+    announced = False  # RunStarted was sent: the writer created the run file, or said why it could not
     threads: Threads | None = None
     try:
         # ---- setup ---------------------------------------------------------------------------
@@ -223,6 +223,7 @@ def train(
         device_label, job_versions = job.describe(
             str(device) if not cuda else f"cuda ({torch.cuda.get_device_name(device)})"
         )
+        announced = True  # set first: a file the writer could not create is not tried a second time
         monitor.emit(
             RunStarted(
                 run_name=cfg.name,
@@ -252,7 +253,6 @@ def train(
                 },
             )
         )
-        announced = True
         monitor.emit(StatusChanged("running", 0))
 
         # ---- train ---------------------------------------------------------------------------

@@ -28,7 +28,7 @@ from tuitrain.ui.view_state import ViewState
 from tuitrain.ui.widgets.titles import set_titles
 from tuitrain.view.table import CHIP, column_widths, header_justify, styled_cells, table_header
 
-PADDING = 1  # DataTable cell padding on each side
+GAP = 1  # one blank cell before every column (no DataTable padding: two cells a column did not fit 80)
 NAME_FLOOR = 12  # the run column is never elided below this (chip included)
 KEY_FLOOR = 8  # nor a config-value column below this
 
@@ -39,7 +39,7 @@ def fit_widths(widths: list[int], n_metrics: int, n_keys: int, available: int) -
     out = list(widths)
 
     def total() -> int:
-        return sum(w + 2 * PADDING for w in out)
+        return sum(w + GAP for w in out)
 
     excess = total() - available
     if excess > 0 and out[0] > NAME_FLOOR:
@@ -57,9 +57,10 @@ def fit_widths(widths: list[int], n_metrics: int, n_keys: int, available: int) -
 
 
 def _fit(text: Text, width: int) -> Text:
+    """``text`` in ``width`` cells (elided with … only if longer), after the column gap."""
     if text.cell_len > width:
         text.truncate(width, overflow="ellipsis")
-    return text
+    return Text(" " * GAP, justify=text.justify) + text
 
 
 class FinalTable(Vertical):
@@ -78,7 +79,7 @@ class FinalTable(Vertical):
     def __init__(self, *, id: str | None = None, classes: str | None = None) -> None:
         super().__init__(id=id, classes=classes)
         self.table: DataTable = DataTable(
-            cursor_type="row", zebra_stripes=True, show_cursor=True, cell_padding=PADDING
+            cursor_type="row", zebra_stripes=True, show_cursor=True, cell_padding=0
         )
         self.table.can_focus = False  # the arrows belong to the time cursor; r picks the run
         self.header: list[str] = []
@@ -125,7 +126,7 @@ class FinalTable(Vertical):
             t = self.table
             t.clear(columns=True)
             for col, just, w in zip(header, header_justify(rows, keys), widths, strict=True):
-                t.add_column(_fit(Text(col, justify=just), w), width=w)
+                t.add_column(_fit(Text(col, justify=just), w), width=w + GAP)
             for r, row in zip(rows, styled, strict=True):
                 out = [_fit(Text.assemble((CHIP, r.color), row[0].text), widths[0])]
                 out += [

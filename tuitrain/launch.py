@@ -113,10 +113,12 @@ class Launch:
         each rank takes this as its ceiling (:mod:`tuitrain.train.threads`) and may use fewer; an
         explicit ``train.threads = N`` is per process and wins. An ``OMP_NUM_THREADS`` of the user's
         own is kept."""
+        from tuitrain.runfile.claim import LAUNCHED_ENV
         from tuitrain.train.cpuload import available_cpus  # no torch
 
         env = dict(os.environ)
         env.setdefault("OMP_NUM_THREADS", str(max(1, available_cpus() // self.nproc_per_node)))
+        env[LAUNCHED_ENV] = "1"  # the ranks need not check --out again: this command did
         return env
 
 

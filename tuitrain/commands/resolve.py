@@ -166,13 +166,15 @@ def check_out(out: Path, overwrite: bool = False) -> None:
     """Refuse, as bad input (exit 2) and before anything starts, an ``--out`` that is not a run-file
     path, cannot be written, holds a run (unless ``overwrite``) or is being written by another run.
     The training process's writer checks the last two again, atomically (:mod:`tuitrain.runfile.claim`).
-    ``overwrite`` (or $TUITRAIN_OVERWRITE=1, from a launching command) is passed on to the training
-    processes this command starts, through that variable."""
-    from tuitrain.runfile.claim import COMPANION_SUFFIXES, OVERWRITE_ENV, check_free, overwrite_asked
+    ``overwrite`` is passed on to the training processes this command starts through
+    ``$TUITRAIN_OVERWRITE`` (see :mod:`tuitrain.runfile.claim`)."""
+    from tuitrain.runfile.claim import COMPANION_SUFFIXES, OVERWRITE_ENV, check_free, launched_rank
 
-    overwrite = overwrite or overwrite_asked()
-    if overwrite:
-        os.environ[OVERWRITE_ENV] = "1"
+    launched = launched_rank()
+    if launched:  # a rank of our own launcher: the launching command checked and decided already
+        overwrite = overwrite or os.environ.get(OVERWRITE_ENV, "") == "1"
+    else:  # this command's option alone decides, for this process and those it starts
+        os.environ[OVERWRITE_ENV] = "1" if overwrite else "0"
 
     if "\0" in str(out):
         raise ConfigError("--out contains a NUL character; give a file path such as runs/run.h5.")
@@ -190,8 +192,8 @@ def check_out(out: Path, overwrite: bool = False) -> None:
         raise ConfigError(f"--out {out}: cannot create the directory {parent}: {e.strerror}.") from None
     if not os.access(parent, os.W_OK):
         raise ConfigError(f"--out {out}: the directory {parent} is not writable.")
-    if os.environ.get("RANK", "0") not in ("", "0"):
-        return  # a data-parallel rank other than 0: it writes nothing; its launcher and rank 0 check
+    if launched or os.environ.get("RANK", "0") not in ("", "0"):
+        return  # our launcher's ranks: checked by it; under another launcher, rank 0 checks
     try:
         check_free(out, overwrite)
     except OSError as e:

@@ -49,12 +49,21 @@ class RunFileWriteError(Exception):
 
 
 OVERWRITE_ENV = "TUITRAIN_OVERWRITE"  # "1": --overwrite was given; travels to the training processes
+# Set by tuitrain's own torchrun launcher for its ranks: the launching command checked --out already
+# (and a data-parallel `watch` worker created <out>.log itself), so the ranks do not check it again.
+LAUNCHED_ENV = "TUITRAIN_LAUNCHED"
 
 
 def overwrite_asked() -> bool:
     """``--overwrite`` as the training processes see it: ``run``/``watch`` set :data:`OVERWRITE_ENV`
-    for the processes they start (the ``watch`` worker, torchrun's ranks), which inherit it."""
+    for the processes they start (the ``watch`` worker, torchrun's ranks), which inherit it. A value in
+    the user's own shell counts for nothing: the command sets it from its own option every time."""
     return os.environ.get(OVERWRITE_ENV, "") == "1"
+
+
+def launched_rank() -> bool:
+    """Whether this process is a rank started by tuitrain's own launcher (see :data:`LAUNCHED_ENV`)."""
+    return os.environ.get(LAUNCHED_ENV, "") == "1" and "RANK" in os.environ
 
 
 def companions(out: Path) -> dict[str, Path]:

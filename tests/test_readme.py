@@ -29,7 +29,7 @@ VENV_BIN = Path(sys.executable).parent
 
 # The quick start's two set-up lines: .ci/run runs their install and test commands (checked below).
 QUICK_WATCH = "tuitrain watch presets/vgg38.toml --data synthetic"
-HEADLESS = "tuitrain run presets/vgg38.toml --no-ui --data synthetic --max-steps 60"
+HEADLESS = "tuitrain run presets/vgg38.toml --no-ui --data synthetic --set data.image_size=16 --max-steps 60"
 # Commands that need what this machine (and CI) does not have; each says why.
 NOT_HERE = {
     "tuitrain run resnet18_cifar10 --no-ui --data cifar10 --nproc-per-node 4": "4 GPUs and CIFAR-10",
@@ -52,7 +52,7 @@ def commands(block: str) -> list[str]:
     out = []
     for line in block.splitlines():
         line = re.sub(r"^\S+\$ ", "", line.strip())
-        line = line.split("  #")[0].strip()
+        line = "" if line.startswith("#") else line.split("  #")[0].strip()
         if line:
             out.append(" ".join(line.split()))
     return out

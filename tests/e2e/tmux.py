@@ -21,10 +21,13 @@ needs_tmux = pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is no
 
 
 class Tmux:
-    def __init__(self, cmd: str, width: int = 120, height: int = 36) -> None:
+    def __init__(
+        self, cmd: str, width: int = 120, height: int = 36, extra_env: dict[str, str] | None = None
+    ) -> None:
         self.name = f"tt-{uuid.uuid4().hex[:8]}"
         # COLUMNS/LINES from the test runner would override the pane's real size
         env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
+        env.update(extra_env or {})
         subprocess.run(
             [
                 "tmux",

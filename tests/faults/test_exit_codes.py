@@ -36,30 +36,10 @@ class ShellPane(Tmux):
     shell."""
 
     def __init__(self, args: str, status: Path, width: int = 110, height: int = 32) -> None:
-        self.name = f"tt-{os.urandom(4).hex()}"
         self.status = status
-        env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
-        env["OMP_NUM_THREADS"] = "1"
         venv_bin = Path(sys.executable).parent
         cmd = f'{venv_bin}/tuitrain watch {args}; echo "$?" > {status}; exec sleep 600'
-        subprocess.run(
-            [
-                "tmux",
-                "-L",
-                self.name,
-                "new-session",
-                "-d",
-                "-s",
-                self.name,
-                "-x",
-                str(width),
-                "-y",
-                str(height),
-            ]
-            + ["-c", str(REPO), cmd],
-            check=True,
-            env=env,
-        )
+        super().__init__(cmd, width, height, extra_env={"OMP_NUM_THREADS": "1"})
 
     def tuitrain_pid(self) -> int:
         pane = self.pane_pid()

@@ -315,6 +315,22 @@ def test_disk_full_in_the_background_flush(small_disk: Path) -> None:
         assert rf.status == "failed" and rf.n_steps == 500  # the rows pending at the failure too
 
 
+@needs_tmux
+def test_disk_full_under_watch_the_dashboard_says_so(small_disk: Path) -> None:
+    """The same full disk under the live dashboard: FAILED in the header and the error in words in the
+    event log (not "the training process died"); the file keeps its steps and says failed."""
+    out = small_disk / "w.h5"
+    with watch_in_tmux(f"{TOY} {' '.join(LONG)} --out {out}") as (t, pane, workers):
+        t.wait_for(lambda s: "RUNNING" in s, 150, "the run to start")
+        workers.extend(descendants(pane))
+        screen = t.wait_for(lambda s: "FAILED" in s, 240, "the full disk to end the run")
+        t.wait_for(lambda s: "no space left on device" in " ".join(s.split()), 20, "the error in words")
+        assert "died" not in screen, screen
+    with open_run(out) as rf:
+        assert rf.status == "failed" and rf.n_steps > 500
+        assert f"no space left on device: {out}" in rf.summary()["error"]
+
+
 # -- SIGKILL -------------------------------------------------------------------------------------
 
 

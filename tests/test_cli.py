@@ -79,6 +79,8 @@ def test_cifar_offline_suggests_synthetic(tmp_path: Path) -> None:
         timeout=180,
     )
     assert_clean_error(p, "--data synthetic")
+    assert (p.stdout + p.stderr).count("is not available") == 1, p.stdout + p.stderr  # one paragraph
+    assert not (tmp_path / "r.h5").exists()
 
 
 def test_presets_table_lists_param_counts() -> None:

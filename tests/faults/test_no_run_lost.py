@@ -90,6 +90,12 @@ def test_existing_run_is_refused_unless_overwrite(tmp_path: Path) -> None:
     assert digest(pt) != before[1]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.h5", "a.pt", "b.log"]  # no .lock, no temp
 
+    # a replaced run's checkpoint goes with it: a .pt beside a run file is always that run's
+    bare = tt("run", TOY, "--no-ui", "--max-steps", "8", "--out", str(out), "--overwrite", "--set",
+              "train.checkpoint=false")  # fmt: skip
+    assert bare.returncode == 0, bare.stdout + bare.stderr
+    assert not pt.exists() and status_and_steps(out) == ("completed", 8)
+
 
 def test_default_run_names_never_collide(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from tuitrain.commands.resolve import build_config, default_out

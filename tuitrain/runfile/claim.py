@@ -103,6 +103,14 @@ def check_free(out: Path, overwrite: bool) -> None:
         )
 
 
+def drop_replaced_checkpoint(out: Path) -> None:
+    """With ``--overwrite``, once the new run file is in place: remove the replaced run's checkpoint
+    (the link itself if it is one, never its target), so that a ``.pt`` beside the run file is always
+    this run's. (The ``watch`` worker's ``.log`` is already this run's: it was created anew.)"""
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(companions(out)["checkpoint"])
+
+
 class RunLock:
     """An exclusive ``flock`` on ``<out stem>.lock``: one tuitrain writer per run file at a time."""
 

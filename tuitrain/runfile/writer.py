@@ -49,6 +49,7 @@ from tuitrain.runfile.claim import (
     RunFileWriteError,
     RunLock,
     describe_write_error,
+    drop_replaced_checkpoint,
     overwrite_asked,
     place,
     private_temp,
@@ -281,6 +282,8 @@ class RunFileWriter:
                     self._n_layers = len(ev.layers)
                     f.swmr_mode = True  # flushes everything created so far
                     place(tmp, self.path, self.overwrite)
+                    if self.overwrite:
+                        drop_replaced_checkpoint(self.path)
                 except BaseException:
                     close_h5(f, flushed=False)
                     raise

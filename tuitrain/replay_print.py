@@ -52,26 +52,6 @@ def series(rf: RunFile, metric: str, columns: int) -> tuple[np.ndarray, np.ndarr
     return x[ok], y[ok] * scale
 
 
-def nonfinite_from(rf: RunFile, metric: str) -> int | None:
-    """The first step at which ``metric`` is not finite (NaN or Inf: the run diverged), exactly, or
-    None. Per-step metrics are scanned with a stride and the stretch before the first bad row is read
-    to find the exact step; NaNs that come and go between two strided rows may be missed."""
-    if metric in EPOCH_METRICS:
-        ep = rf.epochs()
-        bad = np.flatnonzero(~np.isfinite(ep[metric].astype(np.float64)))
-        return int(ep["step"][bad[0]]) if bad.size else None
-    n = rf.n_steps
-    stride = max(1, -(-n // 65536))
-    bad = np.flatnonzero(~np.isfinite(rf._read(f"steps/{metric}", slice(0, n, stride)).astype(np.float64)))
-    if not bad.size:
-        return None
-    end = int(bad[0]) * stride + 1
-    start = max(0, end - stride)
-    part = rf.scalar(metric, start, end)
-    row = start + int(np.argmax(~np.isfinite(part)))
-    return int(rf.scalar("step", row, row + 1)[0])
-
-
 def chart(
     runs: Sequence[RunFile],
     names: Sequence[str],
@@ -91,7 +71,7 @@ def chart(
     last = 0.0
     for i, (rf, name) in enumerate(zip(runs, names, strict=True)):
         x, y = series(rf, metric, max(8, width - 12))
-        bad = nonfinite_from(rf, metric)
+        bad = rf.first_nonfinite(metric)
         if bad is not None:  # a vertical line where the values stopped being finite (drawn: none)
             plt.vline(bad, hex_rgb(colors[i]) if color else "default")
             n = rf.n_steps
@@ -130,7 +110,7 @@ def nonfinite_notes(runs: Sequence[RunFile], names: Sequence[str], metric: str) 
     """One line per run whose ``metric`` went non-finite: from which step (the chart's vertical line)."""
     notes = []
     for rf, name in zip(runs, names, strict=True):
-        bad = nonfinite_from(rf, metric)
+        bad = rf.first_nonfinite(metric)
         if bad is not None:
             notes.append(
                 f"{name}: {metric} is not finite (nan/inf) from step {bad:,}: │ in the chart, not drawn"

@@ -226,6 +226,8 @@ def test_info_and_replay_print_show_nan_as_nan(runs: dict[str, Trained]) -> None
         p = tt(*args)
         assert p.returncode == 0, p.stdout + p.stderr
         assert_nan_row(p.stdout, "toy2d_mlp")
+        if args[0] == "info":  # completed, but not as if nothing happened
+            assert "completed (diverged: the training loss is not finite from step 3)" in p.stdout, p.stdout
     assert "toy2d_mlp: loss is not finite (nan/inf) from step 3" in p.stdout  # under the chart
 
 

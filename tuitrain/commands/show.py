@@ -126,6 +126,8 @@ def print_info(s: dict[str, Any]) -> None:
     status = s["status"] + (
         " (incomplete: the writer stopped without closing the file)" if s.get("incomplete") else ""
     )
+    if s.get("diverged_at") is not None:
+        status += f" (diverged: the training loss is not finite from step {s['diverged_at']:,})"
     c.print(f"[bold]{escape(str(s['run_name']))}[/]  {escape(str(s['path']))}", soft_wrap=True)
     c.print(f"status {escape(status)}; device {escape(str(s['device']))}", soft_wrap=True)
     c.print(

@@ -392,6 +392,10 @@ class RunFile:
         TestResult and RunFinished when the run got that far."""
         return replay.to_events(self, batch_steps)
 
+    def first_nonfinite(self, metric: str) -> int | None:
+        """The first step at which ``metric`` is NaN or Inf (the run diverged there), or None."""
+        return replay.first_nonfinite(self, metric)
+
     def summary(self) -> dict[str, Any]:
         """Attributes, sizes, status and final metrics in one JSON-able dict (``tuitrain info``)."""
         return replay.summary(self)

@@ -169,6 +169,22 @@ def _when(t: float) -> str:
     return "" if math.isnan(t) else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
 
 
+def first_nonfinite(rf: RunFile, metric: str) -> int | None:
+    """The first step at which ``metric`` (a per-step scalar such as ``loss``, or a per-epoch one such
+    as ``val_loss``) is NaN or Inf, the step a diverged run went wrong, exactly; None if it never is.
+    A whole per-step column is one contiguous read (8 MB for a million steps)."""
+    if rf.has(f"epochs/{metric}"):
+        ep = rf.epochs()
+        values, steps = ep[metric].astype(np.float64), ep["step"]
+    else:
+        values, steps = rf.scalar(metric).astype(np.float64), None
+    bad = np.flatnonzero(~np.isfinite(values))
+    if not bad.size:
+        return None
+    row = int(bad[0])
+    return int(steps[row]) if steps is not None else int(rf.scalar("step", row, row + 1)[0])
+
+
 def summary(rf: RunFile) -> dict[str, Any]:
     """Everything ``tuitrain info`` shows, as plain JSON-able values (NaN times become None)."""
     started, ended = rf.started_at, rf.ended_at
@@ -202,6 +218,7 @@ def summary(rf: RunFile) -> dict[str, Any]:
         "traceback": rf.traceback,
         "checkpoint": rf.checkpoint,
         "final": rf.final_metrics(),
+        "diverged_at": first_nonfinite(rf, "loss"),  # first step of a NaN/Inf training loss, or None
         "modules": rf.module_summary,
         "config_toml": rf.config_toml,
         "versions": rf.versions,

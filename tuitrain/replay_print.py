@@ -41,9 +41,8 @@ def series(rf: RunFile, metric: str, columns: int) -> tuple[np.ndarray, np.ndarr
     else:
         n = rf.n_steps
         stride = max(1, -(-n // (8 * columns)))
-        rows = slice(0, n, stride)
-        x = rf._read("steps/step", rows).astype(np.float64)
-        y = rf._read(f"steps/{metric}", rows).astype(np.float64)
+        x = rf.scalar("step", 0, n, stride).astype(np.float64)
+        y = rf.scalar(metric, 0, n, stride).astype(np.float64)
         if x.shape[0] > columns:
             both = bucket_mean(np.stack([x, y], axis=1), columns)
             x, y = both[:, 0], both[:, 1]

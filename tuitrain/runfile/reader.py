@@ -290,12 +290,15 @@ class RunFile:
         n = self.n_steps
         return int(self._read("steps/step", n - 1)) if n else int(self.attr("last_step"))
 
-    def scalar(self, name: str, start: int | None = None, stop: int | None = None) -> np.ndarray:
-        """One /steps column (``step``, ``epoch`` or a STEP_SCALARS name) over rows ``[start, stop)``."""
+    def scalar(
+        self, name: str, start: int | None = None, stop: int | None = None, stride: int = 1
+    ) -> np.ndarray:
+        """One /steps column (``step``, ``epoch`` or a STEP_SCALARS name) over rows ``[start, stop)``,
+        every ``stride``-th row (a thinned view of a long run in one read)."""
         if name not in S.STEP_FIELDS:
             raise KeyError(f"unknown step column {name!r}; known: {', '.join(S.STEP_FIELDS)}")
         a, b, _ = slice(start, stop).indices(self.n_steps)
-        return self._read(S.path(S.STEPS, name), slice(a, max(a, b)))
+        return self._read(S.path(S.STEPS, name), slice(a, max(a, b), max(1, int(stride))))
 
     def steps(self, start: int | None = None, stop: int | None = None) -> dict[str, np.ndarray]:
         """Every /steps column over rows ``[start, stop)`` (negative values count from the end)."""

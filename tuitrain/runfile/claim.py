@@ -25,6 +25,7 @@ import contextlib
 import errno
 import os
 import socket
+import stat
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -106,9 +107,13 @@ def check_free(out: Path, overwrite: bool) -> None:
 def drop_replaced_checkpoint(out: Path) -> None:
     """With ``--overwrite``, once the new run file is in place: remove the replaced run's checkpoint
     (the link itself if it is one, never its target), so that a ``.pt`` beside the run file is always
-    this run's. (The ``watch`` worker's ``.log`` is already this run's: it was created anew.)"""
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(companions(out)["checkpoint"])
+    this run's. (The ``watch`` worker's ``.log`` is already this run's: it was created anew.) Never
+    fails the run: a directory in the way is left alone (saving the checkpoint then warns about it),
+    and so is anything that cannot be removed."""
+    path = companions(out)["checkpoint"]
+    with contextlib.suppress(OSError):
+        if not stat.S_ISDIR(os.lstat(path).st_mode):
+            os.unlink(path)
 
 
 class RunLock:

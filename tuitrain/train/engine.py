@@ -18,7 +18,6 @@ import math
 import platform
 import time
 import traceback
-from pathlib import Path
 from typing import Protocol
 
 import numpy as np
@@ -28,10 +27,10 @@ import torch.nn.functional as F
 import tuitrain
 from tuitrain.config import ConfigError, RunConfig, to_toml
 from tuitrain.events import Alert, EpochEnd, RunFinished, RunStarted, Sink, StatusChanged, TestResult
-from tuitrain.runfile.claim import RunFileWriteError, companions, save_beside
-from tuitrain.runfile.writer import RunFileWriter
+from tuitrain.runfile.claim import RunFileWriteError
 from tuitrain.train import distributed
 from tuitrain.train.data import DeviceData, load_data
+from tuitrain.train.ending import announce_failed, finish, save_checkpoint
 from tuitrain.train.models import build_model
 from tuitrain.train.monitor import Diverged, Monitor
 from tuitrain.train.summary import layer_infos, model_summary
@@ -312,13 +311,13 @@ def train(
         test_loss, test_acc = evaluate(model, data, "test", t.eval_batch_size, autocast, job)
         monitor.emit(TestResult(test_loss, test_acc))
         if t.checkpoint and job.is_main:
-            checkpoint = _save_checkpoint(model, out_path, monitor)
+            checkpoint = save_checkpoint(model, out_path, monitor)
         finished = RunFinished("completed", monitor.step, checkpoint=checkpoint)
     except (KeyboardInterrupt, StopTraining):
         if monitor is not None:
             monitor.flush(force=True)
             if cfg.train.checkpoint and job.is_main:
-                checkpoint = _save_checkpoint(model, out_path, monitor)
+                checkpoint = save_checkpoint(model, out_path, monitor)
         finished = RunFinished("stopped", monitor.step if monitor else 0, checkpoint=checkpoint)
     except Diverged as e:  # monitor.on_nan = "stop": the loss went non-finite; a result, not a bug
         assert monitor is not None
@@ -332,7 +331,7 @@ def train(
         if isinstance(e, (ConfigError, SystemExit)):
             pending_error = e  # bad input (exit 2) or an exit asked for: re-raised once the file is closed
         if not announced and not isinstance(e, ConfigError) and job.is_main:
-            _announce_failed(cfg, sinks, out_path)
+            announce_failed(cfg, sinks, out_path)
         finished = RunFinished(
             "failed",
             monitor.step if monitor else 0,
@@ -343,99 +342,9 @@ def train(
     finished.time = time.time()
     if threads is not None:
         threads.close()
-    finished = _finish(sinks, finished)
+    finished = finish(sinks, finished)
     with contextlib.suppress(Exception):
         distributed.shutdown()
     if pending_error is not None:
         raise pending_error
-    return finished
-
-
-def _save_checkpoint(model: torch.nn.Module, out_path: str, monitor: Monitor) -> str:
-    """Save the final weights beside the run file; a failure is a warning, never the run's end.
-
-    Written under a private temporary name and renamed into place (:func:`save_beside`), so a link
-    planted at ``<out>.pt`` is replaced, not written through, and a failure leaves nothing half
-    written. ``torch.save`` raises RuntimeError as well as OSError (a directory in the way, say):
-    any Exception counts, and the run that trained to the end still ends ``completed``/``stopped``.
-    """
-    if not out_path:
-        return ""
-    path = companions(Path(out_path))["checkpoint"]
-    try:
-        save_beside(path, lambda fh: torch.save(model.state_dict(), fh))
-    except Exception as e:  # noqa: BLE001 - see the docstring
-        reason = e.strerror if isinstance(e, OSError) and e.strerror else " ".join(str(e).split())[:200]
-        monitor.emit(
-            Alert(monitor.step, "warning", "checkpoint", f"checkpoint not written: {path}: {reason}")
-        )
-        return ""
-    monitor.emit(Alert(monitor.step, "info", "checkpoint", f"checkpoint written: {path}"))
-    return str(path)
-
-
-def _announce_failed(cfg: RunConfig, sinks: list[Sink], out_path: str) -> None:
-    """The run failed before it was announced (out of memory building the model, say): give the
-    run-file sinks a RunStarted holding what is known (the config, no layers, 0 params), so that the
-    RunFinished after it lands in a run file like any other failure, as the README promises. The other
-    sinks (console, dashboard) show the failure from RunFinished alone. The file format stays the
-    writer's: this is an ordinary event."""
-    t = cfg.train
-    started = RunStarted(
-        run_name=cfg.name,
-        config_toml=to_toml(cfg),
-        model_name=cfg.model.name,
-        dataset=cfg.data.name,
-        device=t.device,
-        params=0,
-        layers=[],
-        flops=0,
-        module_summary=[],
-        epochs=t.epochs,
-        steps_per_epoch=0,
-        batch_size=t.batch_size,
-        num_classes=0,
-        out_path=out_path,
-        max_steps=t.max_steps,
-        versions={"tuitrain": tuitrain.__version__, "torch": torch.__version__},
-    )
-    for sink in sinks:
-        if isinstance(sink, RunFileWriter):
-            with contextlib.suppress(Exception):  # a file that cannot even be created: RunFinished says why
-                sink.emit(started)
-
-
-def _finish(sinks: list[Sink], finished: RunFinished) -> RunFinished:
-    """Deliver the last event and close every sink, even if one of them fails; return the final word.
-
-    The run file goes first: if its last flush or close fails, the run is not ``completed`` (nor
-    ``stopped``), whatever the loop reached, and the other sinks (console, dashboard) and the exit code
-    are told ``failed`` with what went wrong. A failing console or queue changes nothing: they may
-    drop, the file may not."""
-    files = [s for s in sinks if isinstance(s, RunFileWriter)]
-    for sink in files:
-        try:
-            sink.emit(finished)
-            sink.close()
-        except Exception as e:  # noqa: BLE001 - said below, and in the exit code
-            with contextlib.suppress(Exception):
-                sink.close()
-            why = str(e) if str(sink.path) in str(e) else f"{type(e).__name__}: {e}"  # names the file?
-            problem = f"the run file {sink.path} could not be completed: {why}"
-            finished = RunFinished(
-                "failed",
-                finished.step,
-                error=f"{finished.error}; {problem}" if finished.error else problem,
-                traceback=finished.traceback,  # the paragraph says it all; the loop's own, if it failed
-                checkpoint=finished.checkpoint,
-                time=finished.time,
-            )
-    for sink in sinks:
-        if sink not in files:
-            with contextlib.suppress(Exception):
-                sink.emit(finished)
-    for sink in sinks:
-        if sink not in files:
-            with contextlib.suppress(Exception):
-                sink.close()
     return finished

@@ -97,6 +97,19 @@ def test_existing_run_is_refused_unless_overwrite(tmp_path: Path) -> None:
     assert not pt.exists() and status_and_steps(out) == ("completed", 8)
 
 
+def test_an_overwrite_variable_in_the_users_shell_overwrites_nothing(tmp_path: Path) -> None:
+    """--overwrite travels to the training processes in $TUITRAIN_OVERWRITE; one left in the user's
+    shell must not stand in for the option."""
+    out = tmp_path / "a.h5"
+    assert tt("run", TOY, "--no-ui", "--max-steps", "8", "--out", str(out)).returncode == 0
+    before = digest(out)
+    env = {**cli_env(), "TUITRAIN_OVERWRITE": "1"}
+    assert_clean_error(
+        tt("run", TOY, "--no-ui", "--max-steps", "4", "--out", str(out), env=env), "--overwrite"
+    )
+    assert digest(out) == before
+
+
 def test_default_run_names_never_collide(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from tuitrain.commands.resolve import build_config, default_out
 

@@ -118,7 +118,7 @@ def step_of(screen: str) -> int:
     for line in screen.splitlines():
         if "step " in line:
             token = line.split("step ", 1)[1].split()[0]
-            return int(token.split("/")[0])
+            return int(token.split("/")[0].replace(",", ""))  # "1,024/5,000"
     return -1
 
 

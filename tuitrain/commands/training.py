@@ -19,7 +19,7 @@ from typing import Any
 import typer
 
 from tuitrain.commands import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_STOPPED, fail, stopped_code
-from tuitrain.config import ConfigError, RunConfig
+from tuitrain.config import ConfigError, RunConfig, is_bad_input
 from tuitrain.launch import Launch
 
 
@@ -294,7 +294,7 @@ def run_launched(cfg: RunConfig, out_path: Path, launch: Launch) -> None:
     stopped = rc if rc in (stopped_code(signal.SIGINT), stopped_code(signal.SIGTERM)) else EXIT_STOPPED
     codes = {"completed": 0, "stopped": stopped}
     code = codes.get(s["status"], EXIT_FAILED)
-    if s["status"] == "failed" and str(s.get("error") or "").startswith("ConfigError"):
+    if s["status"] == "failed" and is_bad_input(str(s.get("error") or "")):
         code = EXIT_BAD_INPUT
     raise typer.Exit(code)
 

@@ -36,6 +36,8 @@ from tuitrain.config.schema import (
     RunConfig,
     ScheduleConfig,
     TrainConfig,
+    error_text,
+    is_bad_input,
     model_keys,
 )
 from tuitrain.config.validate import from_dict
@@ -63,6 +65,8 @@ __all__ = [
     "ScheduleConfig",
     "TrainConfig",
     "diff_flat",
+    "error_text",
+    "is_bad_input",
     "from_dict",
     "from_toml",
     "load_config",

@@ -10,6 +10,17 @@ class ConfigError(ValueError):
     """A bad preset, override or option. The message is meant for the user, as is."""
 
 
+def error_text(e: BaseException) -> str:
+    """A run's error as the run file and the sinks carry it: ``Type: message``, with every kind of bad
+    input (any :class:`ConfigError`) as ``ConfigError: ...``, so that :func:`is_bad_input` can tell."""
+    return f"{'ConfigError' if isinstance(e, ConfigError) else type(e).__name__}: {e}"
+
+
+def is_bad_input(error: str) -> bool:
+    """Whether a run's error text (:func:`error_text`) is bad input: exit 2, said once by the command."""
+    return error.startswith("ConfigError: ")
+
+
 MODELS = ("mlp", "vgg", "resnet18", "mlp_mixer")
 ACTIVATIONS = ("relu", "leaky_relu", "gelu", "sigmoid", "tanh")
 DATASETS = ("synthetic", "cifar10", "cifar100", "toy2d")

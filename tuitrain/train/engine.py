@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 import tuitrain
-from tuitrain.config import ConfigError, RunConfig, to_toml
+from tuitrain.config import ConfigError, RunConfig, error_text, to_toml
 from tuitrain.events import Alert, EpochEnd, RunFinished, RunStarted, Sink, StatusChanged, TestResult
 from tuitrain.runfile.claim import RunFileWriteError
 from tuitrain.train import distributed
@@ -336,7 +336,7 @@ def train(
             "failed",
             monitor.step if monitor else 0,
             # A run file that could not be written explains itself in one paragraph, no traceback.
-            error=str(e) if isinstance(e, RunFileWriteError) else f"{type(e).__name__}: {e}",
+            error=str(e) if isinstance(e, RunFileWriteError) else error_text(e),
             traceback="" if isinstance(e, RunFileWriteError) else traceback.format_exc(),
         )
     finished.time = time.time()

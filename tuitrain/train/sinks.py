@@ -27,6 +27,7 @@ from rich.progress import (
 )
 from rich.table import Column
 
+from tuitrain.config import is_bad_input
 from tuitrain.events import (
     Alert,
     EpochEnd,
@@ -178,10 +179,8 @@ class ConsoleSink:
             self.progress.stop()
             self.progress = None
         c = self.console
-        if self.started is None:
-            # Only bad input ends a run before it was announced (every other failure announces it
-            # first, so that it has a run file); the command says that once, as bad input, exit 2.
-            return
+        if self.started is None and is_bad_input(f.error):
+            return  # the command says it once, as bad input (exit 2)
         if self.last_epoch is not None:
             e = self.last_epoch
             c.print(
@@ -204,7 +203,7 @@ class ConsoleSink:
         c.print(f"run [{style}]{f.status}[/] after {f.step} steps", highlight=False)
         if f.error:
             c.print(f"[bold red]error:[/] {escape(f.error)}", highlight=False)
-        if self.started.out_path:
+        if self.started is not None and self.started.out_path:
             c.print(f"run file: {escape(str(self.started.out_path))}", highlight=False, soft_wrap=True)
         if f.checkpoint:
             c.print(f"checkpoint: {escape(str(f.checkpoint))}", highlight=False, soft_wrap=True)

@@ -135,6 +135,7 @@ def run_watch(cfg: RunConfig, out_path: Path, on_hangup: str, launch: Launch | N
     import multiprocessing as mp
 
     from tuitrain.config import to_toml
+    from tuitrain.runfile.claim import companions
     from tuitrain.train.worker import worker_main
     from tuitrain.ui.app import TuitrainApp
     from tuitrain.ui.source import LiveSource
@@ -147,7 +148,7 @@ def run_watch(cfg: RunConfig, out_path: Path, on_hangup: str, launch: Launch | N
     ctx = mp.get_context("spawn")
     events = ctx.Queue(maxsize=64)  # bounded: the worker coalesces or drops live rows, never blocks
     commands = Commands(ctx.Queue())
-    log_path = out_path.with_suffix(".log")
+    log_path = companions(out_path)["log"]  # one owner of the names beside a run
     proc = ctx.Process(
         target=worker_main,
         name="tuitrain-train",

@@ -102,7 +102,9 @@ def generate(path: Path, steps: int, n_layers: int, epochs: int = 10, batch: int
             # gradients that collapse on the input side as the run goes on
             logs = -1.0 - 8.0 * frac[:, None, None] * depth[None, None, :] + noise[:n]
             w.emit(
-                StepBatch(st, (st // spe).astype(np.int32), sc, st, np.power(10.0, logs, dtype=np.float32))
+                StepBatch.with_grad(
+                    st, (st // spe).astype(np.int32), sc, st, np.power(10.0, logs, dtype=np.float32)
+                )
             )
             for e in range(epochs):
                 if s < (e + 1) * spe <= s + n:

@@ -84,7 +84,9 @@ def write(path: Path, args: argparse.Namespace, flush_seconds: float) -> tuple[f
         scalars, probes = blocks[i % len(blocks)]
         steps = np.arange(start, start + n, dtype=np.int64)
         probe_steps = steps[steps % args.probe_every == 0]
-        b = StepBatch(steps, np.zeros(n, np.int32), scalars[:n], probe_steps, probes[: len(probe_steps)])
+        b = StepBatch.with_grad(
+            steps, np.zeros(n, np.int32), scalars[:n], probe_steps, probes[: len(probe_steps)]
+        )
         now[0] = (start + n) / args.steps_per_second
         t = time.perf_counter()
         w.emit(b)

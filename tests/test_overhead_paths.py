@@ -412,7 +412,7 @@ def run_monitor(every: int, readback: bool = False, steps: int = 12, lag: int = 
 
 
 def merged(batches_: list[StepBatch]) -> StepBatch:
-    return StepBatch(
+    return StepBatch.with_grad(
         np.concatenate([b.steps for b in batches_]),
         np.concatenate([b.epochs for b in batches_]),
         np.concatenate([b.scalars for b in batches_]),

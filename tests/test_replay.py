@@ -111,7 +111,7 @@ def synthetic_events(
         grad = 10.0 ** (-1.0 - 8.0 * pf[:, None] * depth[None, :])
         probes = np.empty((pst.shape[0], len(PROBE_NAMES), n_layers), np.float32)
         probes[:, 0], probes[:, 1], probes[:, 2], probes[:, 3] = grad, grad / 8, 1.0, grad * lr
-        yield StepBatch(st, (st // spe).astype(np.int32), sc, pst, probes, time=1_700_000_000.0 + s)
+        yield StepBatch.with_grad(st, (st // spe).astype(np.int32), sc, pst, probes, time=1_700_000_000.0 + s)
         for e in range(epochs):
             if s < (e + 1) * spe <= s + batch:
                 loss = float(sc[min(len(st) - 1, (e + 1) * spe - 1 - s), 0])

@@ -90,7 +90,7 @@ def make_batch(
     rng = np.random.default_rng(start)
     steps = np.arange(start, start + n, dtype=np.int64)
     pst = steps[steps % probe_every == 0]
-    return StepBatch(
+    return StepBatch.with_grad(
         steps=steps,
         epochs=np.full(n, epoch, np.int32),
         scalars=rng.random((n, len(STEP_SCALARS))).astype(np.float32).astype(np.float64),
@@ -111,7 +111,7 @@ def write_run(path: Path, batches: list[StepBatch], n_layers: int = N_LAYERS, **
 
 
 def concat(batches: list[StepBatch]) -> StepBatch:
-    return StepBatch(
+    return StepBatch.with_grad(
         steps=np.concatenate([b.steps for b in batches]),
         epochs=np.concatenate([b.epochs for b in batches]),
         scalars=np.concatenate([b.scalars for b in batches]),

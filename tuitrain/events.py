@@ -12,23 +12,76 @@ models that take thousands of steps a second.
 
 from __future__ import annotations
 
+import math
 import time
 import typing
 from dataclasses import dataclass, field
 
 import numpy as np
 
-# Per-layer probe quantities, in the order they are stored everywhere (StepBatch.probes axis 1,
-# run-file datasets under /probes). Keep in sync with docs/run-file.md.
-PROBE_NAMES: tuple[str, ...] = ("grad_norm", "grad_mean_abs", "weight_norm", "update_ratio")
-PROBE_LABELS: dict[str, str] = {
-    "grad_norm": "grad L2 norm",
-    "grad_mean_abs": "mean |grad|",
-    "weight_norm": "weight L2 norm",
-    "update_ratio": "update ratio ||dW||/||W||",
-}
 
-# Per-step scalars, in the order of StepBatch.scalars columns and /steps datasets.
+@dataclass(frozen=True)
+class Quantity:
+    """One statistic a probe measures: its name (a dataset name in the run file), label and unit."""
+
+    name: str
+    label: str
+    unit: str = ""
+
+
+# The axes a probe reports on: "tensor" = one value per parameter tensor (RunStarted.layers, /layers);
+# "module" = one per module (RunStarted.modules); "step" = one value per probed step.
+PROBE_AXES: tuple[str, ...] = ("tensor", "module", "step")
+
+
+@dataclass(frozen=True)
+class ProbeSpec:
+    """What a probe declares it measures; carried in RunStarted and stored in the run file, so a reader
+    needs no list of probes of its own (docs/run-file.md)."""
+
+    name: str  # e.g. "grad"; the run file keeps its rows under /probes/<name>/
+    axis: str  # one of PROBE_AXES
+    quantities: tuple[Quantity, ...]
+    every: int = 1  # probes every `every` steps
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(q.name for q in self.quantities)
+
+    def index(self, quantity: str) -> int:
+        return self.names.index(quantity)
+
+
+@dataclass
+class ProbeBlock:
+    """The rows of one probe for a batch of steps: ``values[k, q, i]`` is quantity ``q`` of axis item
+    ``i`` (layer, module) at step ``steps[k]``. ``(m, len(quantities), n_axis)`` float32."""
+
+    probe: str
+    steps: np.ndarray  # (m,) int64
+    values: np.ndarray  # (m, n_quantities, n_axis) float32
+
+    def __len__(self) -> int:
+        return int(self.steps.shape[0])
+
+
+GRAD = "grad"  # the built-in fused gradient probe (tuitrain.train.probes)
+GRAD_PROBE = ProbeSpec(
+    GRAD,
+    "tensor",
+    (
+        Quantity("grad_norm", "grad L2 norm"),
+        Quantity("grad_mean_abs", "mean |grad|"),
+        Quantity("weight_norm", "weight L2 norm"),
+        Quantity("update_ratio", "update ratio ||dW||/||W||"),
+    ),
+)
+# The gradient probe's quantities, in the order of its ProbeBlock axis 1 and of /probes/grad/.
+PROBE_NAMES: tuple[str, ...] = GRAD_PROBE.names
+PROBE_LABELS: dict[str, str] = {q.name: q.label for q in GRAD_PROBE.quantities}
+
+# The per-step scalars every run declares (NaN where a run does not measure one), in this order first in
+# StepBatch.scalar_names and /steps; a user's own loop adds any keys it logs after them.
 STEP_SCALARS: tuple[str, ...] = ("loss", "acc", "lr", "samples_per_s", "step_time")
 
 # Run status values written to the run file and shown in headers.
@@ -56,20 +109,23 @@ def _monitor_default(name: str) -> float:
 
 @dataclass
 class RunStarted:
+    """The first event of every run. What a preset always knows (dataset, classes, steps per epoch,
+    FLOPs, the module summary) is optional: a user's own loop may know none of it (0, "" or [])."""
+
     run_name: str
-    config_toml: str  # the resolved config, as TOML text
+    config_toml: str  # the resolved config, as TOML text (a user loop's config dict, as TOML)
     model_name: str
-    dataset: str
-    device: str
-    params: int
-    layers: list[LayerInfo]
-    flops: int  # forward FLOPs for one sample
-    module_summary: list[dict]  # [{"name", "type", "params", "flops"}] per module
-    epochs: int
-    steps_per_epoch: int
-    batch_size: int
-    num_classes: int
-    out_path: str
+    dataset: str = ""
+    device: str = ""
+    params: int = 0
+    layers: list[LayerInfo] = field(default_factory=list)
+    flops: int = 0  # forward FLOPs for one sample; 0 = unknown
+    module_summary: list[dict] = field(default_factory=list)  # [{"name", "type", "params", "flops"}]
+    epochs: int = 0  # 0 = unknown
+    steps_per_epoch: int = 0  # 0 = unknown
+    batch_size: int = 0  # 0 = unknown
+    num_classes: int = 0  # 0 = unknown
+    out_path: str = ""
     versions: dict[str, str] = field(default_factory=dict)
     started_at: float = field(default_factory=time.time)
     max_steps: int = 0  # train.max_steps: 0 = no cap
@@ -77,6 +133,11 @@ class RunStarted:
     # thresholds from (stored as run-file attributes); the defaults are the config schema's own.
     vanishing: float = field(default_factory=lambda: _monitor_default("vanishing"))
     exploding: float = field(default_factory=lambda: _monitor_default("exploding"))
+    # What the run will send: its probes (empty when nothing is watched) and its step scalars
+    # (STEP_SCALARS first, then a user loop's own keys). The run file declares both.
+    probes: list[ProbeSpec] = field(default_factory=lambda: [GRAD_PROBE])
+    step_scalars: tuple[str, ...] = STEP_SCALARS
+    source: str = "preset"  # "preset" | "script" (tuitrain.init) | "lightning"
 
     @property
     def total_steps(self) -> int:
@@ -88,46 +149,89 @@ class RunStarted:
 class StepBatch:
     """A batch of consecutive training steps.
 
-    ``scalars`` is ``(n, len(STEP_SCALARS))`` float64, one row per step in ``steps``.
-    ``probe_steps`` (m,) lists the steps that carried per-layer probes (every ``monitor.every``
-    steps), and ``probes`` is ``(m, len(PROBE_NAMES), n_layers)`` float32 for those steps.
+    ``scalars`` is ``(n, len(scalar_names))`` float64, one row per step in ``steps`` (NaN where a step
+    did not log a key). ``blocks`` holds each probe's rows by probe name; a probe reports only on the
+    steps it probed (every ``ProbeSpec.every`` steps).
     """
 
     steps: np.ndarray  # (n,) int64, global step index starting at 0
     epochs: np.ndarray  # (n,) int32
-    scalars: np.ndarray  # (n, len(STEP_SCALARS)) float64
-    probe_steps: np.ndarray  # (m,) int64
-    probes: np.ndarray  # (m, len(PROBE_NAMES), n_layers) float32
+    scalars: np.ndarray  # (n, len(scalar_names)) float64
+    scalar_names: tuple[str, ...] = STEP_SCALARS
+    blocks: dict[str, ProbeBlock] = field(default_factory=dict)
     time: float = field(default_factory=time.time)
+
+    @classmethod
+    def with_grad(
+        cls,
+        steps: np.ndarray,
+        epochs: np.ndarray,
+        scalars: np.ndarray,
+        probe_steps: np.ndarray,
+        probes: np.ndarray,
+        time: float | None = None,
+        scalar_names: tuple[str, ...] = STEP_SCALARS,
+    ) -> StepBatch:
+        """A batch whose only probe is the gradient probe (what the preset engine sends)."""
+        blocks = {GRAD: ProbeBlock(GRAD, probe_steps, probes)}
+        if time is None:
+            return cls(steps, epochs, scalars, scalar_names, blocks)
+        return cls(steps, epochs, scalars, scalar_names, blocks, time)
 
     def __len__(self) -> int:
         return int(self.steps.shape[0])
 
     def scalar(self, name: str) -> np.ndarray:
-        return self.scalars[:, STEP_SCALARS.index(name)]
+        """The column ``name``; all NaN when this batch does not carry it."""
+        if name in self.scalar_names:
+            return self.scalars[:, self.scalar_names.index(name)]
+        return np.full(len(self), np.nan)
+
+    def block(self, probe: str = GRAD) -> ProbeBlock | None:
+        return self.blocks.get(probe)
+
+    @property
+    def probe_steps(self) -> np.ndarray:
+        """The gradient probe's steps (empty when the run has no gradient probe)."""
+        b = self.blocks.get(GRAD)
+        return b.steps if b is not None else np.zeros(0, np.int64)
+
+    @property
+    def probes(self) -> np.ndarray:
+        """The gradient probe's ``(m, len(PROBE_NAMES), n_layers)`` values (0 rows when absent)."""
+        b = self.blocks.get(GRAD)
+        return b.values if b is not None else np.zeros((0, len(PROBE_NAMES), 0), np.float32)
 
     def probe(self, name: str) -> np.ndarray:
+        """One gradient-probe quantity, ``(m, n_layers)``."""
         return self.probes[:, PROBE_NAMES.index(name), :]
 
 
 @dataclass
 class EpochEnd:
+    """An epoch closed. The standard metrics are NaN where a user's loop did not log them; any other
+    keys it logged (``run.log_epoch``) are in ``metrics``."""
+
     epoch: int  # 0-based
     step: int  # global step count at the end of the epoch
-    train_loss: float
-    train_acc: float
-    val_loss: float
-    val_acc: float
-    lr: float
-    seconds: float  # wall time of the epoch, training and validation
+    train_loss: float = math.nan
+    train_acc: float = math.nan
+    val_loss: float = math.nan
+    val_acc: float = math.nan
+    lr: float = math.nan
+    seconds: float = math.nan  # wall time of the epoch, training and validation
     time: float = field(default_factory=time.time)
+    metrics: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
 class TestResult:
-    loss: float
-    acc: float
+    """Final metrics (``run.log_test``): test loss and accuracy, and any other keys in ``metrics``."""
+
+    loss: float = math.nan
+    acc: float = math.nan
     time: float = field(default_factory=time.time)
+    metrics: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass

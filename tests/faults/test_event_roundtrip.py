@@ -75,7 +75,7 @@ def started(path: Path) -> RunStarted:
 def batch(start: int, n: int, t: float) -> StepBatch:
     rng = np.random.default_rng(start)
     steps = np.arange(start, start + n, dtype=np.int64)
-    return StepBatch(
+    return StepBatch.with_grad(
         steps=steps,
         epochs=np.zeros(n, np.int32),
         # the file stores per-step scalars as float32 (docs/run-file.md): use float32-exact values
@@ -119,7 +119,7 @@ def same(a: object, b: object, where: str) -> None:
 
 
 def merged(batches: list[StepBatch]) -> StepBatch:
-    return StepBatch(
+    return StepBatch.with_grad(
         np.concatenate([b.steps for b in batches]),
         np.concatenate([b.epochs for b in batches]),
         np.concatenate([b.scalars for b in batches]),

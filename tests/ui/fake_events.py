@@ -178,7 +178,9 @@ def make_batch(
     uratio = 10.0 ** (np.clip(lg + 1.0, -9, -2.3) + 0.1 * rng.standard_normal((m, L)))
     probes = np.stack([gnorm, gmean, wnorm, uratio], axis=1).astype(np.float32)
     assert probes.shape[1] == len(PROBE_NAMES)
-    return StepBatch(steps=steps, epochs=epochs, scalars=scalars, probe_steps=pst, probes=probes, time=t)
+    return StepBatch.with_grad(
+        steps=steps, epochs=epochs, scalars=scalars, probe_steps=pst, probes=probes, time=t
+    )
 
 
 def iter_fake_run(

@@ -76,7 +76,7 @@ def read_batches(rf: RunFile, start_step: int, stop_step: int) -> StepBatch:
     probes = np.empty((pb - pa, len(PROBE_NAMES), n_layers), np.float32)
     for j, k in enumerate(PROBE_NAMES):
         probes[:, j, :] = d(S.path(S.PROBES, k))[pa:pb]
-    return StepBatch(
+    return StepBatch.with_grad(
         steps=d("steps/step")[a:b].astype(np.int64),
         epochs=d("steps/epoch")[a:b].astype(np.int32),
         scalars=scalars,

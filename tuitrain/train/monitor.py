@@ -228,7 +228,7 @@ class Monitor:
         with np.errstate(divide="ignore", invalid="ignore"):
             sps = np.where(step_time > 0, batch / step_time, np.nan)
         self.emit(
-            StepBatch(
+            StepBatch.with_grad(
                 steps=table[:, 0].astype(np.int64),
                 epochs=table[:, 1].astype(np.int32),
                 scalars=np.column_stack([loss, correct / batch, lr, sps, step_time]),  # STEP_SCALARS order

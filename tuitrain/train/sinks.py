@@ -276,7 +276,7 @@ class QueueSink:
 
 
 def _merge(a: StepBatch, b: StepBatch) -> StepBatch:
-    return StepBatch(
+    return StepBatch.with_grad(
         steps=np.concatenate([a.steps, b.steps]),
         epochs=np.concatenate([a.epochs, b.epochs]),
         scalars=np.concatenate([a.scalars, b.scalars]),
@@ -294,6 +294,6 @@ def _thin(b: StepBatch, max_rows: int, sink: QueueSink) -> StepBatch:
     keep[-1] = True  # the newest row always survives: the UI shows "latest"
     pkeep = np.isin(b.probe_steps, b.steps[keep])
     sink.dropped += int((~keep).sum())
-    return StepBatch(
+    return StepBatch.with_grad(
         b.steps[keep], b.epochs[keep], b.scalars[keep], b.probe_steps[pkeep], b.probes[pkeep], b.time
     )

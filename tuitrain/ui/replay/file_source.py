@@ -218,7 +218,7 @@ class FileSource(Source):
             if tcol.shape[0] >= n:  # under SWMR this column may lag the others mid-flush
                 when = float(tcol[n - 1])
         self._sent["steps"], self._sent["probes"] = max(a, n), max(pa, m)
-        return StepBatch(
+        return StepBatch.with_grad(
             cols["step"].astype(np.int64),
             cols["epoch"].astype(np.int32),
             scalars,

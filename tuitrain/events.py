@@ -138,6 +138,7 @@ class RunStarted:
     probes: list[ProbeSpec] = field(default_factory=lambda: [GRAD_PROBE])
     step_scalars: tuple[str, ...] = STEP_SCALARS
     source: str = "preset"  # "preset" | "script" (tuitrain.init) | "lightning"
+    config_json: str = ""  # a user loop's config dict as JSON; presets keep theirs in config_toml
 
     @property
     def total_steps(self) -> int:

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import difflib
 import os
-import re
-import time
 from pathlib import Path
 from typing import Any
 
@@ -132,34 +130,13 @@ def build_config(
 
 
 def default_out(cfg: RunConfig) -> Path:
-    """``runs/<name>-<time>.h5``, a name no other run has or is taking: its run file, checkpoint, log
-    and lock are all free, and the lock file is created (``O_EXCL``) to reserve it, so two runs started
-    in the same second get ``-2``, ``-3``. The name becomes a plain file name (:func:`file_name`): a
-    preset's ``name = "../../x"`` cannot put the run outside ``runs/``."""
-    from tuitrain.runfile.claim import companions, reserve
+    """``cfg.out``, or ``runs/<name>-<time>.h5``, a name no other run has or is taking (the rule is
+    :func:`tuitrain.runfile.claim.claim_default_out`'s, shared with ``tuitrain.init``)."""
+    from tuitrain.runfile.claim import claim_default_out
 
     if cfg.out:
         return Path(cfg.out)
-    runs = Path("runs")
-    base = f"{file_name(cfg.name)}-{time.strftime('%Y%m%d-%H%M%S')}"
-    try:
-        runs.mkdir(parents=True, exist_ok=True)
-    except OSError:
-        return runs / f"{base}.h5"  # check_out says what is wrong with the directory
-    for n in range(1, 10_000):
-        path = runs / (f"{base}.h5" if n == 1 else f"{base}-{n}.h5")
-        taken = [path, *companions(path).values()]
-        if not any(os.path.lexists(p) for p in taken) and reserve(path):
-            return path
-    raise ConfigError(f"{runs}: no free run-file name for {base}; give --out.")
-
-
-def file_name(name: str) -> str:
-    """A run name as one safe file name: path separators, control characters and the like become
-    ``_``, leading dots go (no ``..``, no hidden files), at most 100 characters; ``run`` if nothing
-    is left."""
-    safe = re.sub(r"[^\w.+-]+", "_", name, flags=re.UNICODE).lstrip("._-")[:100].rstrip("._-")
-    return safe or "run"
+    return claim_default_out(cfg.name)
 
 
 def check_out(out: Path, overwrite: bool = False) -> None:

@@ -24,6 +24,7 @@ import atexit
 import contextlib
 import errno
 import os
+import re
 import socket
 import stat
 import tempfile
@@ -201,6 +202,34 @@ def reserve(out: Path) -> bool:
     os.close(fd)
     atexit.register(_drop_reservation, lock_path(out))
     return True
+
+
+def file_name(name: str) -> str:
+    """A run name as one safe file name: path separators, control characters and the like become
+    ``_``, leading dots go (no ``..``, no hidden files), at most 100 characters; ``run`` if nothing
+    is left."""
+    safe = re.sub(r"[^\w.+-]+", "_", name, flags=re.UNICODE).lstrip("._-")[:100].rstrip("._-")
+    return safe or "run"
+
+
+def claim_default_out(name: str, runs: Path = Path("runs")) -> Path:
+    """``runs/<name>-<YYYYmmdd-HHMMSS>.h5``, a name no other run has or is taking: its run file,
+    checkpoint, log and lock are all free, and the lock file is created (``O_EXCL``, :func:`reserve`)
+    so two runs started in the same second get ``-2``, ``-3``. The name becomes a plain file name
+    (:func:`file_name`): a ``name = "../../x"`` cannot put the run outside ``runs``. The one rule for
+    a preset's run (``tuitrain run``) and a script's (``tuitrain.init``). If ``runs`` cannot be
+    created, the plain first name is returned: the caller's own check of it says what is wrong."""
+    base = f"{file_name(name)}-{time.strftime('%Y%m%d-%H%M%S')}"
+    try:
+        runs.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return runs / f"{base}.h5"
+    for n in range(1, 10_000):
+        path = runs / (f"{base}.h5" if n == 1 else f"{base}-{n}.h5")
+        taken = [path, *companions(path).values()]
+        if not any(os.path.lexists(p) for p in taken) and reserve(path):
+            return path
+    raise ConfigError(f"{runs}: no free run-file name for {base}; give --out.")
 
 
 def create_exclusive(path: Path, overwrite: bool, *, append: bool = True) -> int:

@@ -236,7 +236,7 @@ def test_absorbs_10k_steps_per_second_with_200_layers_in_bounded_memory():
         for j in range(10):
             start = (k * 10 + j) * 1000
             batch.steps = np.arange(start, start + 1000)
-            batch.probe_steps = batch.steps
+            batch.blocks["grad"].steps = batch.steps
             batch.epochs = (batch.steps // 10_000).astype(np.int32)
             h.extend([batch])
         seconds += 1

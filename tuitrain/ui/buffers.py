@@ -44,6 +44,15 @@ class DecimatingSeries:
         if you keep it across appends)."""
         return self._data[:, : self.n].T
 
+    def add_columns(self, k: int, fill: float = np.nan) -> None:
+        """``k`` more columns on the right, ``fill`` in every row already held (a run's scalar that
+        first appears mid-run: the rows before it had none)."""
+        if k <= 0:
+            return
+        extra = np.full((k, self._data.shape[1]), fill, dtype=np.float64)
+        self._data = np.concatenate([self._data, extra], axis=0)
+        self.width += k
+
     def append(self, rows: np.ndarray) -> None:
         rows = np.asarray(rows, dtype=np.float64).reshape(-1, self.width)
         while rows.shape[0]:

@@ -29,6 +29,7 @@ from typing import Protocol
 import numpy as np
 
 from tuitrain.events import (
+    GRAD,
     PROBE_NAMES,
     STEP_SCALARS,
     Alert,
@@ -46,6 +47,8 @@ from tuitrain.ui.downsample import bucket_mean, ema, log_ticks, minmax_downsampl
 from tuitrain.ui.fmt import fmt_duration, fmt_si
 from tuitrain.ui.health import Thresholds, health_codes
 from tuitrain.ui.view_state import ViewState
+from tuitrain.view.divergence import DivergenceTracker
+from tuitrain.view.messages import epoch_message, start_message, test_message
 
 __all__ = [  # with the re-exports of the modules split off
     "Backing",
@@ -104,7 +107,9 @@ class EpochTable:
         return np.array([getattr(r, name) for r in self.rows], dtype=np.float64)
 
 
-SCALAR_COLUMNS = ("step", "epoch", *STEP_SCALARS)  # columns of History.scalars
+# The columns every history starts with; a run's own scalars (RunStarted.step_scalars and any new
+# names a StepBatch carries, in first-seen order) follow: History.columns is the whole list.
+SCALAR_COLUMNS = ("step", "epoch", *STEP_SCALARS)
 
 
 class History:
@@ -133,8 +138,14 @@ class History:
         self.finished: RunFinished | None = None
         # The first step whose training loss was not finite (NaN/Inf), None while all were: the chart
         # marks it, the header and the log say so. Exact live; from a run file, the first such row of
-        # the overview (strided for long runs).
+        # the overview (strided for long runs). A user's loop may log its loss sparsely: see
+        # tuitrain.view.divergence for when a NaN there counts.
         self.nan_step: int | None = None
+        self._divergence = DivergenceTracker(dense=True)
+        # The per-step scalars this run has (the batch's scalar_names / the file's step_scalars are
+        # the one owner of the list): STEP_SCALARS, then the run's own keys in first-seen order.
+        self.scalar_names: tuple[str, ...] = STEP_SCALARS
+        self._col: dict[str, int] = {c: i for i, c in enumerate(SCALAR_COLUMNS)}
         self.process_died = False
         self.test: TestResult | None = None
         self.epochs = EpochTable()
@@ -179,13 +190,9 @@ class History:
                 self._on_finished(ev)
             elif isinstance(ev, TestResult):
                 self.test = ev
-                self.add_log(  # a NaN test loss is an error (red), never a success tick
-                    self.steps_done,
-                    "success" if math.isfinite(ev.loss) else "error",
-                    "test",
-                    f"test  loss {ev.loss:.4f}  acc {ev.acc * 100:.2f}%",
-                    ev.time,
-                )
+                preset = self.run is None or self.run.source == "preset"
+                level, text = test_message(ev, preset)
+                self.add_log(self.steps_done, level, "test", text, ev.time)
         if dropped_steps:
             self.dropped_steps += dropped_steps
             msg = f"display dropped {self.dropped_steps:,} steps (queue full); the run file has them all"
@@ -201,8 +208,21 @@ class History:
         self.log_total += 1
         self.version += 1
 
+    def _declare(self, names: tuple[str, ...]) -> None:
+        """Add the scalar names this history does not hold yet (a column of NaN for the rows before)."""
+        new = [n for n in names if n not in self._col]
+        if not new:
+            return
+        self.scalars.add_columns(len(new))
+        self.scalar_names = (*self.scalar_names, *new)
+        self._col = {c: i for i, c in enumerate(self.columns)}
+        self._ema_cache.clear()
+
     def _on_started(self, ev: RunStarted) -> None:
         self.run = ev
+        self._declare(tuple(ev.step_scalars))
+        if ev.source != "preset" and not self.steps_seen:
+            self._divergence = DivergenceTracker(dense=False)  # a user's loop may log sparsely
         self.layers = list(ev.layers)
         self.thresholds = Thresholds.of(ev)
         L = len(self.layers)
@@ -212,29 +232,28 @@ class History:
         self.long = LogBuckets(self.long_cap, (len(PROBE_NAMES), L))
         if self.status == "starting":
             self.status = "running"
-        self.add_log(
-            0,
-            "info",
-            "start",
-            f"run {ev.run_name} started: {ev.model_name}, {ev.params:,} params, {ev.dataset} on {ev.device}",
-            ev.started_at,
-        )
+        self.add_log(0, "info", "start", start_message(ev), ev.started_at)
 
     def _on_steps(self, ev: StepBatch) -> None:
         n = len(ev)
         if n:
-            rows = np.empty((n, len(SCALAR_COLUMNS)), dtype=np.float64)
+            names = tuple(ev.scalar_names)
+            if names != self.scalar_names:
+                self._declare(names)
+            rows = np.empty((n, len(self._col)), dtype=np.float64)
             rows[:, 0] = ev.steps
             rows[:, 1] = ev.epochs
-            rows[:, 2:] = ev.scalars
+            if names == self.scalar_names:
+                rows[:, 2:] = ev.scalars
+            else:  # a batch with fewer (or reordered) columns than the run: NaN where it has none
+                rows[:, 2:] = np.nan
+                for j, name in enumerate(names):
+                    rows[:, self._col[name]] = ev.scalars[:, j]
             self.scalars.append(rows)
-            if self.nan_step is None:  # one reduction per batch in the healthy case
-                bad = ~np.isfinite(ev.scalars[:, STEP_SCALARS.index("loss")])
-                if bad.any():
-                    self.nan_step = int(ev.steps[int(np.argmax(bad))])
+            self.nan_step = self._divergence.feed(ev.steps, ev.scalar("loss"))
             self.steps_done = max(self.steps_done, int(ev.steps[-1]) + 1)
             self.epoch = int(ev.epochs[-1])
-            sps = ev.scalars[:, STEP_SCALARS.index("samples_per_s")]
+            sps = ev.scalar("samples_per_s")
             fin = sps[np.isfinite(sps)]
             if fin.size:
                 self.samples_per_s = float(fin[-min(fin.size, 16) :].mean())
@@ -255,14 +274,9 @@ class History:
     def _on_epoch(self, ev: EpochEnd) -> None:
         self.epochs.rows.append(ev)
         total = self.run.epochs if self.run else 0
-        ep = f"epoch {ev.epoch + 1}/{total}" if total else f"epoch {ev.epoch + 1}"
-        self.add_log(
-            ev.step,
-            "info" if math.isfinite(ev.train_loss) and math.isfinite(ev.val_loss) else "error",
-            "epoch",
-            f"{ep}  train {ev.train_loss:.4f} / {ev.train_acc * 100:.1f}%  val {ev.val_loss:.4f} / {ev.val_acc * 100:.1f}%  {ev.seconds:.1f}s",
-            ev.time,
-        )
+        preset = self.run is None or self.run.source == "preset"
+        level, text = epoch_message(ev, total, preset)
+        self.add_log(ev.step, level, "epoch", text, ev.time)
         if math.isfinite(ev.val_loss) and (self.best_val_loss is None or ev.val_loss < self.best_val_loss):
             self.best_val_loss = ev.val_loss
         if math.isfinite(ev.val_acc) and (self.best_val_acc is None or ev.val_acc > self.best_val_acc):
@@ -337,8 +351,39 @@ class History:
     def is_finished(self) -> bool:
         return self.finished is not None
 
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """The columns of :attr:`scalars`: step, epoch, then every per-step scalar of the run."""
+        return ("step", "epoch", *self.scalar_names)
+
+    @property
+    def user_scalars(self) -> tuple[str, ...]:
+        """The run's own per-step keys (a user's ``run.log``), after the standard STEP_SCALARS."""
+        return tuple(n for n in self.scalar_names if n not in STEP_SCALARS)
+
+    @property
+    def has_grad(self) -> bool:
+        """Whether the run sends per-layer gradient probes (a user's loop without ``run.watch`` does
+        not). True until RunStarted says otherwise."""
+        return self.run is None or any(p.name == GRAD for p in self.run.probes)
+
+    def has_values(self, name: str) -> bool:
+        """Whether the per-step column ``name`` holds any finite value."""
+        return name in self._col and bool(np.isfinite(self.column(name)).any())
+
+    def metric_cycle(self) -> tuple[str, ...]:
+        """What the chart's metric key steps through: loss and accuracy, then the run's own scalars.
+        A user's loop shows only what it logged (loss always, as the way back)."""
+        if self.run is None or self.run.source == "preset":
+            return ("loss", "acc", *self.user_scalars)
+        return tuple(m for m in ("loss", "acc", *self.user_scalars) if m == "loss" or self.has_values(m))
+
     def column(self, name: str) -> np.ndarray:
-        return self.scalars.data[:, SCALAR_COLUMNS.index(name)]
+        """A per-step column (:attr:`columns`); all NaN for a name this run does not have."""
+        j = self._col.get(name)
+        if j is None:
+            return np.full(self.scalars.n, np.nan)
+        return self.scalars.data[:, j]
 
     def smoothed(self, name: str, strength: float) -> np.ndarray:
         """EMA of a per-step scalar, cached and extended incrementally: new rows are smoothed into a
@@ -391,7 +436,7 @@ class History:
         return got
 
     def scalars_at(self, step: int | None) -> dict[str, float] | None:
-        """The per-step values (SCALAR_COLUMNS) of the last step at or before ``step`` (None: the
+        """The per-step values (:attr:`columns`) of the last step at or before ``step`` (None: the
         latest), exact when a backing file has them, else from the stored rows. None before step 0."""
         if step is not None and self.backing is not None:
             got = self.backing.scalars_at(int(step))
@@ -401,7 +446,7 @@ class History:
         if not data.shape[0]:
             return None
         i = data.shape[0] - 1 if step is None else int(np.searchsorted(data[:, 0], step, "right")) - 1
-        return None if i < 0 else {k: float(data[i, j]) for j, k in enumerate(SCALAR_COLUMNS)}
+        return None if i < 0 else {k: float(data[i, j]) for j, k in enumerate(self.columns)}
 
     def epoch_at(self, step: int | None) -> EpochEnd | None:
         """The last epoch finished by ``step`` (an epoch ending at step count s is done after step s - 1)."""

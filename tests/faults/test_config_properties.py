@@ -119,7 +119,11 @@ def _value(key: str, tp: Any) -> st.SearchStrategy[Any]:
 
 def _section(prefix: str, cls: type) -> st.SearchStrategy[dict[str, Any]]:
     hints = typing.get_type_hints(cls)
-    fields = {f.name: _value(f"{prefix}{f.name}", hints[f.name]) for f in dataclasses.fields(cls)}
+    fields = {  # ModelConfig.options (a model of the user's own) is spelt as [model] keys, not a table
+        f.name: _value(f"{prefix}{f.name}", hints[f.name])
+        for f in dataclasses.fields(cls)
+        if typing.get_origin(hints[f.name]) is not dict
+    }
     return st.fixed_dictionaries({}, optional=fields)  # any subset of the keys, like a real preset
 
 

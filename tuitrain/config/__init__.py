@@ -38,6 +38,7 @@ from tuitrain.config.schema import (
     TrainConfig,
     error_text,
     is_bad_input,
+    is_own_model,
     model_keys,
 )
 from tuitrain.config.validate import from_dict
@@ -67,6 +68,7 @@ __all__ = [
     "diff_flat",
     "error_text",
     "is_bad_input",
+    "is_own_model",
     "from_dict",
     "from_toml",
     "load_config",

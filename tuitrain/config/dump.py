@@ -12,7 +12,12 @@ from tuitrain.config.schema import RunConfig
 
 
 def to_dict(cfg: RunConfig) -> dict[str, Any]:
-    return dataclasses.asdict(cfg)
+    """The config as plain tables, as a preset spells it: a model of the user's own has its own keys
+    (``ModelConfig.options``) in the [model] table itself, after the built-in ones."""
+    out = dataclasses.asdict(cfg)
+    model = out["model"]
+    model.update(model.pop("options"))
+    return out
 
 
 def to_flat(cfg: RunConfig) -> dict[str, Any]:
@@ -37,5 +42,6 @@ def to_toml(cfg: RunConfig) -> str:
 def diff_flat(configs: list[RunConfig]) -> list[str]:
     """Dotted keys whose values differ between configs (for comparison tables)."""
     flats = [to_flat(c) for c in configs]
-    keys = [k for k in flats[0] if k not in ("name", "description", "out")]
-    return [k for k in keys if len({repr(f[k]) for f in flats}) > 1]
+    keys = list(dict.fromkeys(k for f in flats for k in f if k not in ("name", "description", "out")))
+    missing = object()  # a key of one own model's that another config lacks differs too
+    return [k for k in keys if len({repr(f.get(k, missing)) for f in flats}) > 1]

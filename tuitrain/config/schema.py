@@ -3,7 +3,9 @@ allowed values and ranges that :mod:`tuitrain.config.validate` checks. Nothing h
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field, fields
+from typing import Any
 
 
 class ConfigError(ValueError):
@@ -22,6 +24,11 @@ def is_bad_input(error: str) -> bool:
 
 
 MODELS = ("mlp", "vgg", "resnet18", "mlp_mixer")
+# A model of the user's own: ``model.name = "mypkg.models:build"``, an importable module and a callable
+# in it (dotted for a nested attribute) that takes the [model] table and returns an nn.Module
+# (tuitrain/train/own_model.py builds it). Only the spelling is checked here: no import, so that a stored
+# config opens anywhere (info, replay, compare), whether or not the module can be imported there.
+OWN_MODEL = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
 ACTIVATIONS = ("relu", "leaky_relu", "gelu", "sigmoid", "tanh")
 DATASETS = ("synthetic", "cifar10", "cifar100", "toy2d")
 DATASET_CLASSES = {"cifar10": 10, "cifar100": 100}
@@ -34,9 +41,18 @@ SHORTCUTS = ("none", "conv1x1", "avgpool")
 ON_NAN = ("stop", "continue")
 
 
+def is_own_model(name: str) -> bool:
+    """Whether ``model.name`` names a model of the user's own (``module:function``), not a built-in."""
+    return ":" in name
+
+
 @dataclass
 class ModelConfig:
-    """Model options. ``name`` picks the family; which options a family reads is :data:`MODEL_KEYS`."""
+    """Model options. ``name`` picks the family; which options a family reads is :data:`MODEL_KEYS`.
+
+    A model of the user's own (:func:`is_own_model`) may have keys of its own in [model]; they are kept
+    in ``options`` and written back into the [model] table (never as an ``options`` key), so a preset,
+    ``--set model.width=64`` and the stored config all spell them as plain [model] keys."""
 
     name: str = "vgg"
     init: str = "default"  # PyTorch default init (as in 001), or kaiming/xavier
@@ -54,12 +70,14 @@ class ModelConfig:
     embed_dim: int = 256
     num_blocks: int = 4
     mlp_ratio: list[float] = field(default_factory=lambda: [0.5, 4.0])  # [token, channel]
+    options: dict[str, Any] = field(default_factory=dict)  # a model of the user's own: its own keys
 
 
 # The [model] keys each model family reads (its builder in tuitrain/train/models/, plus ``init``, which
 # every family applies). The one owner of that fact: ``tuitrain info`` shows only these, and anything
-# else that shows a model's config can use :func:`model_keys`. Every ModelConfig field is in at least
-# one family (tests/faults/test_first_contact.py checks that, and that the others change nothing).
+# else that shows a model's config can use :func:`model_keys`. Every ModelConfig field but ``options``
+# is in at least one family (tests/faults/test_first_contact.py checks that, and that the others change
+# nothing). A model of the user's own gets the whole table (docs: "Your own model").
 MODEL_KEYS: dict[str, tuple[str, ...]] = {
     "mlp": ("name", "init", "activation", "batch_norm", "dropout", "hidden"),
     "vgg": (
@@ -92,7 +110,7 @@ def model_keys(name: str) -> tuple[str, ...]:
     not know (an old or newer run file), so nothing is hidden that might matter."""
     if name in MODEL_KEYS:
         return MODEL_KEYS[name]
-    return tuple(f.name for f in fields(ModelConfig))
+    return tuple(f.name for f in fields(ModelConfig) if f.name != "options")
 
 
 @dataclass
@@ -143,7 +161,12 @@ class TrainConfig:
     cudnn_benchmark: bool = True
     compile: bool = False
     max_steps: int = 0  # 0: no cap; else stop after this many steps (smoke tests, quick looks)
-    checkpoint: bool = True  # save final weights beside the run file
+    # Save a checkpoint beside the run file when the run ends completed or stopped: the resolved config,
+    # step, epoch, model weights, optimizer and scheduler state, RNG state (tuitrain/train/resume.py)
+    checkpoint: bool = True
+    # The run file this run continues from its checkpoint; set by `tuitrain run/watch --resume RUN.h5`
+    # (a preset may set it too). "" starts a new run.
+    resume: str = ""
     # CPU threads torch uses: "auto" measures (free cores, and whether more threads make a step faster;
     # see tuitrain/train/threads.py and docs/performance.md) or a count >= 1, per process
     threads: int | str = "auto"

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from tuitrain.config.dump import to_flat
-from tuitrain.config.schema import CHOICES, RANGES, ConfigError, RunConfig
+from tuitrain.config.schema import CHOICES, OWN_MODEL, RANGES, ConfigError, RunConfig, is_own_model
 
 # Every integer key fits in int32: /steps/epoch and the run file's counters are stored as int32/int64,
 # and a value such as 1e20 epochs or 2**64 must be refused here, not by HDF5 halfway through a start.
@@ -171,20 +171,49 @@ def from_dict(raw: dict[str, Any], origin: dict[str, Path | str] | None = None) 
                     f"{_where(key, origin)}`{key}` must be a table ([{key}]), got {_show(value)}."
                 )
             sec_types = _section_types(tp)
-            kwargs = {}
+            # A model of the user's own takes keys of its own; the built-in ones are still checked.
+            own = key == "model" and isinstance(value.get("name"), str) and is_own_model(value["name"])
+            kwargs: dict[str, Any] = {}
+            options: dict[str, Any] = {}
             for sk, sv in value.items():
                 dotted = f"{key}.{sk}"
-                if sk not in sec_types:
-                    raise _unknown(dotted, list(sec_types), _where(dotted, origin), key)
                 if isinstance(sv, dict):
                     raise ConfigError(f"{_where(dotted, origin)}`{dotted}` must be a value, not a table.")
+                if own and (sk not in sec_types or sk == "options"):
+                    options[sk] = _own_value(sv, dotted, origin)
+                    continue
+                if sk not in sec_types or (key == "model" and sk == "options"):
+                    known = [k for k in sec_types if not (key == "model" and k == "options")]
+                    err = _unknown(dotted, known, _where(dotted, origin), key)
+                    if key == "model":  # the way to keys of one's own
+                        err = ConfigError(
+                            f'{err} (A model of your own, `model.name` = "module:function", takes keys of its own.)'
+                        )
+                    raise err
                 kwargs[sk] = _coerce(sv, sec_types[sk], dotted, origin)
+            if own:
+                kwargs["options"] = options
             values[key] = tp(**kwargs)
         else:
             values[key] = _coerce(value, tp, key, origin)
     cfg = RunConfig(**values)
     _check(cfg, origin)
     return cfg
+
+
+def _own_value(value: Any, key: str, origin: dict[str, Path | str]) -> Any:
+    """A key of the user's own model: any TOML string, number, boolean or list of them (the model's
+    function decides what it means); not a date (no run file or JSON can hold one as such)."""
+    if isinstance(value, list):
+        return [_own_value(v, key, origin) for v in value]
+    if isinstance(value, str):
+        return _text(value, key, _where(key, origin))
+    if isinstance(value, (bool, int, float)):
+        return value
+    raise ConfigError(
+        f"{_where(key, origin)}`{key}` = {_show(value)} ({type(value).__name__}): a key of your own model "
+        "must be a string, a number, a boolean or a list of them."
+    )
 
 
 def _first_where(key: str, origin: dict[str, Path | str]) -> str:
@@ -194,14 +223,31 @@ def _first_where(key: str, origin: dict[str, Path | str]) -> str:
     return ""
 
 
+def _check_model_name(name: str, origin: dict[str, Path | str]) -> None:
+    """A model of the user's own is spelt ``module:function``; whether it imports is asked only where
+    the model is built (tuitrain/train/own_model.py), so a stored config opens anywhere."""
+    if is_own_model(name) and not OWN_MODEL.fullmatch(name):
+        raise ConfigError(
+            f"{_where('model.name', origin)}`model.name` = {_show(name)}: a model of your own is named "
+            "`module:function`, a Python module path, a colon and the name of a function in it that "
+            "returns a torch.nn.Module (e.g. mypkg.models:build); allowed besides: mlp, vgg, resnet18, "
+            "mlp_mixer."
+        )
+
+
 def _check(cfg: RunConfig, origin: dict[str, Path | str]) -> None:
     flat = to_flat(cfg)
+    _check_model_name(cfg.model.name, origin)
     for key, allowed in CHOICES.items():
+        if key == "model.name" and is_own_model(cfg.model.name):
+            continue
         if flat[key] not in allowed:
             close = difflib.get_close_matches(str(flat[key]), allowed, n=1, cutoff=0.5)
             hint = f" Did you mean {close[0]!r}?" if close else ""
+            own = " or a model of your own as `module:function` (e.g. mypkg.models:build)"
             raise ConfigError(
-                f"{_where(key, origin)}`{key}` = {_show(flat[key])} is not allowed.{hint} Allowed: {', '.join(allowed)}."
+                f"{_where(key, origin)}`{key}` = {_show(flat[key])} is not allowed.{hint} Allowed: "
+                f"{', '.join(allowed)}{own if key == 'model.name' else ''}."
             )
     for key, (lo, hi, lo_inc, hi_inc) in RANGES.items():
         v = flat[key]
@@ -245,7 +291,7 @@ def _check(cfg: RunConfig, origin: dict[str, Path | str]) -> None:
             f"{_where('model.patch_size', origin)}`model.patch_size` = {m.patch_size} must divide the "
             f"{size}-pixel image size; allowed: {allowed}."
         )
-    if cfg.data.name == "toy2d" and m.name != "mlp":
+    if cfg.data.name == "toy2d" and m.name != "mlp" and not is_own_model(m.name):
         raise ConfigError(
             f"{_where('data.name', origin)}`data.name` = 'toy2d' gives 2-D points, which only `model.name` = "
             f"'mlp' can take (got {m.name!r})."

@@ -2,7 +2,8 @@
 
 Every builder takes ``(cfg, input_shape, num_classes)`` with a per-sample ``input_shape`` such as
 ``(3, 32, 32)`` or ``(2,)``, and declares its modules in forward order so that per-layer probes, which
-follow ``named_parameters()``, read from the input side to the head.
+follow ``named_parameters()``, read from the input side to the head. A ``model.name`` of the form
+``module:function`` is the user's own model (:mod:`tuitrain.train.own_model`, which documents the call).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from tuitrain.config import ModelConfig
+from tuitrain.config import ModelConfig, is_own_model
 from tuitrain.train.models.mixer import MlpMixer, build_mlp_mixer
 from tuitrain.train.models.mlp import MLP, build_mlp
 from tuitrain.train.models.resnet import ResNet18, build_resnet18
@@ -51,10 +52,16 @@ def apply_init(model: nn.Module, init: str) -> nn.Module:
 
 
 def build_model(cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
-    """Build ``cfg.name`` for per-sample ``input_shape`` and ``num_classes``, then apply ``cfg.init``."""
+    """Build ``cfg.name`` for per-sample ``input_shape`` and ``num_classes``, then apply ``cfg.init``.
+    A model of the user's own that cannot be built is a ConfigError (bad input, exit 2)."""
+    shape = tuple(int(d) for d in input_shape)
+    if is_own_model(cfg.name):
+        from tuitrain.train.own_model import build_own_model
+
+        return apply_init(build_own_model(cfg, shape, int(num_classes)), cfg.init)
     try:
         builder = MODELS[cfg.name]
     except KeyError:
         raise ValueError(f"unknown model {cfg.name!r}; allowed: {', '.join(MODELS)}") from None
-    model = builder(cfg, tuple(int(d) for d in input_shape), int(num_classes))
+    model = builder(cfg, shape, int(num_classes))
     return apply_init(model, cfg.init)

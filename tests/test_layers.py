@@ -30,6 +30,9 @@ def loaded_after(module: str) -> set[str]:
         ("tuitrain.events", {"torch", "textual", "h5py"}),
         ("tuitrain.cli", {"torch", "torchvision", "textual", "h5py"}),
         ("tuitrain.ui.app", {"torch", "torchvision"}),
+        ("tuitrain", {"torch", "textual", "h5py"}),  # `import tuitrain`: the API's names load lazily
+        ("tuitrain.hosted", {"torch", "textual", "h5py"}),
+        ("tuitrain.api", {"textual", "textual_plotext", "plotext"}),
     ],
 )
 def test_import_layers(module: str, forbidden: set[str]) -> None:
@@ -40,6 +43,7 @@ def test_import_layers(module: str, forbidden: set[str]) -> None:
 # packages at all (the fresh-interpreter test above only sees what importing a module loads).
 FLOORS: dict[str, set[str]] = {
     "tuitrain/train": {"textual", "textual_plotext", "plotext"},
+    "tuitrain/api": {"textual", "textual_plotext", "plotext"},
     "tuitrain/ui": {"torch", "torchvision"},
     "tuitrain/view": {"torch", "torchvision", "textual", "h5py"},
     "tuitrain/runfile": {"torch", "torchvision", "textual"},

@@ -14,6 +14,11 @@ all three alike:
     ``multiprocessing`` queue that a consumer process drains (so pickling and queueing are paid for).
     It hands the monitor the logits and targets, from which it counts correct predictions per step
     (the engine's call), which the bare loop does not.
+(d) ``user``  the same loop written as a user writes it with the public API (``tuitrain.init``,
+    ``run.watch(model, optimizer)``, ``run.log({"loss": loss, "acc": acc})`` after ``optimizer.step()``:
+    the probes run in the optimizer's step hooks), feeding the same two sinks as (b); the live queue
+    reaches ``init`` through a :class:`tuitrain.hosted.Host`, as under ``tuitrain watch script.py``.
+    Its accuracy is what a user computes on the device each step, not the engine's count at the flush.
 (c) ``tensorboard``  the bare loop plus what people write by hand with
     ``torch.utils.tensorboard.SummaryWriter`` for the same per-layer gradient norms every step:
     ``add_scalar(name, p.grad.norm().item(), step)`` per parameter tensor, plus the loss. Skipped
@@ -32,7 +37,7 @@ training thread spent inside the Monitor's calls (its flushes included) or
 inside the TensorBoard lines, over the bare step's CPU time: the direct part of the overhead, nearly
 free of noise (reading that clock costs (b) and (c) four reads per step, about a microsecond). ``--sinkless`` adds (b0), the Monitor with no sinks, so that the sinks' share shows.
 
-Targets for (b)/(a): <= 1.02 for VGG38 and ResNet18, <= 1.15 for the tiny MLP probing every step,
+Targets for (b)/(a), and the same for (d)/(a): <= 1.02 for VGG38 and ResNet18, <= 1.15 for the tiny MLP probing every step,
 <= 1.03 for it at every = 10; and (b) must cost less than (c). The exit status is 1 only when a target
 is missed by far: over twice the allowed overhead in three rounds out of four (at least three rounds),
 or in the direct part alone. Noise alone should not fail it.
@@ -336,6 +341,79 @@ class Monitored:
         )
 
 
+class UserLoop:
+    """(d) The loop a user writes with ``tuitrain.init`` / ``run.watch`` / ``run.log``, same sinks as (b).
+
+    ``inside`` counts ``run.log`` only; the probes' copies run in the optimizer's step hooks, inside
+    ``opt.step()``, so they show in the step time and the ratios but not in ``cpu in (d)``.
+    """
+
+    name = "user"
+
+    def __init__(self, s: Setup, tmp: Path) -> None:
+        from tuitrain import hosted
+
+        self.inside = 0.0
+        self.device = s.device
+        self.every = s.case.every
+        self.model, self.opt = s.model()
+        self.data = s.stream()
+        ctx = mp.get_context("spawn")
+        self.q = ctx.Queue(maxsize=64)
+        self.results = ctx.Queue()
+        self.consumer = ctx.Process(target=drain, args=(self.q, self.results), daemon=True)
+        self.consumer.start()
+        if self.results.get(timeout=120) != "ready":
+            raise RuntimeError("the queue consumer did not start")
+        self.path = tmp / f"{s.case.key}-user.h5"
+        hosted.install(hosted.Host(sinks=[QueueSink(self.q)]))  # what `tuitrain watch script.py` does
+        try:
+            self.run = tuitrain.init(
+                name=f"overhead-{s.case.key}-user", out=self.path, batch_size=s.case.batch, every=self.every
+            )
+        finally:
+            hosted.install(None)
+        self.run.watch(self.model, self.opt)
+
+    def block(self, steps: int) -> tuple[float, float]:
+        model, opt, data, run = self.model, self.opt, self.data, self.run
+        sync(self.device)
+        t0, c0 = time.perf_counter(), time.process_time()
+        inside = 0.0
+        clock = time.thread_time
+        for _ in range(steps):
+            x, y = next(data)
+            logits = model(x)
+            loss = F.cross_entropy(logits.float(), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()  # the watched optimizer's hooks probe around it
+            acc = (logits.argmax(1) == y).float().mean()  # on the device: no host read
+            t1 = clock()
+            run.log({"loss": loss, "acc": acc})
+            inside += clock() - t1
+        sync(self.device)
+        self.inside = inside
+        return time.perf_counter() - t0, time.process_time() - c0
+
+    def close(self) -> str:
+        """Finish the run as a script does, then check that every step reached both sinks."""
+        from tuitrain.runfile import open_run
+
+        steps = self.run.step
+        self.run.finish()
+        self.q.put(None)
+        batches, rows, dropped = self.results.get(timeout=60)
+        self.consumer.join(timeout=10)
+        with open_run(self.path) as rf:
+            file_rows, probe_rows = rf.n_steps, rf.n_probe_rows
+        ok = file_rows == steps and probe_rows == len(range(0, steps, self.every)) and rows + dropped == steps
+        return (
+            f"(d) {steps} steps: run file {file_rows} rows / {probe_rows} probe rows, "
+            f"queue {rows} rows + {dropped} thinned in {batches} items{'' if ok else '  MISMATCH'}"
+        )
+
+
 class Tensorboard:
     """(c) The bare loop plus the per-layer gradient norms people log by hand with TensorBoard."""
 
@@ -445,6 +523,9 @@ class Result:
         if 1.0 + self.inside_share("tuitrain") > c.limit:
             missed.append("direct")
             far = True
+        if self.ratio("user", self.clock) > c.target:  # (d): the same target as the engine's (b)
+            missed.append(f"d/a>{c.target:g}")
+            far |= judge and lower_quartile(self.ratios("user", self.clock)) > c.limit
         b_over_c = self.ratios("tuitrain", self.clock, over="tensorboard")
         if b_over_c and statistics.median(b_over_c) > 1.0:
             missed.append("b>c")
@@ -464,6 +545,8 @@ def run_case(case: Case, args: argparse.Namespace, device: torch.device, tmp: Pa
     blocks = args.blocks or (case.quick_blocks if args.quick else case.blocks)
     s = Setup(case, device, args.seed)
     variants: list[Variant] = [Bare(s), Monitored(s, tmp)]
+    if args.user:
+        variants.append(UserLoop(s, tmp))
     if args.tensorboard:
         variants.append(Tensorboard(s, tmp))
     if args.sinkless:
@@ -480,7 +563,7 @@ def run_case(case: Case, args: argparse.Namespace, device: torch.device, tmp: Pa
                 wall, cpu = v.block(steps)
                 res.wall[v.name].append(wall / steps)
                 res.cpu[v.name].append(cpu / steps)
-                if v.name in ("tuitrain", "tensorboard"):
+                if v.name in ("tuitrain", "tensorboard", "user"):
                     res.inside.setdefault(v.name, []).append(v.inside / steps)  # type: ignore[attr-defined]
     finally:
         notes = [v.close() for v in variants]
@@ -507,6 +590,7 @@ def table(results: list[Result]) -> str:
     """The results as a Markdown table (pasteable into docs/performance.md)."""
     has_c = any("tensorboard" in r.wall for r in results)
     has_b0 = any("monitor" in r.wall for r in results)
+    has_d = any("user" in r.wall for r in results)
     cols: list[tuple[str, Callable[[Result], str]]] = [
         ("model", lambda r: r.case.label),
         ("every", lambda r: str(r.case.every)),
@@ -514,17 +598,23 @@ def table(results: list[Result]) -> str:
         ("(a) bare ms", lambda r: fmt_ms(r.median("bare"))),
         ("(b) tuitrain ms", lambda r: fmt_ms(r.median("tuitrain"))),
     ]
+    if has_d:
+        cols.append(("(d) user loop ms", lambda r: fmt_ms(r.median("user"))))
     if has_c:
         cols.append(("(c) tensorboard ms", lambda r: fmt_ms(r.median("tensorboard"))))
     cols += [
         ("(b)/(a)", lambda r: fmt_ratio(r.ratio("tuitrain"))),
         ("target", lambda r: f"<= {r.case.target:g}"),
     ]
+    if has_d:
+        cols.append(("(d)/(a)", lambda r: fmt_ratio(r.ratio("user"))))
     if has_c:
         cols.append(("(c)/(a)", lambda r: fmt_ratio(r.ratio("tensorboard"))))
     if has_b0:
         cols.append(("(b0)/(a) no sinks", lambda r: fmt_ratio(r.ratio("monitor"))))
     cols.append(("cpu in (b)", lambda r: fmt_pct(r.inside_share("tuitrain"))))
+    if has_d:
+        cols.append(("cpu in (d)", lambda r: fmt_pct(r.inside_share("user"))))
     if has_c:
         cols.append(("cpu in (c)", lambda r: fmt_pct(r.inside_share("tensorboard"))))
     cols.append(("cpu (b)/(a)", lambda r: fmt_ratio(r.ratio("tuitrain", "cpu"))))
@@ -584,6 +674,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="also run (b0): the Monitor with no sinks, to tell its cost from the sinks'",
     )
     p.add_argument("--no-tensorboard", dest="tensorboard", action="store_false", help="skip variant (c)")
+    p.add_argument("--no-user", dest="user", action="store_false", help="skip variant (d), the user loop")
     return p.parse_args(argv)
 
 

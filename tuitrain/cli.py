@@ -24,6 +24,7 @@ from tuitrain.commands.resolve import (
     presets_dir,
     resolve_preset,
 )
+from tuitrain.commands.resume import configure
 from tuitrain.commands.show import json_default, print_info, print_presets
 from tuitrain.commands.training import start
 from tuitrain.config import ConfigError
@@ -109,6 +110,16 @@ OverwriteOpt = Annotated[
         "run is never replaced.",
     ),
 ]
+ResumeOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--resume",
+        help="Continue this run from its checkpoint: its config (with --set and options on top), weights, "
+        "optimizer and schedule, at its next epoch; into the same file, or a copy of it at --out. "
+        "PRESET may be left out.",
+        metavar="RUN.h5",
+    ),
+]
 # Data-parallel (torchrun) options, shared by `run` and `watch`
 NprocOpt = Annotated[
     int,
@@ -153,7 +164,10 @@ MasterPortOpt = Annotated[
 
 @app.command()
 def run(
-    preset: Annotated[str, typer.Argument(help="Preset TOML file (or a preset name such as vgg38).")],
+    preset: Annotated[
+        str | None,
+        typer.Argument(help="Preset TOML file (or a preset name such as vgg38).", show_default=False),
+    ] = None,
     no_ui: Annotated[bool, typer.Option("--no-ui", help="Headless: rich progress on the console.")] = False,
     sets: SetOpt = None,
     data: DataOpt = None,
@@ -166,6 +180,7 @@ def run(
     out: OutOpt = None,
     name: NameOpt = None,
     overwrite: OverwriteOpt = False,
+    resume: ResumeOpt = None,
     nproc_per_node: NprocOpt = 1,
     nnodes: NnodesOpt = 1,
     node_rank: NodeRankOpt = 0,
@@ -175,9 +190,10 @@ def run(
     """Train a preset and write its full history to one HDF5 run file."""
     launch = Launch(nproc_per_node, nnodes, node_rank, master_addr, master_port)
     try:
-        cfg = build_config(preset, sets, data, data_dir, epochs, max_steps, batch_size, device, seed, name)
-        out_path = out or default_out(cfg)
-        check_out(out_path, overwrite)
+        cfg, out_path = configure(
+            preset, resume, sets, out, overwrite, data=data, data_dir=data_dir, epochs=epochs,
+            max_steps=max_steps, batch_size=batch_size, device=device, seed=seed, name=name,
+        )  # fmt: skip
         launch.check(cfg)
     except ConfigError as e:
         raise fail(str(e)) from None
@@ -186,7 +202,10 @@ def run(
 
 @app.command()
 def watch(
-    preset: Annotated[str, typer.Argument(help="Preset TOML file (or a preset name such as vgg38).")],
+    preset: Annotated[
+        str | None,
+        typer.Argument(help="Preset TOML file (or a preset name such as vgg38).", show_default=False),
+    ] = None,
     sets: SetOpt = None,
     data: DataOpt = None,
     data_dir: DataDirOpt = None,
@@ -198,6 +217,7 @@ def watch(
     out: OutOpt = None,
     name: NameOpt = None,
     overwrite: OverwriteOpt = False,
+    resume: ResumeOpt = None,
     on_hangup: Annotated[
         str,
         typer.Option(
@@ -216,9 +236,10 @@ def watch(
     try:
         if on_hangup not in ("detach", "stop"):
             raise ConfigError(f"--on-hangup {on_hangup!r}: allowed: detach, stop.")
-        cfg = build_config(preset, sets, data, data_dir, epochs, max_steps, batch_size, device, seed, name)
-        out_path = out or default_out(cfg)
-        check_out(out_path, overwrite)
+        cfg, out_path = configure(
+            preset, resume, sets, out, overwrite, data=data, data_dir=data_dir, epochs=epochs,
+            max_steps=max_steps, batch_size=batch_size, device=device, seed=seed, name=name,
+        )  # fmt: skip
         launch.check(cfg, dashboard=True)
     except ConfigError as e:
         raise fail(str(e)) from None

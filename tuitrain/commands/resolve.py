@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from tuitrain.config import DATASET_CLASSES, ConfigError, RunConfig, load_config
+from tuitrain.config import DATASET_CLASSES, ConfigError, RunConfig, is_own_model, load_config
 
 
 def presets_dir() -> Path:
@@ -100,18 +100,7 @@ def build_config(
     seed: int | None = None,
     name: str | None = None,
 ) -> RunConfig:
-    extra: dict[str, Any] = {}
-    for key, value in (
-        ("data.dir", data_dir),
-        ("train.epochs", epochs),
-        ("train.max_steps", max_steps),
-        ("train.batch_size", batch_size),
-        ("train.device", device),
-        ("train.seed", seed),
-        ("name", name),
-    ):
-        if value is not None:
-            extra[key] = value
+    extra = options_extra(data_dir, epochs, max_steps, batch_size, device, seed, name)
     path = resolve_preset(preset)
     if data is not None:
         original = load_config(path).data.name  # what the preset was written for
@@ -126,7 +115,45 @@ def build_config(
                 if key not in user_keys:
                     extra[key] = 0
     cfg = load_config(path, sets, extra)
+    check_own_model(cfg)
     return cfg
+
+
+def options_extra(
+    data_dir: str | None = None,
+    epochs: int | None = None,
+    max_steps: int | None = None,
+    batch_size: int | None = None,
+    device: str | None = None,
+    seed: int | None = None,
+    name: str | None = None,
+    **_: Any,
+) -> dict[str, Any]:
+    """The dotted config keys of the dedicated options of ``run``/``watch`` that were given
+    (``--data`` is not among them: it needs the preset's own dataset to decide, see build_config)."""
+    extra: dict[str, Any] = {}
+    for key, value in (
+        ("data.dir", data_dir),
+        ("train.epochs", epochs),
+        ("train.max_steps", max_steps),
+        ("train.batch_size", batch_size),
+        ("train.device", device),
+        ("train.seed", seed),
+        ("name", name),
+    ):
+        if value is not None:
+            extra[key] = value
+    return extra
+
+
+def check_own_model(cfg: RunConfig) -> None:
+    """A model of the user's own (``model.name = "module:function"``) whose module cannot be found is
+    bad input before anything starts; found without importing it (it may import torch, which the
+    dashboard's process never does). What importing or calling it finds is said where it is built."""
+    if is_own_model(cfg.model.name):
+        from tuitrain.train.own_model import check_importable
+
+        check_importable(cfg.model.name)
 
 
 def default_out(cfg: RunConfig) -> Path:

@@ -209,14 +209,21 @@ def load_config(
     preset: str | Path | None,
     overrides: list[str] | None = None,
     extra: dict[str, Any] | None = None,
+    *,
+    base: str | None = None,
+    base_where: str = "the stored config",
 ) -> RunConfig:
     """Build a validated :class:`RunConfig` from a preset file, ``--set`` strings and CLI options.
 
     ``extra`` holds dotted keys from dedicated CLI options (``--epochs`` -> ``train.epochs``); they are
-    applied after ``--set``.
+    applied after ``--set``. ``base``: TOML text to start from instead of a preset (a run's stored
+    config, for ``--resume``); its keys' errors name ``base_where``.
     """
     raw: dict[str, Any] = {}
     origin: dict[str, Path | str] = {}
+    if base is not None:
+        raw = _parse(base, base_where)
+        origin.update({key: base_where for key in _dotted_keys(raw)})
     if preset is not None:
         path = Path(preset)
         raw, file_origin = _load_raw(path)

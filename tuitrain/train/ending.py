@@ -6,7 +6,9 @@ closed. Kept out of :mod:`tuitrain.train.engine` so that the loop there reads to
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -18,8 +20,9 @@ from tuitrain.runfile.writer import RunFileWriter
 from tuitrain.train.monitor import Monitor
 
 
-def save_checkpoint(model: torch.nn.Module, out_path: str, monitor: Monitor) -> str:
-    """Save the final weights beside the run file; a failure is a warning, never the run's end.
+def save_checkpoint(state: Callable[[], dict[str, Any]], out_path: str, monitor: Monitor) -> str:
+    """Save the checkpoint ``state()`` (weights, optimizer, scheduler, step, epoch, config, RNG: see
+    :mod:`tuitrain.train.resume`) beside the run file; a failure is a warning, never the run's end.
 
     Written under a private temporary name and renamed into place (:func:`save_beside`), so a link
     planted at ``<out>.pt`` is replaced, not written through, and a failure leaves nothing half
@@ -30,7 +33,7 @@ def save_checkpoint(model: torch.nn.Module, out_path: str, monitor: Monitor) -> 
         return ""
     path = companions(Path(out_path))["checkpoint"]
     try:
-        save_beside(path, lambda fh: torch.save(model.state_dict(), fh))
+        save_beside(path, lambda fh: torch.save(state(), fh))
     except Exception as e:  # noqa: BLE001 - see the docstring
         reason = e.strerror if isinstance(e, OSError) and e.strerror else " ".join(str(e).split())[:200]
         monitor.emit(

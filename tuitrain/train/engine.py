@@ -33,6 +33,7 @@ from tuitrain.train.data import DeviceData, load_data
 from tuitrain.train.ending import announce_failed, finish, save_checkpoint
 from tuitrain.train.models import build_model
 from tuitrain.train.monitor import Diverged, Monitor
+from tuitrain.train.resume import checkpoint_state, continue_file, restore
 from tuitrain.train.summary import layer_infos, model_summary
 from tuitrain.train.threads import Threads
 
@@ -169,6 +170,7 @@ def train(
     pending_error: BaseException | None = None
     announced = False  # RunStarted was sent: the writer created the run file, or said why it could not
     threads: Threads | None = None
+    epochs_done, best_val = 0, -math.inf  # what a checkpoint records; --resume starts from its own
     try:
         # ---- setup ---------------------------------------------------------------------------
         t = cfg.train
@@ -203,6 +205,12 @@ def train(
             total_steps = min(total_steps, t.max_steps)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(cfg, steps_per_epoch, total_steps))
 
+        def state() -> dict:  # the checkpoint (tuitrain/train/resume.py), built when it is saved
+            assert monitor is not None
+            return checkpoint_state(
+                cfg, model, optimizer, scheduler, monitor.step, epochs_done, generator, best_val
+            )
+
         def autocast() -> contextlib.AbstractContextManager:
             if cuda and t.bf16:
                 return torch.autocast("cuda", dtype=torch.bfloat16)
@@ -210,6 +218,7 @@ def train(
 
         generator = torch.Generator(device=device)
         generator.manual_seed(t.seed)
+        resumed = restore(cfg, out_path, model, optimizer, scheduler, generator) if t.resume else None
         monitor = Monitor(
             params,
             layers,
@@ -219,6 +228,10 @@ def train(
             reduce=job.reduce_step if job.enabled else None,
             world_size=job.world_size,
         )
+        if resumed is not None:  # --resume: the next step and epoch; the run file continued (or copied)
+            monitor.step, epochs_done, best_val = resumed.step, resumed.epoch, resumed.best_val
+            if job.is_main:
+                continue_file(resumed.source, sinks)
         device_label, job_versions = job.describe(
             str(device) if not cuda else f"cuda ({torch.cuda.get_device_name(device)})"
         )
@@ -252,11 +265,12 @@ def train(
                 },
             )
         )
-        monitor.emit(StatusChanged("running", 0))
+        monitor.emit(StatusChanged("running", monitor.step))
+        if resumed is not None:
+            monitor.emit(Alert(monitor.step, "info", "resume", resumed.describe()))
 
         # ---- train ---------------------------------------------------------------------------
-        best_val = -math.inf
-        for epoch in range(t.epochs):
+        for epoch in range(epochs_done, t.epochs):
             epoch_start = time.time()
             for x, y in data.train_batches(
                 local_batch, generator, cfg.data.augment, job.rank, job.world_size
@@ -303,6 +317,7 @@ def train(
                         )
                     )
                 best_val = val_acc
+            epochs_done = epoch + 1
             monitor.pause_clock()
             if t.max_steps and monitor.step >= t.max_steps:
                 break
@@ -311,13 +326,13 @@ def train(
         test_loss, test_acc = evaluate(model, data, "test", t.eval_batch_size, autocast, job)
         monitor.emit(TestResult(test_loss, test_acc))
         if t.checkpoint and job.is_main:
-            checkpoint = save_checkpoint(model, out_path, monitor)
+            checkpoint = save_checkpoint(state, out_path, monitor)
         finished = RunFinished("completed", monitor.step, checkpoint=checkpoint)
     except (KeyboardInterrupt, StopTraining):
         if monitor is not None:
             monitor.flush(force=True)
             if cfg.train.checkpoint and job.is_main:
-                checkpoint = save_checkpoint(model, out_path, monitor)
+                checkpoint = save_checkpoint(state, out_path, monitor)
         finished = RunFinished("stopped", monitor.step if monitor else 0, checkpoint=checkpoint)
     except Diverged as e:  # monitor.on_nan = "stop": the loss went non-finite; a result, not a bug
         assert monitor is not None

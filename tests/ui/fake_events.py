@@ -268,3 +268,106 @@ def iter_fake_run(
 
 def fake_run(**kw) -> list[Event]:
     return list(iter_fake_run(**kw))
+
+
+# -- a user's own loop (tuitrain.init / run.log), as its events reach the dashboard ----------------
+
+USER_KEYS = ("grad_scale", "top5")  # the loop's own run.log keys, after STEP_SCALARS
+
+
+def user_run_started(
+    *,
+    probes: bool = False,
+    layers: list[LayerInfo] | None = None,
+    name: str = "mnist",
+    t0: float = T0,
+    step_scalars: tuple[str, ...] = (*STEP_SCALARS, *USER_KEYS),
+) -> RunStarted:
+    """What ``tuitrain.init`` announces for a loop that says nothing about its data: no dataset, no
+    classes, no epochs or steps per epoch, no FLOPs or module summary; a JSON config; probes only
+    when the loop called ``run.watch``."""
+    from tuitrain.events import GRAD_PROBE
+
+    layers = (mlp_layers(4, 16) if probes else []) if layers is None else layers
+    return RunStarted(
+        run_name=name,
+        config_toml="",
+        model_name="Net",
+        device="cpu",
+        params=sum(la.numel for la in layers),
+        layers=layers,
+        out_path=f"runs/{name}.h5",
+        started_at=t0,
+        probes=[GRAD_PROBE] if probes else [],
+        step_scalars=step_scalars,
+        source="script",
+        config_json='{"lr": 1.0, "gamma": 0.7, "batch_size": 64}',
+    )
+
+
+def user_values(steps: np.ndarray) -> dict[str, np.ndarray]:
+    """The loop's logged values at ``steps``: a falling loss, a rising top-5, a grad scale that halves
+    every 100 steps (no accuracy, no samples/s: the loop never said its batch size)."""
+    s = steps.astype(np.float64)
+    return {
+        "loss": 2.3 * np.exp(-s / 80.0) + 0.1,
+        "lr": np.full(s.shape, 0.5),
+        "grad_scale": 65536.0 / 2.0 ** (s // 100),
+        "top5": 1.0 - 0.9 * np.exp(-s / 60.0),
+    }
+
+
+def iter_user_run(
+    *,
+    steps: int = 300,
+    batch_steps: int = 25,
+    epoch_every: int = 100,
+    log_every: int = 1,
+    probes: bool = False,
+    t0: float = T0,
+    finish: str | None = "completed",
+    scalar_names: tuple[str, ...] = (*STEP_SCALARS, *USER_KEYS),
+) -> Iterator[Event]:
+    """A user loop's events: RunStarted (unknown totals), StepBatches whose scalar_names carry the
+    loop's own keys (NaN where a step did not log; ``log_every`` > 1 logs every n-th step only),
+    EpochEnds with its own metrics beside val_loss, a TestResult with extra metrics, RunFinished."""
+    layers = mlp_layers(4, 16) if probes else []
+    yield user_run_started(probes=probes, layers=layers, t0=t0, step_scalars=scalar_names)
+    rng = np.random.default_rng(1)
+    for start in range(0, steps, batch_steps):
+        st = np.arange(start, min(steps, start + batch_steps), dtype=np.int64)
+        vals = user_values(st)
+        scalars = np.full((st.shape[0], len(scalar_names)), np.nan)
+        logged = (st % log_every) == 0
+        for j, key in enumerate(scalar_names):
+            if key in vals:
+                scalars[:, j] = np.where(logged, vals[key], np.nan)
+        blocks = {}
+        if probes:
+            from tuitrain.events import GRAD, ProbeBlock
+
+            vals4 = 10.0 ** rng.uniform(-4, -1, (st.shape[0], len(PROBE_NAMES), len(layers)))
+            blocks[GRAD] = ProbeBlock(GRAD, st, vals4.astype(np.float32))
+        epochs = (st // epoch_every).astype(np.int32)
+        yield StepBatch(st, epochs, scalars, scalar_names, blocks, time=t0 + 1.0 + float(st[-1]) / 100.0)
+        end = int(st[-1]) + 1
+        if end % epoch_every == 0:
+            e = end // epoch_every - 1
+            yield EpochEnd(
+                e,
+                end,
+                train_loss=float(vals["loss"].mean()),
+                val_loss=0.3 + 0.5 / (e + 1),
+                time=t0 + 1.0 + end / 100.0,
+                metrics={"val_top5": 0.8 + 0.05 * e, "val_f1": 0.7 + 0.1 * e},
+            )
+    if finish is None:
+        return
+    t_end = t0 + 2.0 + steps / 100.0
+    if finish == "completed":
+        yield TestResult(loss=0.31, acc=0.912, time=t_end - 0.5, metrics={"f1": 0.905, "top5": 0.991})
+    yield RunFinished(finish, steps, time=t_end)
+
+
+def user_run(**kw) -> list[Event]:
+    return list(iter_user_run(**kw))

@@ -316,8 +316,17 @@ class TuitrainApp(App[str | None]):
         if op in ("zoom", "pan"):
             ext = cursor.extent(self.runs.histories)
             args = (*args, *((float(ext[0]), float(ext[1])) if ext else (0.0, 1.0)))
+        elif op == "toggle_metric":
+            args = (self.metric_cycle(),)
         getattr(self.view, op)(*args)
         self.redraw()
+
+    def metric_cycle(self) -> tuple[str, ...]:
+        """The per-step scalars the chart's metric key steps through: every run's, in first-seen order."""
+        seen: dict[str, None] = {}
+        for h in self.runs.histories:
+            seen.update(dict.fromkeys(h.metric_cycle()))
+        return tuple(seen)
 
     # -- time cursor and runs --------------------------------------------------------------------
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -9,10 +10,9 @@ import numpy as np
 
 from tuitrain.events import PROBE_NAMES
 
-# The chart's ``a`` key swaps a loss for its accuracy and back; anything else goes back to the loss.
+# The chart's ``a`` key steps through the run's per-step scalars (loss, accuracy, then a user loop's
+# own keys: History.metric_cycle); an epoch metric swaps with its pair; anything else goes back to the loss.
 METRIC_PAIRS = {
-    "loss": "acc",
-    "acc": "loss",
     "train_loss": "train_acc",
     "train_acc": "train_loss",
     "val_loss": "val_acc",
@@ -29,7 +29,7 @@ class ViewState:
     runs are compared, ``run_tag`` its label for the header (markup, empty for a single run).
     """
 
-    metric: str = "loss"  # "loss" | "acc" | any name in tuitrain.ui.replay.compare.METRICS
+    metric: str = "loss"  # a per-step scalar of the run (loss, acc, a user's key) or an epoch metric
     log_y: bool = False
     smoothing: float = 0.9  # EMA strength in [0, 0.999]
     quantity: int = 0  # index into PROBE_NAMES
@@ -48,8 +48,15 @@ class ViewState:
     def quantity_name(self) -> str:
         return PROBE_NAMES[self.quantity]
 
-    def toggle_metric(self) -> None:
-        self.metric = METRIC_PAIRS.get(self.metric, "loss")
+    def toggle_metric(self, cycle: Sequence[str] = ("loss", "acc")) -> None:
+        """The next metric: the next of ``cycle`` (the runs' per-step scalars, loss first), an epoch
+        metric's pair, or the loss."""
+        if self.metric in METRIC_PAIRS:
+            self.metric = METRIC_PAIRS[self.metric]
+        elif self.metric in cycle:
+            self.metric = cycle[(list(cycle).index(self.metric) + 1) % len(cycle)]
+        else:
+            self.metric = "loss"
 
     def toggle_log(self) -> None:
         self.log_y = not self.log_y

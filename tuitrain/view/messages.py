@@ -18,10 +18,10 @@ from tuitrain.events import EpochEnd, RunStarted, TestResult
 def start_message(ev: RunStarted) -> str:
     """The log's first line: what runs where, leaving out what the run does not know (a user's loop
     may have no dataset name, device or parameter count)."""
-    what = [p for p in (ev.model_name, f"{ev.params:,} params" if ev.params else "") if p]
-    where = " on ".join(p for p in (ev.dataset, ev.device) if p)
+    what = [p for p in (ev.model_name, f"{ev.params:,} params" if ev.params else "", ev.dataset) if p]
     own = {"script": " (your own loop)", "lightning": " (Lightning)"}.get(ev.source, "")
-    return f"run {ev.run_name} started{own}: " + ", ".join([*what, where] if where else what or ["-"])
+    where = f" on {ev.device}" if ev.device else ""
+    return f"run {ev.run_name} started{own}: " + (", ".join(what) or "-") + where
 
 
 def _metric_text(key: str, v: float) -> str:

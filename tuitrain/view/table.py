@@ -1,7 +1,9 @@
 """The final table of the course reports, formatted once for every place that prints it.
 
-One row per run: Train Loss, Val Loss, Train Acc, Val Acc, Test Loss, Test Acc, Params, then the config
-keys that differ between the runs and the status when a run is not completed. The headless console
+One row per run: Train Loss, Val Loss, Train Acc, Val Acc, Test Loss, Test Acc, Params, then the metrics
+a user's own loop logged itself (``run.log_epoch`` / ``run.log_test`` keys beyond the standard ones:
+:func:`extra_metrics`), then the config keys that differ between the runs and the status when a run is
+not completed. The headless console
 (``tuitrain run --no-ui``), ``tuitrain info``, ``tuitrain replay --print`` and the dashboard's final-table
 widget all build their cells with :func:`metric_cell` and :func:`table_cells`, so the same file reads the
 same everywhere.
@@ -63,6 +65,33 @@ class FinalRow:
     status: str = "completed"
     config: dict[str, str] = field(default_factory=dict)  # differing config keys -> shown value
     color: str = ""
+    extra: Mapping[str, float | None] = field(default_factory=dict)  # a user's own metrics (extra_metrics)
+
+
+def extra_metrics(epoch: Mapping[str, float], test: Mapping[str, float]) -> dict[str, float]:
+    """A user loop's own final metrics as table columns: its last epoch metrics under their own keys,
+    its test metrics as ``test_<key>`` (kept as they are when already named ``test...``)."""
+    out = {str(k): float(v) for k, v in epoch.items()}
+    for k, v in test.items():
+        out[str(k) if str(k).startswith("test") else f"test_{k}"] = float(v)
+    return out
+
+
+def extra_keys(rows: Sequence[FinalRow]) -> list[str]:
+    """The user-metric columns of ``rows``: every row's keys, in first-seen order."""
+    return list(dict.fromkeys(k for r in rows for k in r.extra))
+
+
+def extra_cell(value: float | None) -> Cell:
+    """A user metric: 4 decimals in the usual range, else 3 significant digits in e-notation (a
+    grad scale of 65536, a perplexity of 1.2e+04); ``-`` missing, ``nan``/``inf`` in red."""
+    if value is None:
+        return Cell(MISSING, "", "right")
+    v = float(value)
+    if not math.isfinite(v):
+        return Cell(_nonfinite(v), NONFINITE_STYLE, "right")
+    text = f"{v:.4f}" if v == 0 or 1e-3 <= abs(v) < 1e5 else f"{v:.3e}"
+    return Cell(text, "", "right")
 
 
 def fmt_count(n: float | None) -> str:
@@ -119,14 +148,14 @@ def _has_status(rows: Sequence[FinalRow]) -> bool:
 
 
 def table_header(rows: Sequence[FinalRow], keys: Sequence[str]) -> list[str]:
-    return ["Run", *COLUMNS.values(), *keys, *(["Status"] if _has_status(rows) else [])]
+    return ["Run", *COLUMNS.values(), *extra_keys(rows), *keys, *(["Status"] if _has_status(rows) else [])]
 
 
 def header_justify(rows: Sequence[FinalRow], keys: Sequence[str]) -> list[Justify]:
     """Per column of :func:`table_header`: metrics right-aligned, names, config values and status left."""
     return [
         "left",
-        *(["right"] * len(COLUMNS)),
+        *(["right"] * (len(COLUMNS) + len(extra_keys(rows)))),
         *(["left"] * len(keys)),
         *(["left"] if _has_status(rows) else []),
     ]
@@ -137,6 +166,7 @@ def styled_cells(rows: Sequence[FinalRow], keys: Sequence[str]) -> list[list[Cel
     cell is the bare name (printers add the colour chip); the best metric of each column is bold."""
     status = _has_status(rows)
     best = best_rows(rows)
+    extras = extra_keys(rows)
     out = []
     for i, r in enumerate(rows):
         cells = [Cell(r.name)]
@@ -145,6 +175,7 @@ def styled_cells(rows: Sequence[FinalRow], keys: Sequence[str]) -> list[list[Cel
             if best.get(k) == i:
                 c = Cell(c.text, (c.style + " bold").strip(), c.justify)
             cells.append(c)
+        cells += [extra_cell(r.extra.get(k)) for k in extras]
         cells += [Cell(r.config.get(k, "")) for k in keys]
         if status:
             cells.append(Cell(r.status, "" if r.status in ("completed", "running") else "yellow"))
@@ -264,9 +295,17 @@ def rich_table(
 
 
 def row_from_dict(d: Mapping[str, object], name: str = "", color: str = "") -> FinalRow:
-    """A row from a plain ``{"run": ..., "train_loss": ..., ...}`` mapping (the console sink, ``info``)."""
+    """A row from a plain ``{"run": ..., "train_loss": ..., ...}`` mapping (the console sink, ``info``);
+    an ``"extra"`` mapping holds a user's own metrics (:func:`extra_metrics`)."""
     metrics: dict[str, float | None] = {}
     for k in COLUMNS:
         v = d.get(k)
         metrics[k] = None if v is None else float(v)  # type: ignore[arg-type]
-    return FinalRow(name or str(d.get("run", "")), metrics, color=color)
+    extra = d.get("extra") or {}
+    assert isinstance(extra, Mapping)
+    return FinalRow(
+        name or str(d.get("run", "")),
+        metrics,
+        color=color,
+        extra={str(k): None if v is None else float(v) for k, v in extra.items()},
+    )

@@ -10,6 +10,7 @@ formatted by :mod:`tuitrain.view.table`, as for the headless console and ``tuitr
 from __future__ import annotations
 
 import difflib
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,6 +22,7 @@ from tuitrain.view.table import (  # noqa: F401  (re-exported: the table's home 
     COLUMNS,
     FinalRow,
     best_rows,
+    extra_metrics,
     fmt_cell,
     fmt_count,
     rich_table,
@@ -31,6 +33,7 @@ from tuitrain.view.table import (  # noqa: F401  (re-exported: the table's home 
 if TYPE_CHECKING:
     from rich.table import Table
 
+    from tuitrain.events import EpochEnd
     from tuitrain.runfile.reader import RunFile
     from tuitrain.ui.history import History
 
@@ -119,10 +122,28 @@ def unique_names(names: Sequence[str], paths: Sequence[str | Path]) -> list[str]
 # -- the final table: formatted in tuitrain.view.table, rows built here from histories and files -----
 
 
+def unmeasured_missing(
+    metrics: dict[str, float | None], source: str, diverged: bool
+) -> dict[str, float | None]:
+    """A user loop's row: a standard number it did not measure (NaN) is missing (None), not a
+    divergence; only its training loss, when its step loss diverged, stays NaN. Presets unchanged."""
+    if source == "preset":
+        return metrics
+    keep = ("train_loss",) if diverged else ()
+    return {k: None if v is not None and math.isnan(v) and k not in keep else v for k, v in metrics.items()}
+
+
 def metrics_of_history(h: History) -> dict[str, float | None]:
     """A history's row: the last epoch's train/val numbers, the test result and the parameter count;
-    None where missing (no epoch yet, no test), NaN where the run produced NaN."""
+    None where missing (no epoch yet, no test; a user loop's unmeasured numbers), NaN where the run
+    produced NaN."""
     last = h.epochs.rows[-1] if h.epochs.rows else None
+    return unmeasured_missing(
+        _history_metrics(h, last), h.run.source if h.run else "preset", h.nan_step is not None
+    )
+
+
+def _history_metrics(h: History, last: EpochEnd | None) -> dict[str, float | None]:
     return {
         "train_loss": last.train_loss if last else None,
         "val_loss": last.val_loss if last else None,
@@ -132,6 +153,67 @@ def metrics_of_history(h: History) -> dict[str, float | None]:
         "test_acc": h.test.acc if h.test else None,
         "params": float(h.run.params) if h.run else None,
     }
+
+
+def extras_of_history(h: History) -> dict[str, float]:
+    """A user loop's own final metrics: each epoch key's last logged value, and the test's extras."""
+    epoch: dict[str, float] = {}
+    for row in h.epochs.rows:
+        epoch.update(row.metrics)
+    return extra_metrics(epoch, h.test.metrics if h.test else {})
+
+
+def extras_of_file(rf: RunFile) -> dict[str, float]:
+    """The same from a run file: the last value of each epoch metric and the test metrics it stores
+    (none in a file from before user metrics were stored)."""
+    if not hasattr(rf, "metrics"):  # a reader without RunFile.metrics (schema 1 only)
+        return {}
+    last = {
+        scope: {k: float(v[2][-1]) for k, v in rf.metrics(scope).items() if len(v[2])}
+        for scope in ("epoch", "test")
+    }
+    return extra_metrics(last["epoch"], last["test"])
+
+
+def flat_dict(value: Any, prefix: str = "") -> dict[str, Any]:
+    """A nested dict as dotted keys (``{"optim": {"lr": 1}}`` -> ``{"optim.lr": 1}``)."""
+    out: dict[str, Any] = {}
+    for k, v in value.items():
+        if isinstance(v, dict):
+            out.update(flat_dict(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def user_config_diff(config_jsons: Sequence[str]) -> tuple[list[str], list[dict[str, str]]]:
+    """:func:`config_diff` for user loops' configs (``tuitrain.init(config=...)``, stored as JSON):
+    the dotted keys whose values differ, a key one run lacks included."""
+    import json
+
+    empty: list[dict[str, str]] = [{} for _ in config_jsons]
+    try:
+        dicts = [json.loads(t or "{}") for t in config_jsons]
+    except ValueError:
+        return [], empty
+    if len(dicts) < 2 or not all(isinstance(d, dict) for d in dicts):
+        return [], empty
+    flats = [flat_dict(d) for d in dicts]
+    missing = object()
+    keys = list(dict.fromkeys(k for f in flats for k in f))
+    keys = [k for k in keys if len({repr(f.get(k, missing)) for f in flats}) > 1]
+    return keys, [{k: fmt_config(f[k]) if k in f else "" for k in keys} for f in flats]
+
+
+def run_config_diff(configs: Sequence[tuple[str, str]]) -> tuple[list[str], list[dict[str, str]]]:
+    """The differing config keys of runs given as ``(config_toml, config_json)``: presets' configs
+    compared as configs, user loops' dicts as dicts; presets and user loops have no keys in common to
+    compare, so a mix shows none."""
+    if all(toml or not js for toml, js in configs):
+        return config_diff([toml for toml, _ in configs])
+    if not any(toml for toml, _ in configs):
+        return user_config_diff([js for _, js in configs])
+    return [], [{} for _ in configs]
 
 
 def fmt_config(value: Any) -> str:
@@ -165,21 +247,52 @@ def rows_from_histories(
     histories: Sequence[History], names: Sequence[str], colors: Sequence[str] = ()
 ) -> tuple[list[FinalRow], list[str]]:
     """Final-table rows of the runs the dashboard holds, and the differing config keys."""
-    keys, configs = config_diff([h.run.config_toml if h.run else "" for h in histories])
+    keys, configs = run_config_diff(
+        [(h.run.config_toml, h.run.config_json) if h.run else ("", "") for h in histories]
+    )
     rows = [
-        FinalRow(name, metrics_of_history(h), h.status, cfg, colors[i] if i < len(colors) else "")
+        FinalRow(
+            name,
+            metrics_of_history(h),
+            h.status,
+            cfg,
+            colors[i] if i < len(colors) else "",
+            extras_of_history(h),
+        )
         for i, (h, name, cfg) in enumerate(zip(histories, names, configs, strict=True))
     ]
     return rows, keys
 
 
+def file_divergence(rf: RunFile) -> int | None:
+    """The first step of a run file's divergence: the first non-finite training loss of a preset, a
+    user loop's by the rule for sparse logging (:mod:`tuitrain.view.divergence`)."""
+    from tuitrain.view.divergence import first_divergence
+
+    if str(getattr(rf, "source", "preset")) == "preset":
+        return rf.first_nonfinite("loss")
+    n = rf.n_steps
+    return first_divergence(rf.scalar("step", 0, n), rf.scalar("loss", 0, n), dense=False)
+
+
+def file_config(rf: RunFile) -> tuple[str, str]:
+    """(config_toml, the user's config as JSON text) of a run file; the JSON is "" for presets and for
+    files from before user configs were stored."""
+    import json
+
+    user = getattr(rf, "user_config", None)  # RunFile.user_config: a schema-2 reader
+    return rf.config_toml, json.dumps(user) if user else ""
+
+
 def rows_from_files(runs: Sequence[RunFile], names: Sequence[str]) -> tuple[list[FinalRow], list[str]]:
     """Final-table rows read from open run files (``--print``), and the differing config keys."""
-    keys, configs = config_diff([rf.config_toml for rf in runs])
+    keys, configs = run_config_diff([file_config(rf) for rf in runs])
     rows = []
     for i, (rf, name, cfg) in enumerate(zip(runs, names, configs, strict=True)):
         status = "incomplete" if rf.incomplete else rf.status
-        rows.append(FinalRow(name, rf.final_metrics(), status, cfg, run_color(i)))
+        source = str(getattr(rf, "source", "preset"))  # RunFile.source: a schema-2 reader
+        metrics = unmeasured_missing(rf.final_metrics(), source, file_divergence(rf) is not None)
+        rows.append(FinalRow(name, metrics, status, cfg, run_color(i), extras_of_file(rf)))
     return rows, keys
 
 

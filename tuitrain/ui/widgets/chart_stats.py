@@ -98,14 +98,29 @@ def best_value(history: History, metric: str, largest: bool) -> float:
     return best
 
 
+def stats_metrics(history: History, view: ViewState) -> tuple[str, str]:
+    """The two per-step scalars under the chart: the loss, then the accuracy, or the user's own key
+    the chart shows (or, for a loop that logs no accuracy, its first own key)."""
+    own = history.user_scalars
+    if view.metric in own:
+        return "loss", view.metric
+    if own and history.run is not None and history.run.source != "preset" and not history.has_values("acc"):
+        return "loss", own[0]
+    return "loss", "acc"
+
+
 def stats_markup(history: History, view: ViewState, width: int) -> str:
-    """Two lines: loss and accuracy (latest, EMA, best step value, validation and best validation)."""
+    """Two lines: loss and accuracy (latest, EMA, best step value, validation and best validation);
+    a user's own scalar instead of the accuracy when the chart shows it (no validation for it)."""
     lines = []
+    pair = stats_metrics(history, view)
     if history.scalars.n == 0:
-        return "[b]loss[/] —\n[b]acc [/] —"
-    for metric in ("loss", "acc"):
+        return "[b]loss[/] —\n" + ("[b]acc [/] —" if pair[1] == "acc" else f"[b]{_esc(pair[1])}[/] —")
+    for metric in pair:
         y = history.column(metric)
         pct = metric == "acc"
+        own = metric not in ("loss", "acc")
+        largest = pct or (own and "acc" in metric.lower())
 
         def f(v: float | None, pct: bool = pct) -> str:
             return num_markup(v, 4, pct=pct)
@@ -118,14 +133,25 @@ def stats_markup(history: History, view: ViewState, width: int) -> str:
             sm = sm if math.isfinite(sm) else None
         else:
             sm = latest
-        best = best_value(history, metric, largest=pct)  # the best finite value so far; None if none
+        best = best_value(history, metric, largest=largest)  # the best finite value so far; None if none
         best = best if math.isfinite(best) else None
         ep = history.epochs
+        hl = "[b $primary]" if view.metric == metric else "[b]"
+        if own:  # a user's key: no validation series to show beside it
+            label = _esc(metric)
+            mm = "max" if largest else "min"
+            full = (
+                f"{hl}{label}[/] [b]{f(latest)}[/] [$text-muted]ema[/] {f(sm)} [$text-muted]{mm}[/] {f(best)}"
+            )
+            for cand in (full, f"{hl}{label}[/] [b]{f(latest)}[/] [$text-muted]ema[/] {f(sm)}"):
+                if _plain_len(cand) <= width:
+                    break
+            lines.append(cand)
+            continue
         val = ep.column("val_acc" if pct else "val_loss") if len(ep) else np.zeros(0)
         vlast = float(val[-1]) if val.shape[0] else None
         vbest = history.best_val_acc if pct else history.best_val_loss
         label = "acc " if pct else "loss"
-        hl = "[b $primary]" if view.metric == metric else "[b]"
         full = f"{hl}{label}[/] [b]{f(latest)}[/] [$text-muted]ema[/] {f(sm)} [$text-muted]{'max' if pct else 'min'}[/] {f(best)}  [$warning]val[/] [b]{f(vlast)}[/] [$text-muted]best[/] {f(vbest)}"
         short = f"{hl}{label}[/] [b]{f(latest)}[/] [$text-muted]ema[/] {f(sm)} [$warning]val[/] [b]{f(vlast)}[/] [$text-muted]best[/] {f(vbest)}"
         tiny = f"{hl}{label}[/] [b]{f(latest)}[/] [$warning]val[/] {f(vlast)} [$text-muted]best[/] {f(vbest)}"
@@ -136,6 +162,10 @@ def stats_markup(history: History, view: ViewState, width: int) -> str:
         else:
             lines.append(tiny)
     return "\n".join(lines)
+
+
+def _esc(text: str) -> str:
+    return text.replace("[", r"\[")
 
 
 _TAG = re.compile(r"\[[^\[\]]*\]")

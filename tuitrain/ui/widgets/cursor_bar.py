@@ -4,6 +4,8 @@ Shown in replay, and on a live dashboard once the cursor has left the latest ste
 
 from __future__ import annotations
 
+import math
+
 from textual.content import Content
 from textual.widget import Widget
 
@@ -44,8 +46,21 @@ def cursor_markup(history: History, view: ViewState) -> str:
         f"acc [b]{_pct(row['acc'])}[/]",
         f"lr {_num(row['lr'], 2)}",
     ]
+    if history.run.source != "preset":  # a user's loop: what it logged at that step, its own keys too
+        shown = [
+            k for k in ("loss", "acc", "lr", *history.user_scalars) if row.get(k, math.nan) == row.get(k)
+        ]
+        parts[2:] = [
+            f"{k.replace('[', chr(92) + '[')} [b]{_pct(row[k]) if k == 'acc' else _num(row[k])}[/]"
+            for k in shown
+        ]
     ep = history.epoch_at(view.cursor if view.cursor is not None else step)
-    if ep is not None:
+    if ep is not None and history.run.source != "preset":
+        val = [_num(ep.val_loss)] if not math.isnan(ep.val_loss) else []
+        val += [_pct(ep.val_acc)] if not math.isnan(ep.val_acc) else []
+        if val:
+            parts.append(f"[$warning]val[/] {' / '.join(val)} [$text-muted](ep {ep.epoch + 1})[/]")
+    elif ep is not None:
         parts.append(
             f"[$warning]val[/] {_num(ep.val_loss)} / {_pct(ep.val_acc)} [$text-muted](ep {ep.epoch + 1})[/]"
         )

@@ -84,6 +84,8 @@ class GradBars(LayerRows):
         )
         if self.size.width >= 56:
             parts.insert(1, f"{shown} tensors")
+        if not history.has_grad:  # nothing to colour: no legend for it
+            parts = []
         set_titles(self, subtitle=" ".join(parts))
         self.refresh()
 

@@ -46,6 +46,23 @@ def _esc(text: str) -> str:
     return text.replace("[", r"\[")
 
 
+def run_line(h: History) -> str:
+    """The first line's left part as markup: run name, model, parameters, dataset, device; what the
+    run does not know (a user's loop: no dataset, maybe no device or parameter count) is left out."""
+    r = h.run
+    assert r is not None
+    seq = [(k, v) for k, v in (("model", _esc(r.model_name)), ("params", r.params)) if v]
+    seq += [("plain", v) for v in (_esc(r.dataset), _esc(r.device)) if v]
+    out, prev = f"[b]{_esc(r.run_name)}[/]", "name"
+    for i, (kind, v) in enumerate(seq):
+        sep = " " if prev == "params" or (prev, kind) == ("model", "params") else " [$text-muted]·[/] "
+        if kind == "params":  # muted, the separator after it inside the same span
+            v = f"[$text-muted]{human_count(int(v))} params{' ·' if i + 1 < len(seq) else ''}[/]"
+        out += sep + str(v)
+        prev = kind
+    return out
+
+
 class RunHeader(Widget):
     DEFAULT_CSS = """
     RunHeader {
@@ -104,12 +121,7 @@ class RunHeader(Widget):
                 "[$text-muted]importing torch and building the model (usually 5-10 s)[/]"
             )
         else:
-            r = h.run
-            left1 = Content.from_markup(
-                (f"{self.tag} " if self.tag else "")
-                + f"[b]{_esc(r.run_name)}[/] [$text-muted]·[/] {_esc(r.model_name)} "
-                f"[$text-muted]{human_count(r.params)} params ·[/] {_esc(r.dataset)} [$text-muted]·[/] {_esc(r.device)}"
-            )
+            left1 = Content.from_markup((f"{self.tag} " if self.tag else "") + run_line(h))
             line2 = self._progress(h, width)
         pad = max(1, width - left1.cell_length - badge.cell_length)
         if left1.cell_length + badge.cell_length + 1 > width:
@@ -123,20 +135,40 @@ class RunHeader(Widget):
         assert r is not None
         total = r.total_steps
         done = h.steps_done
-        ep = min(h.epoch + 1, r.epochs) if done else 0
+        if r.epochs:
+            ep = f"epoch [b]{min(h.epoch + 1, r.epochs) if done else 0}[/]/{r.epochs}  "
+        else:  # a user's loop that did not say how many epochs: the one it is in, if any
+            ep = f"epoch [b]{h.epoch + 1}[/]  " if done and (h.epoch or len(h.epochs)) else ""
         frac = done / total if total else 0.0
         sps = h.samples_per_s
-        rate = human_count(int(sps)) if sps == sps and sps > 0 else "—"
+        per_s = h.steps_per_s() if not (sps == sps and sps > 0) else None
+        if sps == sps and sps > 0:
+            rate, unit = human_count(int(sps)), "samples/s"
+        elif per_s is not None and per_s > 0 and not h.is_finished:  # a loop that gave no batch size
+            rate, unit = human_count(int(per_s)) if per_s >= 10 else f"{per_s:.1f}", "steps/s"
+        else:
+            rate, unit = "—", "samples/s"
         eta = h.eta()
-        eta_s = "done" if h.is_finished else f"ETA {fmt_duration(eta)}" if eta is not None else "ETA —"
+        if h.is_finished:
+            eta_s = "done"
+        else:  # no ETA from an unknown total
+            eta_s = f"ETA {fmt_duration(eta)}" if eta is not None else "ETA —" if total else ""
         elapsed = fmt_duration(h.elapsed())
-        head = Content.from_markup(f"epoch [b]{ep}[/]/{r.epochs}  step [b]{done:,}[/]/{total:,}")
+        steps = f"step [b]{done:,}[/]" + (f"/{total:,}" if total else "")
+        head = Content.from_markup(ep + steps)
         drop = f"  [$warning]dropped {h.dropped_steps:,}[/]" if h.dropped_steps else ""
+        short = "/s" if unit == "samples/s" else " steps/s"
         tails = [
-            f"{rate} samples/s  {elapsed} elapsed  {eta_s}",
-            f"{rate}/s  {elapsed} elapsed  {eta_s}",
-            f"{rate}/s  {elapsed}  {eta_s}",
+            f"{rate} {unit}  {elapsed} elapsed  {eta_s}".rstrip(),
+            f"{rate}{short}  {elapsed} elapsed  {eta_s}".rstrip(),
+            f"{rate}{short}  {elapsed}  {eta_s}".rstrip(),
         ]
+        if not total:  # no bar and no percentage of an unknown total
+            for t in tails:
+                tail = Content.from_markup(f"[$text-muted]{t}[/]{drop}")
+                if head.cell_length + tail.cell_length + 4 <= width:
+                    break
+            return Content.assemble(head, "    ", tail)
         pct = f" {frac * 100:3.0f}% "
         for t in tails:
             tail = Content.from_markup(f"[$text-muted]{t}[/]{drop}")

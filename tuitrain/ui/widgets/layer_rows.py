@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import re
+import textwrap
 
 import numpy as np
 from rich.segment import Segment
@@ -19,6 +20,10 @@ from tuitrain.ui.history import History, ViewState
 HEALTH_CLASSES = ("normal", "vanishing", "exploding", "nonfinite")
 BLOCKS = " ▏▎▍▌▋▊▉█"
 SPARKS = "▁▂▃▄▅▆▇█"
+
+# What the per-layer panels say for a run without per-layer probes (a user's loop that never called
+# run.watch), instead of waiting for gradients that will never come.
+NO_PROBES = "no per-layer probes: call run.watch(model, optimizer)"
 
 _PAIR = re.compile(r"(?<![A-Za-z0-9_])([A-Za-z_]+)\.(\d+)(?=\.|$)")
 
@@ -119,6 +124,7 @@ class LayerRows(ScrollView, can_focus=True):
         self.layer_index: np.ndarray = np.zeros(0, dtype=np.int64)  # visible layer -> model index
         self.names: list[str] = []
         self.empty_text = "waiting for the first gradients…"
+        self._waiting: str | None = None  # the panel's own empty text, for runs that have probes
         self._base: Style | None = None
         self._width = 1  # content width, once per render pass
         self._styled: dict[Style, Style] = {}  # style -> the widget's style + it, for this render pass
@@ -129,6 +135,9 @@ class LayerRows(ScrollView, can_focus=True):
     # -- data --------------------------------------------------------------------------------
 
     def set_layers(self, history: History, view: ViewState) -> None:
+        if self._waiting is None:
+            self._waiting = self.empty_text
+        self.empty_text = self._waiting if history.has_grad else NO_PROBES
         self.layer_index = history.visible_layers(view.hide_bias_norm)
         names = [history.layers[i].name for i in self.layer_index]
         if names != self.names:  # the same list while unchanged: the name segments stay cached
@@ -186,8 +195,9 @@ class LayerRows(ScrollView, can_focus=True):
         scroll_x, scroll_y = self.scroll_offset
         row = y + scroll_y
         width = self._width if self._base is not None else self.content_width
-        if not self.names:
-            text = self.empty_text if y == 0 else ""
+        if not self.names:  # the empty text, wrapped to the panel
+            lines = textwrap.wrap(self.empty_text, max(1, width)) or [""]
+            text = lines[y] if y < len(lines) else ""
             return Strip([Segment(text[:width], self.style("dim"))]).extend_cell_length(width, base)
         if row >= len(self.names):
             return Strip.blank(width, base)

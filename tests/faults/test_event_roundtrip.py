@@ -1,8 +1,10 @@
 """Every field of every event survives the run file: written by the real RunFileWriter, read back by the
 reader (``to_events``) and by the dashboard's FileSource, compared field by field over the dataclass
-fields of RunStarted, StepBatch, EpochEnd, TestResult, Alert, StatusChanged and RunFinished. And a file
-written before the newer attributes existed (attributes and /steps/time deleted with h5py) still opens,
-with the documented defaults.
+fields of RunStarted, StepBatch (each probe block too), EpochEnd, TestResult, Alert, StatusChanged and
+RunFinished; for a preset's run and for a user loop's (two probes, one per tensor and one per step,
+its own step columns, a key first logged after RunStarted, extra epoch and test metrics, its config
+as JSON). And a file written before the newer attributes existed (attributes and /steps/time deleted
+with h5py) still opens, with the documented defaults.
 
 The fault this guards: ``RunStarted.max_steps`` was not stored, so a 50-step run read back as 1000 total
 steps and the header's step i/N and ETA were wrong when following it."""
@@ -20,11 +22,15 @@ import pytest
 from tests.clirun import tt
 from tuitrain.config import RunConfig, to_toml
 from tuitrain.events import (
+    GRAD_PROBE,
     PROBE_NAMES,
     STEP_SCALARS,
     Alert,
     EpochEnd,
     LayerInfo,
+    ProbeBlock,
+    ProbeSpec,
+    Quantity,
     RunFinished,
     RunStarted,
     StatusChanged,
@@ -99,6 +105,73 @@ def the_run(path: Path) -> list:
     ]
 
 
+SCALE = ProbeSpec(
+    "scale", "step", (Quantity("loss_scale", "AMP loss scale"), Quantity("skipped", "skipped")), 2
+)
+USER = (*STEP_SCALARS, "grad_clip", "tokens")
+
+
+def script_started(path: Path) -> RunStarted:
+    """A user loop's RunStarted: no preset config, most plan fields unknown, two probes, own columns."""
+    return RunStarted(
+        run_name="my-loop",
+        config_toml="",
+        model_name="Net",
+        layers=started(path).layers,
+        out_path=str(path),
+        versions={"python": "3.12"},
+        started_at=1_700_000_000.5,
+        probes=[GRAD_PROBE, SCALE],
+        step_scalars=USER,
+        source="script",
+        config_json='{"lr": 0.001, "layers": [64, 64], "name": "ü"}',
+    )
+
+
+def script_batch(start: int, n: int, t: float, late: bool) -> StepBatch:
+    """User columns (float64 kept exactly), a key first logged after RunStarted when ``late``."""
+    rng = np.random.default_rng(start + 7)
+    steps = np.arange(start, start + n, dtype=np.int64)
+    std = rng.random((n, len(STEP_SCALARS))).astype(np.float32).astype(np.float64)
+    std[:, STEP_SCALARS.index("samples_per_s")] = np.nan  # a loop that never said its batch size
+    cols = [std, rng.random((n, 2)) * np.pi]
+    names = USER
+    if late:
+        late_col = rng.random((n, 1))
+        late_col[::3] = np.nan  # logged on two steps in three
+        cols.append(late_col)
+        names = (*USER, "late_key")
+    probed = steps[steps % 2 == 0]
+    return StepBatch(
+        steps,
+        np.full(n, start // 25, np.int32),
+        np.concatenate(cols, axis=1),
+        names,
+        {
+            "grad": ProbeBlock("grad", steps.copy(), rng.random((n, len(PROBE_NAMES), L)).astype(np.float32)),
+            "scale": ProbeBlock("scale", probed, rng.random((len(probed), 2, 1)).astype(np.float32)),
+        },
+        t,
+    )
+
+
+def script_run(path: Path) -> list:
+    return [
+        script_started(path),
+        StatusChanged("running", 0, time=1_700_000_001.0),
+        script_batch(0, 25, 1_700_000_002.0, late=False),
+        Alert(30, "warning", "exploding", "grad norm 1e3 in fc.weight", time=1_700_000_002.7),
+        EpochEnd(0, 25, train_loss=0.5, metrics={"val_f1": 0.25, "bleu": 12.5}, time=1_700_000_002.5),
+        script_batch(25, 25, 1_700_000_003.0, late=True),
+        EpochEnd(1, 50, val_acc=0.75, time=1_700_000_003.5),
+        TResult(metrics={"f1": 0.875, "auc": 0.5}, time=1_700_000_004.0),
+        RunFinished("completed", 49, time=1_700_000_005.0),
+    ]
+
+
+RUNS = {"preset": the_run, "script": script_run}
+
+
 def write(path: Path, events: list) -> Path:
     with RunFileWriter(path, flush_seconds=math.inf, background=False) as w:
         for ev in events:
@@ -114,28 +187,50 @@ def same(a: object, b: object, where: str) -> None:
         if isinstance(x, np.ndarray):
             np.testing.assert_array_equal(x, y, err_msg=f"{where}.{f.name}")
             assert x.dtype == y.dtype, f"{where}.{f.name}: {x.dtype} != {y.dtype}"
+        elif f.name == "blocks":
+            assert list(x) == list(y), f"{where}.blocks: wrote {list(x)}, read {list(y)}"
+            for name in x:
+                same(x[name], y[name], f"{where}.blocks[{name}]")
+        elif isinstance(x, float) and math.isnan(x):  # a metric the run did not log stays NaN
+            assert isinstance(y, float) and math.isnan(y), f"{where}.{f.name}: wrote NaN, read {y!r}"
         else:
             assert x == y, f"{where}.{f.name}: wrote {x!r}, read {y!r}"
 
 
-def merged(batches: list[StepBatch]) -> StepBatch:
-    return StepBatch.with_grad(
+def merged(batches: list[StepBatch], names: tuple[str, ...]) -> StepBatch:
+    """One batch of ``batches`` with the columns ``names`` (what the dashboard's overview carries)."""
+    blocks = {
+        k: ProbeBlock(
+            k,
+            np.concatenate([b.blocks[k].steps for b in batches]),
+            np.concatenate([b.blocks[k].values for b in batches]),
+        )
+        for k in batches[0].blocks
+    }
+    scalars = np.concatenate([np.stack([b.scalar(n) for n in names], axis=1) for b in batches])
+    return StepBatch(
         np.concatenate([b.steps for b in batches]),
         np.concatenate([b.epochs for b in batches]),
-        np.concatenate([b.scalars for b in batches]),
-        np.concatenate([b.probe_steps for b in batches]),
-        np.concatenate([b.probes for b in batches]),
+        scalars,
+        names,
+        blocks,
         batches[-1].time,
     )
 
 
-def test_every_field_of_every_event_survives_the_file(tmp_path: Path) -> None:
+@pytest.mark.parametrize("run", list(RUNS))
+def test_every_field_of_every_event_survives_the_file(tmp_path: Path, run: str) -> None:
     path = tmp_path / "rt.h5"
-    events = the_run(path)
+    events = RUNS[run](path)
     write(path, events)
     with open_run(path) as rf:
         back = list(rf.to_events(batch_steps=25))  # the same batching as written
-        assert rf.total_steps == 50 and rf.max_steps == 50 and rf.thresholds == (3e-7, 42.0)
+        if run == "preset":
+            assert rf.total_steps == 50 and rf.max_steps == 50 and rf.thresholds == (3e-7, 42.0)
+        else:
+            assert rf.config is None and rf.user_config == {"lr": 0.001, "layers": [64, 64], "name": "ü"}
+            assert rf.source == "script" and rf.step_scalars == USER and rf.probe_specs == [GRAD_PROBE, SCALE]
+            assert list(rf.metrics("step")) == ["late_key"] and rf.test_metrics() == {"f1": 0.875, "auc": 0.5}
     # Order across types follows the reader's rule (a side event at step s comes after step s's row),
     # so compare each type's events in order.
     for kind in (RunStarted, StepBatch, StatusChanged, Alert, EpochEnd, TResult, RunFinished):
@@ -144,12 +239,13 @@ def test_every_field_of_every_event_survives_the_file(tmp_path: Path) -> None:
         assert len(wrote) == len(read) >= 1, kind.__name__
         for i, (a, b) in enumerate(zip(wrote, read, strict=True)):
             same(a, b, f"{kind.__name__} {i}")
-    assert back[0].total_steps == 50  # not 20 epochs x 50 steps
+    assert back[0].total_steps == (50 if run == "preset" else 0)  # not 20 epochs x 50 steps; 0 = unknown
 
 
-def test_the_dashboard_file_source_reads_the_same_fields(tmp_path: Path) -> None:
+@pytest.mark.parametrize("run", list(RUNS))
+def test_the_dashboard_file_source_reads_the_same_fields(tmp_path: Path, run: str) -> None:
     path = tmp_path / "rt.h5"
-    events = the_run(path)
+    events = RUNS[run](path)
     write(path, events)
     src = FileSource(open_run(path))
     try:
@@ -157,18 +253,22 @@ def test_the_dashboard_file_source_reads_the_same_fields(tmp_path: Path) -> None
             got = src.collect()
     finally:
         src.rf.close()
-    by_type = {type(e): e for e in got if not isinstance(e, StepBatch)}
-    same(events[0], by_type[RunStarted], "RunStarted")
-    for ev in events[1:]:
-        if not isinstance(ev, StepBatch):
-            same(ev, by_type[type(ev)], type(ev).__name__)
+    for kind in (RunStarted, StatusChanged, Alert, EpochEnd, TResult, RunFinished):
+        wrote = [e for e in events if type(e) is kind]
+        read = [e for e in got if type(e) is kind]
+        assert len(wrote) == len(read) >= 1, kind.__name__
+        for i, (a, b) in enumerate(zip(wrote, read, strict=True)):
+            same(a, b, f"{kind.__name__} {i}")
     steps = [e for e in got if isinstance(e, StepBatch)]
     assert len(steps) == 1  # one overview batch: every row of a short file
-    same(merged([e for e in events if isinstance(e, StepBatch)]), steps[0], "StepBatch")
+    # The overview carries the declared columns (a key first logged later is in /metrics, not in it).
+    declared = events[0].step_scalars if run == "script" else STEP_SCALARS
+    same(merged([e for e in events if isinstance(e, StepBatch)], declared), steps[0], "StepBatch")
     h = History()
     h.extend(got)
-    assert h.run is not None and h.run.total_steps == 50 and h.steps_done == 50
-    assert (h.thresholds.vanishing, h.thresholds.exploding) == (3e-7, 42.0)
+    assert h.run is not None and h.steps_done == 50
+    if run == "preset":
+        assert h.run.total_steps == 50 and (h.thresholds.vanishing, h.thresholds.exploding) == (3e-7, 42.0)
 
 
 def test_a_file_from_before_the_new_attributes_still_opens(tmp_path: Path) -> None:

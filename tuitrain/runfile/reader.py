@@ -6,6 +6,11 @@ in :mod:`tuitrain.runfile.opening`, the check of the whole file against the sche
 links, the small tables) in :mod:`tuitrain.runfile.validate`, run once at open; every failure
 surfaces as one :class:`RunFileError` whose message starts with the path and names the element.
 
+What a file holds is what it declares (:mod:`tuitrain.runfile.declaration`): its probes
+(:attr:`RunFile.probe_specs`), its step columns (:attr:`RunFile.step_scalars`); a schema-1 file reads
+as one gradient probe and the standard columns. The derived views (events again, ``info``'s summary)
+are :mod:`tuitrain.runfile.replay`'s, built on this public API only.
+
 Live files are opened with SWMR; :meth:`RunFile.writer_alive` tells a live writer from a killed one
 when the file is on the same host. A live reader does not see root attributes change (HDF5 has no
 group refresh), so the current status of a live run comes from the last status row of ``/events``,
@@ -15,10 +20,8 @@ which does refresh.
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,20 +29,13 @@ from typing import Any
 import h5py
 import numpy as np
 
-from tuitrain.config import ConfigError, RunConfig, from_toml
-from tuitrain.events import PROBE_NAMES, Event, LayerInfo, RunStarted, StepBatch
+from tuitrain.events import GRAD, Event, LayerInfo, RunStarted, StepBatch
 from tuitrain.runfile import replay
 from tuitrain.runfile import schema as S
-from tuitrain.runfile.opening import (
-    REQUIRED,
-    TABLES,
-    RunFileError,
-    guard,
-    one_line,
-    open_checked,
-    open_h5,
-    start_ticks,
-)
+from tuitrain.runfile.attrs import RunAttrs
+from tuitrain.runfile.metrics_read import MetricsView
+from tuitrain.runfile.opening import RunFileError, guard, one_line, open_checked, open_h5
+from tuitrain.runfile.search import search_steps
 from tuitrain.runfile.validate import validate
 
 __all__ = ["RunFile", "RunFileError", "open_run"]
@@ -56,7 +52,7 @@ def open_run(path: str | os.PathLike[str]) -> RunFile:
         raise
 
 
-class RunFile:
+class RunFile(RunAttrs):
     """A lazily read run file; use :func:`open_run` to make one, and ``with`` (or ``close``) to end it.
 
     Row arguments (``start``/``stop``/``rows``) index rows of a table, not step values; steps start at 0
@@ -69,6 +65,7 @@ class RunFile:
         self.opened_swmr = opened_swmr  # the file was still marked open by a writer (live or killed)
         self._f = f
         self._ds: dict[str, h5py.Dataset] = {}
+        self._metrics = MetricsView()
         self._load_attrs()
         self._live_status = self._status_from_events() if opened_swmr else None
 
@@ -78,6 +75,8 @@ class RunFile:
         # Validated against the schema once, here: every property below may trust types and ranges.
         checked = validate(self.path, self._f)
         self._attrs = checked.attrs
+        self._decl = checked.declaration
+        self._tables = checked.tables
         self._ds.update(checked.datasets)
 
     def _guard(self, what: str) -> contextlib.AbstractContextManager[None]:
@@ -103,10 +102,11 @@ class RunFile:
         """
         if not self.opened_swmr or self._f is None:
             return False
-        before = (self.n_steps, self.n_probe_rows, self.n_epochs, self.n_events, self._live_status)
+        before = self._sizes()
         with self._guard("the file while following it"):
-            for p in REQUIRED[len(S.LAYER_FIELDS) :]:
-                self._d(p).refresh()
+            for paths in self._tables.values():
+                for p in paths:
+                    self._d(p).refresh()
             for name in S.OPTIONAL_STEP_FIELDS:
                 ds = self._ds.get(S.path(S.STEPS, name))
                 if ds is not None:
@@ -114,7 +114,11 @@ class RunFile:
         self._live_status = self._status_from_events()
         if self._live_status in S.FINAL_STATUSES and self._attrs["status"] not in S.FINAL_STATUSES:
             self._reopen()
-        return before != (self.n_steps, self.n_probe_rows, self.n_epochs, self.n_events, self._live_status)
+        return before != self._sizes()
+
+    def _sizes(self) -> tuple[int | str | None, ...]:
+        probes = tuple(self.probe_rows(p.name) for p in self._decl.probes)
+        return (self.n_steps, *probes, self.n_epochs, self.n_events, self.n_metrics, self._live_status)
 
     def _reopen(self) -> None:
         # Close first: HDF5 shares one file object (and its stale metadata cache) between handles of the
@@ -135,6 +139,11 @@ class RunFile:
             self._f.close()
             self._f = None  # type: ignore[assignment]
 
+    @property
+    def is_open(self) -> bool:
+        """False once :meth:`close` ran (or a reopen failed): nothing can be read any more."""
+        return self._f is not None
+
     def __enter__(self) -> RunFile:
         return self
 
@@ -151,109 +160,7 @@ class RunFile:
                 return _s(self._read("events/message", i))
         return None
 
-    # -- liveness -------------------------------------------------------------------------------
-
-    def writer_alive(self) -> bool | None:
-        """Whether the writing process still runs: True/False on the writer's host, None elsewhere."""
-        pid, host = int(self._attrs["writer_pid"]), str(self._attrs["writer_host"])
-        if pid <= 0 or host != socket.gethostname():
-            return None
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            pass
-        ticks = int(self._attrs.get("writer_start_ticks", 0))
-        # A different start time means the pid was recycled by another process.
-        return not (ticks and start_ticks(pid) not in (None, ticks))
-
-    @property
-    def is_live(self) -> bool:
-        """A writer may still append: the file is SWMR-open, the status not final, the writer not known dead."""
-        return self.opened_swmr and self.status not in S.FINAL_STATUSES and self.writer_alive() is not False
-
-    @property
-    def incomplete(self) -> bool:
-        """The run never finished: its status is still live but no writer is left to finish it."""
-        return self.status not in S.FINAL_STATUSES and not self.is_live
-
-    # -- attributes -----------------------------------------------------------------------------
-
-    def attr(self, name: str) -> Any:
-        value = self._attrs[name]
-        return value.item() if isinstance(value, np.generic) else value
-
-    @property
-    def status(self) -> str:
-        attr = str(self._attrs["status"])
-        return attr if attr in S.FINAL_STATUSES or not self._live_status else self._live_status
-
-    schema_version = property(lambda self: int(self.attr("schema_version")))
-    tuitrain_version = property(lambda self: str(self.attr("tuitrain_version")))
-    run_name = property(lambda self: str(self.attr("run_name")))
-    model_name = property(lambda self: str(self.attr("model_name")))
-    dataset = property(lambda self: str(self.attr("dataset")))
-    device = property(lambda self: str(self.attr("device")))
-    params = property(lambda self: int(self.attr("params")))
-    flops = property(lambda self: int(self.attr("flops")))
-    config_toml = property(lambda self: str(self.attr("config_toml")))
-    epochs_planned = property(lambda self: int(self.attr("epochs")))
-    steps_per_epoch = property(lambda self: int(self.attr("steps_per_epoch")))
-    batch_size = property(lambda self: int(self.attr("batch_size")))
-    num_classes = property(lambda self: int(self.attr("num_classes")))
-    started_at = property(lambda self: float(self.attr("started_at")))
-    ended_at = property(lambda self: float(self.attr("ended_at")))
-    error = property(lambda self: str(self.attr("error")))
-    traceback = property(lambda self: str(self.attr("traceback")))
-    checkpoint = property(lambda self: str(self.attr("checkpoint")))
-
-    def optional_attr(self, name: str) -> Any:
-        """A root attribute newer than some files (:data:`schema.OPTIONAL_ROOT_ATTRS`): its default there."""
-        if name not in self._attrs:
-            return S.OPTIONAL_ROOT_ATTRS[name]
-        return self.attr(name)
-
-    max_steps = property(lambda self: int(self.optional_attr("max_steps")))
-    out_path = property(lambda self: str(self.optional_attr("out_path")))
-
-    @property
-    def total_steps(self) -> int:
-        """Steps the run was planned for: epochs x steps per epoch, capped by max_steps."""
-        full = self.epochs_planned * self.steps_per_epoch
-        return min(full, self.max_steps) if self.max_steps else full
-
-    @property
-    def thresholds(self) -> tuple[float, float]:
-        """(monitor.vanishing, monitor.exploding) the run was monitored with. Stored as attributes; a
-        file from before they were has them only in its config, and failing that the schema defaults."""
-        van, exp = self.optional_attr("vanishing"), self.optional_attr("exploding")
-        if van is None or exp is None:
-            from tuitrain.config.schema import MonitorConfig
-
-            try:
-                mon = self.config.monitor
-            except RunFileError:
-                mon = MonitorConfig()
-            van = mon.vanishing if van is None else van
-            exp = mon.exploding if exp is None else exp
-        return float(van), float(exp)
-
-    @property
-    def versions(self) -> dict[str, str]:
-        return dict(json.loads(self.attr("versions") or "{}"))
-
-    @property
-    def module_summary(self) -> list[dict[str, Any]]:
-        return list(json.loads(self.attr("module_summary") or "[]"))
-
-    @property
-    def config(self) -> RunConfig:
-        """The run's resolved config, rebuilt from the stored TOML."""
-        try:
-            return from_toml(self.config_toml)
-        except (ConfigError, ValueError) as e:
-            raise RunFileError(f"{self.path}: the stored config does not load: {one_line(e)}") from None
+    # -- attributes (tuitrain.runfile.attrs) and layers ---------------------------------------------
 
     @property
     def layers(self) -> list[LayerInfo]:
@@ -278,12 +185,22 @@ class RunFile:
 
     def _rows(self, group: str) -> int:
         # Under SWMR the columns of a table can be seen mid-flush at different lengths: use the shortest.
-        return min(int(self._d(S.path(group, n)).shape[0]) for n in TABLES[group])
+        paths = self._tables.get(group)
+        return min(int(self._d(p).shape[0]) for p in paths) if paths else 0
 
     n_steps = property(lambda self: self._rows(S.STEPS))
-    n_probe_rows = property(lambda self: self._rows(S.PROBES))
     n_epochs = property(lambda self: self._rows(S.EPOCHS))
     n_events = property(lambda self: self._rows(S.EVENTS))
+    n_metrics = property(lambda self: self._rows(S.METRICS))  # 0 for schema-1 files
+
+    @property
+    def n_probe_rows(self) -> int:
+        """Rows of the gradient probe; 0 when the file has none (a loop that never called watch)."""
+        return self.probe_rows(GRAD) if self.has_probe(GRAD) else 0
+
+    def probe_rows(self, probe: str = GRAD) -> int:
+        self._decl.probe(probe)  # KeyError naming the declared probes
+        return self._rows(self._decl.probe_group(probe))
 
     @property
     def last_step(self) -> int:
@@ -293,38 +210,78 @@ class RunFile:
     def scalar(
         self, name: str, start: int | None = None, stop: int | None = None, stride: int = 1
     ) -> np.ndarray:
-        """One /steps column (``step``, ``epoch`` or a STEP_SCALARS name) over rows ``[start, stop)``,
-        every ``stride``-th row (a thinned view of a long run in one read)."""
-        if name not in S.STEP_FIELDS:
-            raise KeyError(f"unknown step column {name!r}; known: {', '.join(S.STEP_FIELDS)}")
-        a, b, _ = slice(start, stop).indices(self.n_steps)
-        return self._read(S.path(S.STEPS, name), slice(a, max(a, b), max(1, int(stride))))
+        """One /steps column (``step``, ``epoch``, ``time`` where the file has it, or a declared step
+        scalar: :attr:`step_scalars`) over rows ``[start, stop)``, every ``stride``-th row (a thinned view
+        of a long run in one read). ``time`` may be a row short of the others in a live file."""
+        known = ("step", "epoch", *self.step_scalars)
+        path = S.path(S.STEPS, name)
+        if name == "time" and self.has(path):
+            n = min(self.n_steps, int(self._d(path).shape[0]))
+        elif name in known:
+            n = self.n_steps
+        else:
+            raise KeyError(f"unknown step column {name!r}; this file has: {', '.join(known)}")
+        a, b, _ = slice(start, stop).indices(n)
+        return self._read(path, slice(a, max(a, b), max(1, int(stride))))
 
     def steps(self, start: int | None = None, stop: int | None = None) -> dict[str, np.ndarray]:
-        """Every /steps column over rows ``[start, stop)`` (negative values count from the end)."""
-        return {n: self.scalar(n, start, stop) for n in S.STEP_FIELDS}
+        """Every /steps column but ``time`` over rows ``[start, stop)`` (negative values count from the end)."""
+        return {n: self.scalar(n, start, stop) for n in ("step", "epoch", *self.step_scalars)}
 
-    def probe_steps(self, rows: slice | None = None) -> np.ndarray:
-        return self._read("probes/step", _clip(rows, self.n_probe_rows))
-
-    def probe(self, name: str, rows: slice | None = None, layers: slice | None = None) -> np.ndarray:
-        """``(rows, layers)`` float32 of one probe; ``rows`` may be strided (``slice(0, None, 1000)``)."""
-        if name not in PROBE_NAMES:
-            raise KeyError(f"unknown probe {name!r}; known: {', '.join(PROBE_NAMES)}")
-        return self._read(S.path(S.PROBES, name), (_clip(rows, self.n_probe_rows), layers or slice(None)))
-
-    def probe_row_at(self, step: int) -> int | None:
-        """Row of the last probe taken at or before ``step``, or None if there is none."""
-        with self._guard("/probes/step"):
-            row = replay.search_steps(self._d("probes/step"), self.n_probe_rows, step, right=True) - 1
+    def step_row_at(self, step: int) -> int | None:
+        """Row of the last /steps row at or before ``step``, or None."""
+        with self._guard("/steps/step"):
+            row = search_steps(self._d("steps/step"), self.n_steps, step, right=True) - 1
         return row if row >= 0 else None
 
-    def probe_at_step(self, step: int) -> np.ndarray:
-        """``(len(PROBE_NAMES), L)`` float32 at the last probe at or before ``step``; NaN if none."""
-        row = self.probe_row_at(step)
+    def probe_steps(self, rows: slice | None = None, probe: str = GRAD) -> np.ndarray:
+        """The steps of a probe's rows (``probe`` must be declared: KeyError otherwise)."""
+        n = self.probe_rows(probe)
+        return self._read(self._decl.probe_path(probe, "step"), _clip(rows, n))
+
+    def probe(
+        self, name: str, rows: slice | None = None, layers: slice | None = None, probe: str = GRAD
+    ) -> np.ndarray:
+        """``(rows, n_axis)`` float32 of one quantity of ``probe`` (columns: layers for the gradient
+        probe); ``rows`` may be strided (``slice(0, None, 1000)``). KeyError for an undeclared one."""
+        spec = self._decl.probe(probe)
+        if name not in spec.names:
+            raise KeyError(f"probe {probe!r} has no quantity {name!r}; it has: {', '.join(spec.names)}")
+        n = self.probe_rows(probe)
+        return self._read(self._decl.probe_path(probe, name), (_clip(rows, n), layers or slice(None)))
+
+    def probe_row_at(self, step: int, probe: str = GRAD) -> int | None:
+        """Row of the last probe taken at or before ``step``, or None if there is none (or no such probe)."""
+        if not self.has_probe(probe):
+            return None
+        path = self._decl.probe_path(probe, "step")
+        with self._guard(f"/{path}"):
+            row = search_steps(self._d(path), self.probe_rows(probe), step, right=True) - 1
+        return row if row >= 0 else None
+
+    def probe_row(self, row: int, probe: str = GRAD) -> tuple[int, np.ndarray]:
+        """(step, ``(n_quantities, n_axis)`` float32) of one probe row."""
+        spec = self._decl.probe(probe)
+        step = int(self._read(self._decl.probe_path(probe, "step"), row))
+        return step, np.stack([self._read(self._decl.probe_path(probe, q), row) for q in spec.names])
+
+    def probe_at_step(self, step: int, probe: str = GRAD) -> np.ndarray:
+        """``(n_quantities, n_axis)`` float32 at the last probe at or before ``step``; NaN if none
+        (also for the gradient probe of a file without one: 4 quantities x the layers)."""
+        row = self.probe_row_at(step, probe)
         if row is None:
-            return np.full((len(PROBE_NAMES), self.n_layers), np.nan, np.float32)
-        return np.stack([self._read(S.path(S.PROBES, n), row) for n in PROBE_NAMES])
+            from tuitrain.events import GRAD_PROBE
+
+            spec = self._decl.probe(probe) if self.has_probe(probe) else GRAD_PROBE
+            width = self.n_layers if spec.axis == "tensor" else self._width(spec.name)
+            return np.full((len(spec.quantities), width), np.nan, np.float32)
+        return self.probe_row(row, probe)[1]
+
+    def _width(self, probe: str) -> int:
+        if not self.has_probe(probe):
+            return 0
+        spec = self._decl.probe(probe)
+        return int(self._d(self._decl.probe_path(probe, spec.names[0])).shape[1])
 
     def epochs(self) -> dict[str, np.ndarray]:
         n = self.n_epochs
@@ -335,6 +292,31 @@ class RunFile:
         with self._guard("/test"):
             attrs = self._f[S.TEST].attrs
             return {k: float(attrs.get(k, math.nan)) for k in S.TEST_ATTRS}
+
+    def metrics(self, scope: str) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """The /metrics rows of ``scope`` (``step``: keys logged beyond the declared columns; ``epoch``:
+        EpochEnd.metrics; ``test``: TestResult.metrics) by key, in first-seen order: (steps int64,
+        epochs int32, values float64). ``{}`` for schema-1 files."""
+        if scope not in S.METRIC_SCOPES:
+            raise KeyError(f"unknown metrics scope {scope!r}; known: {', '.join(S.METRIC_SCOPES)}")
+        n = self.n_metrics
+        if not n:
+            return {}
+        with self._guard("/metrics"):
+            return self._metrics.scope(scope, n, lambda name: self._d(S.path(S.METRICS, name)))
+
+    def epoch_metrics(self) -> list[dict[str, float]]:
+        """One dict per row of :meth:`epochs`: the EpochEnd.metrics of that epoch ({} for none)."""
+        ep = self.epochs()
+        by_row: dict[tuple[int, int], dict[str, float]] = {}
+        for key, (steps, epochs, values) in self.metrics("epoch").items():
+            for s_, e_, v in zip(steps.tolist(), epochs.tolist(), values.tolist(), strict=True):
+                by_row.setdefault((int(e_), int(s_)), {})[key] = float(v)
+        return [by_row.get((int(e), int(s)), {}) for e, s in zip(ep["epoch"], ep["step"], strict=True)]
+
+    def test_metrics(self) -> dict[str, float]:
+        """TestResult.metrics of the last test ({} when none was logged)."""
+        return {k: float(v[2][-1]) for k, v in self.metrics("test").items()}
 
     def events(self) -> list[dict[str, Any]]:
         """Alerts and status changes in order: dicts with step, time, level, kind, message."""

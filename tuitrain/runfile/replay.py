@@ -2,8 +2,9 @@
 like a live run) and the one-dict summary behind ``tuitrain info``.
 
 Kept apart from :mod:`tuitrain.runfile.reader` (raw slicing) and :mod:`tuitrain.runfile.opening`
-(opening and validation) so that each stays small; :class:`~tuitrain.runfile.reader.RunFile` exposes
-these as methods.
+(opening and validation) so that each stays small. One direction only: everything here is built on
+:class:`~tuitrain.runfile.reader.RunFile`'s public API (it never touches the reader's handles), and
+RunFile exposes these as methods.
 """
 
 from __future__ import annotations
@@ -13,15 +14,13 @@ import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-import h5py
 import numpy as np
 
 from tuitrain.events import (
-    PROBE_NAMES,
-    STEP_SCALARS,
     Alert,
     EpochEnd,
     Event,
+    ProbeBlock,
     RunFinished,
     RunStarted,
     StatusChanged,
@@ -34,54 +33,47 @@ if TYPE_CHECKING:
     from tuitrain.runfile.reader import RunFile
 
 
-def search_steps(ds: h5py.Dataset, n: int, value: int, right: bool = False) -> int:
-    """``np.searchsorted`` on the first ``n`` rows of a sorted on-disk step column.
-
-    Reads O(log n) single elements instead of the column (8 MB per million steps); steps written by
-    tuitrain are consecutive, so the first guess (row = step - first step) almost always hits.
-    """
-    if n == 0:
-        return 0
-    first = int(ds[0])
-    if value < first or (value == first and not right):
-        return 0
-    last = int(ds[n - 1])
-    if value > last or (value == last and right):
-        return n
-    guess = value - first + (1 if right else 0)
-    if 0 < guess < n and int(ds[guess - 1]) == guess - 1 + first and int(ds[guess]) == guess + first:
-        return guess
-    lo, hi = 0, n
-    while lo < hi:
-        mid = (lo + hi) // 2
-        v = int(ds[mid])
-        if v < value or (right and v == value):
-            lo = mid + 1
-        else:
-            hi = mid
-    return lo
+def _first_row(rf: RunFile, step: int, probe: str | None = None) -> int:
+    """The first row whose step is >= ``step`` (steps are integers and sorted)."""
+    row = rf.step_row_at(step - 1) if probe is None else rf.probe_row_at(step - 1, probe)
+    return 0 if row is None else row + 1
 
 
 def read_batches(rf: RunFile, start_step: int, stop_step: int) -> StepBatch:
-    """Steps ``[start_step, stop_step)`` and the probes taken among them, as one StepBatch."""
-    d = rf._d  # the reader's dataset handles: the ones refresh() keeps current under SWMR
-    n, m, n_layers = rf.n_steps, rf.n_probe_rows, rf.n_layers
-    a = search_steps(d("steps/step"), n, start_step)
-    b = max(a, search_steps(d("steps/step"), n, stop_step))
-    pa = search_steps(d("probes/step"), m, start_step)
-    pb = max(pa, search_steps(d("probes/step"), m, stop_step))
-    scalars = np.empty((b - a, len(STEP_SCALARS)), np.float64)
-    for j, k in enumerate(STEP_SCALARS):
-        scalars[:, j] = d(S.path(S.STEPS, k))[a:b]
-    probes = np.empty((pb - pa, len(PROBE_NAMES), n_layers), np.float32)
-    for j, k in enumerate(PROBE_NAMES):
-        probes[:, j, :] = d(S.path(S.PROBES, k))[pa:pb]
-    return StepBatch.with_grad(
-        steps=d("steps/step")[a:b].astype(np.int64),
-        epochs=d("steps/epoch")[a:b].astype(np.int32),
+    """Steps ``[start_step, stop_step)`` and the probe rows taken among them, as one StepBatch: the
+    declared columns, then any step key of /metrics logged in the range (NaN where a step did not)."""
+    a = _first_row(rf, start_step)
+    b = max(a, _first_row(rf, stop_step))
+    steps = rf.scalar("step", a, b).astype(np.int64)
+    names = list(rf.step_scalars)
+    extra = {}
+    for key, (ms, _, mv) in rf.metrics("step").items():
+        keep = (ms >= start_step) & (ms < stop_step)
+        if keep.any():
+            extra[key] = (ms[keep], mv[keep])
+    scalars = np.full((b - a, len(names) + len(extra)), np.nan)
+    for j, k in enumerate(names):
+        scalars[:, j] = rf.scalar(k, a, b)
+    for j, (ms, mv) in enumerate(extra.values(), len(names)):
+        if len(steps):
+            rows = np.minimum(np.searchsorted(steps, ms), len(steps) - 1)
+            ok = steps[rows] == ms
+            scalars[rows[ok], j] = mv[ok]
+    blocks: dict[str, ProbeBlock] = {}
+    for spec in rf.probe_specs:
+        pa = _first_row(rf, start_step, spec.name)
+        pb = max(pa, _first_row(rf, stop_step, spec.name))
+        rows = slice(pa, pb)
+        qs = [rf.probe(q, rows, probe=spec.name) for q in spec.names]
+        width = qs[0].shape[1] if qs else 0
+        values = np.stack(qs, axis=1) if qs else np.zeros((pb - pa, 0, width), np.float32)
+        blocks[spec.name] = ProbeBlock(spec.name, rf.probe_steps(rows, spec.name).astype(np.int64), values)
+    return StepBatch(
+        steps=steps,
+        epochs=rf.scalar("epoch", a, b).astype(np.int32),
         scalars=scalars,
-        probe_steps=d("probes/step")[pa:pb].astype(np.int64),
-        probes=probes,
+        scalar_names=(*names, *extra),
+        blocks=blocks,
         time=_batch_time(rf, b),
     )
 
@@ -89,13 +81,10 @@ def read_batches(rf: RunFile, start_step: int, stop_step: int) -> StepBatch:
 def _batch_time(rf: RunFile, b: int) -> float:
     """When the last of the rows ``[.., b)`` left the engine (``/steps/time``); files without that
     column, or an empty range, give the run's start time."""
-    path = S.path(S.STEPS, "time")
-    if b <= 0 or not rf.has(path):
+    if b <= 0 or not rf.has(S.path(S.STEPS, "time")):
         return rf.started_at
-    col = rf._d(path)
-    if b > col.shape[0]:  # a live file mid-flush: this column not yet as long as the others
-        return rf.started_at
-    return float(col[b - 1])
+    t = rf.scalar("time", b - 1, b)
+    return float(t[0]) if len(t) else rf.started_at  # a live file mid-flush: the column may lag
 
 
 def run_started(rf: RunFile) -> RunStarted:
@@ -119,7 +108,30 @@ def run_started(rf: RunFile) -> RunStarted:
         max_steps=rf.max_steps,
         vanishing=rf.thresholds[0],
         exploding=rf.thresholds[1],
+        probes=rf.probe_specs,
+        step_scalars=rf.step_scalars,
+        source=rf.source,
+        config_json=rf.config_json,
     )
+
+
+def epoch_events(rf: RunFile, start: int = 0) -> list[EpochEnd]:
+    """The EpochEnd events of rows ``start..`` of /epochs, each with its extra metrics."""
+    ep = rf.epochs()
+    extras = rf.epoch_metrics()
+    out = []
+    for i in range(start, len(ep["epoch"])):
+        row = {k: v[i].item() for k, v in ep.items()}
+        out.append(EpochEnd(**row, metrics=extras[i] if i < len(extras) else {}))
+    return out
+
+
+def test_event(rf: RunFile) -> TestResult | None:
+    """The TestResult of the run, with its extra metrics; None when the test never ran."""
+    t = rf.test()
+    if math.isnan(t["time"]):
+        return None
+    return TestResult(t["loss"], t["acc"], t["time"], metrics=rf.test_metrics())
 
 
 def to_events(rf: RunFile, batch_steps: int = 1000) -> Iterator[Event]:
@@ -130,10 +142,8 @@ def to_events(rf: RunFile, batch_steps: int = 1000) -> Iterator[Event]:
     # Events that are not step rows, keyed by the last step index they follow. An epoch ending at
     # global step count s follows step s - 1; alerts and status changes follow their own step.
     side: list[tuple[int, Event]] = []
-    ep = rf.epochs()
-    for i in range(len(ep["epoch"])):
-        row = {k: v[i].item() for k, v in ep.items()}
-        side.append((int(row["step"]) - 1, EpochEnd(**row)))
+    for epoch_end in epoch_events(rf):
+        side.append((epoch_end.step - 1, epoch_end))
     finished: RunFinished | None = None
     for e in rf.events():
         if e["kind"] == S.KIND_FINISHED:
@@ -158,9 +168,9 @@ def to_events(rf: RunFile, batch_steps: int = 1000) -> Iterator[Event]:
                 k += 1
     for _, event in side[k:]:
         yield event
-    t = rf.test()
-    if not math.isnan(t["time"]):
-        yield TestResult(t["loss"], t["acc"], t["time"])
+    test = test_event(rf)
+    if test is not None:
+        yield test
     if finished is not None:
         yield finished
 
@@ -224,4 +234,10 @@ def summary(rf: RunFile) -> dict[str, Any]:
         "versions": rf.versions,
         "tuitrain_version": rf.tuitrain_version,
         "schema_version": rf.schema_version,
+        "source": rf.source,
+        "probes": [p.name for p in rf.probe_specs],
+        "step_scalars": list(rf.step_scalars),
+        "user_config": rf.user_config,  # {} for presets (their config is config_toml)
+        "epoch_metrics": (rf.epoch_metrics() or [{}])[-1],  # the last epoch's extra metrics
+        "test_metrics": rf.test_metrics(),
     }

@@ -24,7 +24,9 @@ import numpy as np
 from tuitrain.events import PROBE_NAMES, STATUSES, STEP_SCALARS
 
 FORMAT = "tuitrain-run"
-SCHEMA_VERSION = 1  # bump on any change a reader of this version could misread; see docs/run-file.md
+SCHEMA_VERSION = 2  # bump on any change a reader of this version could misread; see docs/run-file.md
+# Schema 2 (issue 10): the file declares its probes and step scalars (root attributes below), each probe
+# keeps its rows in /probes/<probe>/, and /metrics holds keys a run logged beyond its declared columns.
 
 # Statuses after which the writer is gone for good.
 FINAL_STATUSES: tuple[str, ...] = ("completed", "stopped", "failed")
@@ -41,6 +43,7 @@ PROBES = "probes"
 EPOCHS = "epochs"
 TEST = "test"
 EVENTS = "events"
+METRICS = "metrics"  # schema 2
 
 STR = np.dtype(object)  # variable-length UTF-8 (h5py.string_dtype()); only in data written before SWMR
 
@@ -58,6 +61,9 @@ LAYER_FIELDS: dict[str, np.dtype] = {
 STEP_INDEX: dict[str, np.dtype] = {"step": np.dtype(np.int64), "epoch": np.dtype(np.int32)}
 STEP_SCALAR_DTYPE = np.dtype(np.float32)
 STEP_FIELDS: dict[str, np.dtype] = {**STEP_INDEX, **dict.fromkeys(STEP_SCALARS, STEP_SCALAR_DTYPE)}
+USER_SCALAR_DTYPE = np.dtype(np.float64)  # a user loop's own declared columns (schema 2): kept exactly
+STEP_INDEX_COLUMNS: tuple[str, ...] = ("step", "epoch", "time")  # never a declared scalar's name
+NAME_MAX_BYTES = 255  # a probe, quantity or declared step-scalar name (one HDF5 link name)
 STEP_CHUNK = 4096  # rows; 16-32 KiB per chunk: the last 1000 rows are one or two chunks
 
 # --- /probes: one row per probed step (every monitor.every steps) -------------------------------
@@ -80,6 +86,20 @@ EPOCH_FIELDS: dict[str, np.dtype] = {
     "time": np.dtype(np.float64),
 }
 EPOCH_CHUNK = 64
+
+# --- /metrics (schema 2): a long table of values beyond the declared columns -----------------------
+# scope "step": a step key first logged after RunStarted (only values a step logged: NaN = not logged);
+# "epoch": EpochEnd.metrics (step and epoch of the EpochEnd); "test": TestResult.metrics (the last step
+# and epoch written before it). Keys longer than 64 UTF-8 bytes are cut at a character boundary.
+METRIC_FIELDS: dict[str, np.dtype] = {
+    "step": np.dtype(np.int64),
+    "epoch": np.dtype(np.int32),
+    "scope": np.dtype("S8"),
+    "key": np.dtype("S64"),
+    "value": np.dtype(np.float64),
+}
+METRIC_SCOPES: tuple[str, ...] = ("step", "epoch", "test")
+METRIC_CHUNK = 512  # rows of 92 bytes
 
 # --- /events: alerts and status changes --------------------------------------------------------
 # Fixed-length UTF-8 (longer text is cut at a character boundary): variable-length strings live in
@@ -122,7 +142,14 @@ ROOT_ATTRS: dict[str, object] = {
     "writer_pid": 0,
     "writer_host": "",
     "writer_start_ticks": 0,  # /proc/<pid>/stat starttime of the writer (Linux), to spot recycled pids
+    # schema 2: what the file declares (tuitrain.runfile.declaration); schema-1 files lack these
+    "source": "preset",  # "preset" | "script" (tuitrain.init) | "lightning"
+    "probes": "[]",  # JSON list of {"name", "axis", "every", "quantities": [{"name", "label", "unit"}]}
+    "step_scalars": "[]",  # JSON list of the /steps/<name> columns besides step, epoch, time
+    "config_json": "",  # a user loop's config as a JSON object; "" for presets (they have config_toml)
 }
+ADDED_IN_2: tuple[str, ...] = ("source", "probes", "step_scalars", "config_json")
+SOURCES: tuple[str, ...] = ("preset", "script", "lightning")
 TEST_ATTRS: dict[str, float] = {"loss": NAN, "acc": NAN, "time": NAN}
 
 # --- root attributes added after schema 1 was first written: files without them still open -------
@@ -154,7 +181,7 @@ def probe_chunk_rows(n_layers: int) -> int:
 TIME_RANGE = (0.0, 1e10)  # Unix seconds, 1970..2286: outside it a "time" is corruption, not a date
 TIME_ATTRS = ("started_at", "ended_at")
 TIME_ATTRS_UNSET_NAN = ("ended_at",)  # NaN until the run ends; started_at is set when the file is made
-JSON_ATTRS: dict[str, type] = {"versions": dict, "module_summary": list}
+JSON_ATTRS: dict[str, type] = {"versions": dict, "module_summary": list, "probes": list, "step_scalars": list}
 MODULE_SUMMARY_FIELDS: dict[str, type] = {"name": str, "type": str, "params": int}  # and int "flops"
 _I64 = 2**63 - 1
 INT_ATTR_RANGES: dict[str, tuple[int, int]] = {
@@ -172,9 +199,9 @@ INT_ATTR_RANGES: dict[str, tuple[int, int]] = {
 }
 
 
-def path(group: str, name: str) -> str:
+def path(*parts: str) -> str:
     """Dataset path inside the file, e.g. ``path(STEPS, "loss") == "steps/loss"``."""
-    return f"{group}/{name}"
+    return "/".join(parts)
 
 
 __all__ = [

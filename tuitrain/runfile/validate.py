@@ -15,6 +15,10 @@ What is checked, and what is not:
   link; an external link (or a soft link) in its place is refused without being resolved, and so is a
   dataset whose data lives in other files (external raw storage, a virtual dataset). This runs
   before anything looks a path up, because ``name in group`` already resolves external links.
+* What is required is what the file declares (:mod:`tuitrain.runfile.declaration`): the datasets of
+  its declared probes and step scalars (a schema-1 file: the gradient probe at /probes and the
+  standard scalars). A declared probe whose datasets are missing is refused; a dataset or group the
+  file does not declare is ignored (never opened, never followed).
 * Root attributes: the type of each is that of its default in ``schema.ROOT_ATTRS`` (and
   ``schema.OPTIONAL_ROOT_ATTRS`` where a file has those), plus the ranges, times, JSON shapes and
   status names declared beside them in the schema.
@@ -37,8 +41,9 @@ from typing import Any
 import h5py
 import numpy as np
 
-from tuitrain.events import PROBE_NAMES
 from tuitrain.runfile import schema as S
+from tuitrain.runfile.declaration import Declaration, from_attrs, parse_probes, parse_step_scalars
+from tuitrain.runfile.layout import growing_datasets
 from tuitrain.runfile.opening import RunFileError, guard, one_line, read_root_attrs
 
 _SHAPE = re.compile(r"(\d+(x\d+)*)?")
@@ -46,11 +51,14 @@ _SHAPE = re.compile(r"(\d+(x\d+)*)?")
 
 @dataclass
 class Checked:
-    """What :func:`validate` read: the root attributes as plain Python values, and an open handle to
-    every dataset it checked (opening one costs ~0.1-0.2 ms; the reader keeps these)."""
+    """What :func:`validate` read: the root attributes as plain Python values, the file's declaration,
+    an open handle to every dataset it checked (opening one costs ~0.1-0.2 ms; the reader keeps these)
+    and the tables (group -> its column paths) the reader counts rows over."""
 
     attrs: dict[str, Any]
     datasets: dict[str, h5py.Dataset]
+    declaration: Declaration
+    tables: dict[str, tuple[str, ...]]
 
 
 def validate(path: Path, f: h5py.File) -> Checked:
@@ -58,58 +66,92 @@ def validate(path: Path, f: h5py.File) -> Checked:
 
     Raises :class:`RunFileError` naming the first element that does not.
     """
-    with guard(path, "the root attributes"):
-        fmt = _plain(f.attrs.get("format"))
-    if fmt == S.FORMAT:
-        _check_links(path, f)  # before read_root_attrs: its `p in f` would follow an external link
-    attrs = read_root_attrs(path, f)  # format, schema version, nothing missing
+    attrs = read_root_attrs(path, f)  # format, schema version, no attribute missing; no link resolved
     out = dict(attrs)
     for name, default in _declared_attrs().items():
         if name in attrs:
             out[name] = _attr(path, name, attrs[name], default)
-    ds = _check_datasets(path, f)
+    decl = _declaration(path, out)
+    n_modules = len(json.loads(out["module_summary"] or "[]"))
+    specs = _dataset_specs(decl, n_modules)
+    _check_links(path, f, decl, specs)  # before any `p in f`, which would follow an external link
+    missing = [f"/{p}" for p, (_, _, required) in specs.items() if required and p not in f]
+    if missing:
+        raise RunFileError(f"{path}: incomplete or corrupt run file, missing {', '.join(missing[:4])}")
+    ds = _check_datasets(path, f, specs)
     _check_test(path, f)
     with guard(path, "the small tables"):
         _check_layers(path, ds)
         _check_epochs(path, ds)
         _check_events(path, ds)
-    return Checked(out, ds)
+    tables: dict[str, list[str]] = {}
+    for p, (_, _, required) in specs.items():
+        group = p.rpartition("/")[0]
+        if required and group != S.LAYERS:
+            tables.setdefault(group, []).append(p)
+    return Checked(out, ds, decl, {g: tuple(ps) for g, ps in tables.items()})
+
+
+def _declaration(path: Path, attrs: dict[str, Any]) -> Declaration:
+    """The file's declaration; a schema-2 attribute that does not describe probes or scalars is named."""
+    if int(attrs["schema_version"]) >= 2:
+        for name, parse in (("probes", parse_probes), ("step_scalars", parse_step_scalars)):
+            try:
+                parse(attrs[name])
+            except (ValueError, TypeError, RecursionError) as e:
+                raise RunFileError(
+                    f"{path}: attribute `{name}` does not declare {name.replace('_', ' ')}: {one_line(e)[:120]} "
+                    "(a corrupt run file; docs/run-file.md says what it holds)"
+                ) from None
+        cfg = attrs["config_json"]
+        try:
+            ok = cfg == "" or isinstance(json.loads(cfg), dict)
+        except (ValueError, RecursionError):
+            ok = False
+        if not ok:
+            raise RunFileError(
+                f"{path}: attribute `config_json` = {_short(cfg)} is not a JSON object or '' (a corrupt run file)"
+            )
+    return from_attrs(attrs)
 
 
 # -- links ------------------------------------------------------------------------------------------
 
 
-def _dataset_specs() -> dict[str, tuple[np.dtype, int]]:
-    """Every dataset the reader may use: path -> (schema dtype, rank)."""
-    specs: dict[str, tuple[np.dtype, int]] = {}
-    for name, dt in S.LAYER_FIELDS.items():
-        specs[S.path(S.LAYERS, name)] = (dt, 1)
-    for name, dt in {**S.STEP_FIELDS, **S.OPTIONAL_STEP_FIELDS}.items():
-        specs[S.path(S.STEPS, name)] = (dt, 1)
-    specs[S.path(S.PROBES, "step")] = (S.PROBE_STEP_DTYPE, 1)
-    for name in PROBE_NAMES:
-        specs[S.path(S.PROBES, name)] = (S.PROBE_DTYPE, 2)
-    for name, dt in S.EPOCH_FIELDS.items():
-        specs[S.path(S.EPOCHS, name)] = (dt, 1)
-    for name, dt in S.EVENT_FIELDS.items():
-        specs[S.path(S.EVENTS, name)] = (dt, 1)
+# A dataset spec: (schema dtype, columns per row (None: 1-D; -1: one per /layers row), required).
+Spec = tuple[np.dtype, "int | None", bool]
+
+
+def _dataset_specs(decl: Declaration, n_modules: int) -> dict[str, Spec]:
+    """Every dataset the reader may use, by path: /layers, then the declared tables (layout's list)."""
+    specs: dict[str, Spec] = {S.path(S.LAYERS, n): (dt, None, True) for n, dt in S.LAYER_FIELDS.items()}
+    axes = {decl.probe_group(p.name): p.axis for p in decl.probes}
+    for p, g in growing_datasets(decl, -1, n_modules).items():
+        group, leaf = p.rpartition("/")[::2]
+        width = g.width
+        if width is not None and axes.get(group) == "tensor":
+            width = -1  # checked against /layers once it is read
+        optional = group == S.STEPS and leaf in S.OPTIONAL_STEP_FIELDS
+        specs[p] = (g.dtype, width, not optional)
     return specs
 
 
-def _check_links(path: Path, f: h5py.File) -> None:
-    groups = (S.LAYERS, S.STEPS, S.PROBES, S.EPOCHS, S.TEST, S.EVENTS)
+def _check_links(path: Path, f: h5py.File, decl: Declaration, specs: dict[str, Spec]) -> None:
+    groups = [S.LAYERS, S.STEPS, S.PROBES, S.EPOCHS, S.TEST, S.EVENTS]
+    groups += [S.METRICS] * (decl.schema_version >= 2)
+    groups += [decl.probe_group(p.name) for p in decl.probes if decl.probe_group(p.name) != S.PROBES]
     holders: dict[str, Any] = {"": f}
-    for p in (*groups, *_dataset_specs()):
+    for p in (*groups, *specs):
         parent, _, leaf = p.rpartition("/")
         with guard(path, f"/{p}"):
             holder = holders.get(parent)
             if holder is None:
-                continue  # the group is missing or not a group: read_root_attrs or _check_datasets says so
+                continue  # the group is missing or not a group: the required check or _check_datasets says so
             link = holder.get(leaf, getlink=True)
-            if isinstance(link, h5py.HardLink) and not parent:
-                obj = f[leaf]
+            if isinstance(link, h5py.HardLink) and p in groups:
+                obj = holder[leaf]
                 if isinstance(obj, h5py.Group):
-                    holders[leaf] = obj
+                    holders[p] = obj
         if link is None or isinstance(link, h5py.HardLink):
             continue
         if isinstance(link, h5py.ExternalLink):
@@ -237,10 +279,11 @@ def _matches(dt: np.dtype, want: str) -> bool:
     return dt.kind == "f"
 
 
-def _check_datasets(path: Path, f: h5py.File) -> dict[str, h5py.Dataset]:
+def _check_datasets(path: Path, f: h5py.File, specs: dict[str, Spec]) -> dict[str, h5py.Dataset]:
     n_layers: int | None = None
     handles: dict[str, h5py.Dataset] = {}
-    for p, (dt, rank) in _dataset_specs().items():
+    for p, (dt, width, _) in specs.items():
+        rank = 1 if width is None else 2
         with guard(path, f"/{p}"):
             obj = f.get(p)  # links were checked: hard links only
             if obj is None:  # an optional column an older file lacks (required ones were checked)
@@ -269,10 +312,12 @@ def _check_datasets(path: Path, f: h5py.File) -> dict[str, h5py.Dataset]:
                         f"{path}: /{p} has {obj.shape[0]} rows, /layers/name {n_layers}; expected one row "
                         "per parameter tensor in every /layers column"
                     )
-            if rank == 2 and n_layers is not None and obj.shape[1] != n_layers:
+            if width == -1 and n_layers is not None and obj.shape[1] != n_layers:
                 raise RunFileError(
                     f"{path}: /{p} has shape {obj.shape}; expected (rows, {n_layers}), a column per layer"
                 )
+            if width is not None and width >= 0 and obj.shape[1] != width:
+                raise RunFileError(f"{path}: /{p} has shape {obj.shape}; expected (rows, {width})")
             handles[p] = obj
     return handles
 

@@ -16,6 +16,9 @@ Why it is shaped this way:
   (e.g. during validation), so rows reach readers within about ``flush_seconds`` however the training
   loop is paced.
 * Nothing is compressed: see :mod:`tuitrain.runfile.schema` for the measurements.
+* What the file holds is what RunStarted declares (:mod:`tuitrain.runfile.declaration`); where each
+  value of an event goes is :mod:`tuitrain.runfile.rows`'. ``append=True`` continues a finished file
+  instead of creating one (:mod:`tuitrain.runfile.append`): same SWMR rules, same lock.
 """
 
 from __future__ import annotations
@@ -30,11 +33,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import h5py
-import numpy as np
 
 from tuitrain.events import (
-    PROBE_NAMES,
-    STEP_SCALARS,
     Alert,
     EpochEnd,
     Event,
@@ -45,18 +45,12 @@ from tuitrain.events import (
     TestResult,
 )
 from tuitrain.runfile import schema as S
-from tuitrain.runfile.claim import (
-    RunFileWriteError,
-    RunLock,
-    describe_write_error,
-    drop_replaced_checkpoint,
-    overwrite_asked,
-    place,
-    private_temp,
-)
+from tuitrain.runfile.append import reopen
+from tuitrain.runfile.claim import RunFileWriteError, RunLock, describe_write_error, overwrite_asked
 from tuitrain.runfile.columns import Column, fixed_bytes
 from tuitrain.runfile.diskfull import MARGIN_BYTES, Slack, close_h5, free_quietly, space_left
-from tuitrain.runfile.layout import create_layout
+from tuitrain.runfile.layout import create_file
+from tuitrain.runfile.rows import Rows
 
 
 class RunFileWriter:
@@ -67,7 +61,10 @@ class RunFileWriter:
     the console prints it). ``background`` runs a small thread that flushes pending rows when no emit comes to do it.
     ``overwrite``: replace an existing file at ``path`` (else :class:`~tuitrain.runfile.claim.OutTaken`);
     None follows ``--overwrite`` of the command that started this process (``$TUITRAIN_OVERWRITE``).
-    ``clock`` exists so benchmarks and tests can simulate time; ``max_pending_bytes`` caps memory
+    ``append``: continue the finished run file at ``path`` (completed, stopped or failed; schema 2, the
+    same layers and probes as the new RunStarted) after its last step instead of creating a file; it is
+    marked running again, and anything else is :class:`~tuitrain.runfile.append.AppendRefused` (bad
+    input, exit 2) at RunStarted. ``overwrite`` does not apply then. ``clock`` exists so benchmarks and tests can simulate time; ``max_pending_bytes`` caps memory
     held between flushes (beyond it rows are written to HDF5 early, without a file flush).
 
     Creating the file (at RunStarted) takes the run's lock (:class:`~tuitrain.runfile.claim.RunLock`)
@@ -84,6 +81,7 @@ class RunFileWriter:
         flush_seconds: float = 1.0,
         *,
         overwrite: bool | None = None,
+        append: bool = False,
         background: bool = True,
         clock: Callable[[], float] = time.monotonic,
         max_pending_bytes: int = 64 << 20,
@@ -92,11 +90,13 @@ class RunFileWriter:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.flush_seconds = float(flush_seconds)
         self.overwrite = overwrite_asked() if overwrite is None else overwrite
+        self.append = bool(append)
         self._clock = clock
         self._max_pending = int(max_pending_bytes)
         self._lock = threading.RLock()
         self._f: h5py.File | None = None
         self._cols: dict[str, Column] = {}
+        self._rows: Rows | None = None
         self._early: list[Event] = []  # events before RunStarted
         self._n_layers = 0
         self._status = "starting"
@@ -269,38 +269,36 @@ class RunFileWriter:
         return self._error
 
     def _start(self, ev: RunStarted) -> None:
-        """Create the file under a fresh private name, lay it out, switch to SWMR, then put it in place
-        (never replacing a file unless ``overwrite``). Any failure leaves no file and names none but
-        ``path``."""
+        """Take the run's lock, then create the file (:func:`~tuitrain.runfile.layout.create_file`: any
+        failure leaves no file and names none but ``path``) or reopen it to append."""
         try:
             self._claim.acquire()  # OutTaken if another run is writing this file
             self._slack = Slack(self.path.parent)
-            with private_temp(self.path) as tmp:
-                f = h5py.File(tmp, "w", libver="latest")
-                try:
-                    self._cols = create_layout(f, ev)
-                    self._n_layers = len(ev.layers)
-                    f.swmr_mode = True  # flushes everything created so far
-                    place(tmp, self.path, self.overwrite)
-                    if self.overwrite:
-                        drop_replaced_checkpoint(self.path)
-                except BaseException:
-                    close_h5(f, flushed=False)
-                    raise
+            if self.append:
+                f, decl, self._cols, self._last_step = reopen(self.path, ev)  # in SWMR mode
+                self._last_step_attr = self._flushed_step = self._last_step
+            else:
+                f, decl, self._cols = create_file(self.path, ev, self.overwrite)
         except BaseException as e:
             self._done = True
             free_quietly(self._slack)
             self._claim.release()
             if not isinstance(e, (OSError, RuntimeError)):
                 raise
+            what = "continued" if self.append else "created"
             self._error = RunFileWriteError(
-                f"{describe_write_error(self.path, e)}: the run file could not be created; nothing was written."
+                f"{describe_write_error(self.path, e)}: the run file could not be {what}; nothing was written."
             )
             self._raised = True
             raise self._error from None
         self._f = f
+        self._n_layers = len(ev.layers)
+        self._rows = Rows(decl, self._cols, len(ev.layers), len(ev.module_summary), str(self.path))
+        self._rows.last_step = self._last_step
         self._status = "running"
         self._last_flush = self._clock()
+        if self.append:  # live readers take the status from the last status row: no longer "finished"
+            self._event_row(max(self._last_step, 0), time.time(), "info", S.KIND_STATUS, "running")
         if self._thread is not None:
             self._thread.start()
         early, self._early = self._early, []
@@ -316,11 +314,18 @@ class RunFileWriter:
         f = self._f
         assert f is not None
         self._dirty = True
+        rows = self._rows
+        assert rows is not None
         if isinstance(event, StepBatch):
-            self._steps(event)
+            if len(event) and int(event.steps[0]) <= self._last_step:
+                raise ValueError(
+                    f"{self.path}: a StepBatch starts at step {int(event.steps[0])}, not after the last "
+                    f"step written ({self._last_step}); a resumed run continues after the file's last step"
+                )
+            self._pending_bytes += rows.steps(event)
+            self._last_step = rows.last_step
         elif isinstance(event, EpochEnd):
-            for name in S.EPOCH_FIELDS:
-                self._cols[S.path(S.EPOCHS, name)].put_one(getattr(event, name))
+            self._pending_bytes += rows.epoch(event)
         elif isinstance(event, Alert):
             self._event_row(event.step, event.time, event.level, event.kind, event.message)
         elif isinstance(event, StatusChanged):
@@ -332,6 +337,7 @@ class RunFileWriter:
             tg.attrs["loss"] = float(event.loss)
             tg.attrs["acc"] = float(event.acc)
             tg.attrs["time"] = float(event.time)
+            self._pending_bytes += rows.test(event)
         elif isinstance(event, RunFinished):
             self._finish(event.status, event.time, event.step, event.error, event.traceback, event.checkpoint)
             self._close_file()
@@ -339,29 +345,6 @@ class RunFileWriter:
             raise ValueError(f"{self.path}: a second RunStarted event; one run file holds one run")
         else:  # pragma: no cover - the Event union is closed
             raise TypeError(f"{self.path}: not a tuitrain event: {type(event).__name__}")
-
-    def _steps(self, b: StepBatch) -> None:
-        n = len(b)
-        if n:
-            c = self._cols
-            c["steps/step"].put(b.steps)
-            c["steps/epoch"].put(b.epochs)
-            c["steps/time"].put(np.full(n, b.time, np.float64))
-            for j, name in enumerate(STEP_SCALARS):
-                c[S.path(S.STEPS, name)].put(b.scalars[:, j])
-            self._last_step = int(b.steps[-1])
-            self._pending_bytes += n * 40
-        m = int(b.probe_steps.shape[0])
-        if m:
-            if b.probes.shape != (m, len(PROBE_NAMES), self._n_layers):
-                raise ValueError(
-                    f"{self.path}: StepBatch.probes has shape {b.probes.shape}, expected "
-                    f"({m}, {len(PROBE_NAMES)}, {self._n_layers}) for this run's {self._n_layers} layers"
-                )
-            self._cols["probes/step"].put(b.probe_steps)
-            for j, name in enumerate(PROBE_NAMES):
-                self._cols[S.path(S.PROBES, name)].put(b.probes[:, j, :])
-            self._pending_bytes += m * (8 + 4 * len(PROBE_NAMES) * self._n_layers)
 
     def _event_row(self, step: int, when: float, level: str, kind: str, message: str) -> None:
         c = self._cols

@@ -5,8 +5,11 @@ The widgets never see the whole file. A :class:`FileSource` delivers, as ordinar
 * the run-level events (RunStarted, EpochEnd, alerts and status changes, TestResult, RunFinished);
 * an overview of the steps: every ``step_stride``-th row of /steps (at most ``overview_rows`` rows,
   the same uniform thinning the live history does by itself on long runs) plus the latest row;
-* an overview of the probes: every ``probe_stride``-th row of /probes (at most ``probe_rows`` rows; a
-  strided read touches one chunk per row, see :mod:`tuitrain.runfile.schema`) plus the latest row.
+* an overview of each declared probe: every ``probe_stride``-th row (at most ``probe_rows`` rows; a
+  strided read touches one chunk per row, see :mod:`tuitrain.runfile.schema`) plus the latest row;
+  the steps carry the file's declared columns (a user loop's own keys too).
+
+Everything is read through :class:`~tuitrain.runfile.RunFile`'s public API.
 
 and it is the history's :class:`~tuitrain.ui.history.Backing`: the time cursor asks it for the exact
 probe row or step row at a step, which it reads from the file (one chunk per probe, ~0.3 ms).
@@ -25,23 +28,22 @@ import os
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 
 import numpy as np
 
 from tuitrain.events import (
-    PROBE_NAMES,
-    STEP_SCALARS,
+    GRAD,
     Alert,
-    EpochEnd,
     Event,
+    ProbeBlock,
     RunFinished,
     StatusChanged,
     StepBatch,
-    TestResult,
 )
 from tuitrain.runfile import RunFile, RunFileError, open_run
 from tuitrain.runfile import schema as S
-from tuitrain.runfile.replay import search_steps
+from tuitrain.runfile.replay import epoch_events, test_event
 from tuitrain.ui.history import INCOMPLETE, SCALAR_COLUMNS
 from tuitrain.ui.source import EventsArrived, MessageTarget, Source, SourceEnded
 
@@ -87,7 +89,9 @@ class FileSource(Source):
         self.ended = ""  # why delivery ended: "finished", "incomplete", an error; "" while it goes on
         self._cache: OrderedDict[int, tuple[int, np.ndarray]] = OrderedDict()
         self._cache_rows = cache_rows
-        self._sent = {"steps": 0, "probes": 0, "epochs": 0, "events": 0}
+        self._sent = {"steps": 0, "epochs": 0, "events": 0} | {
+            f"probe:{p.name}": 0 for p in self.rf.probe_specs
+        }
         self._started = False
         self._finished = False
         self._stop = threading.Event()
@@ -167,10 +171,8 @@ class FileSource(Source):
         finished: RunFinished | None = None
         n_ep = rf.n_epochs
         if n_ep > self._sent["epochs"]:
-            ep = rf.epochs()
-            for i in range(self._sent["epochs"], min(n_ep, len(ep["epoch"]))):
-                row = {k: v[i].item() for k, v in ep.items()}
-                side.append((int(row["step"]) - 1, EpochEnd(**row)))
+            for epoch_end in epoch_events(rf, self._sent["epochs"])[: n_ep - self._sent["epochs"]]:
+                side.append((epoch_end.step - 1, epoch_end))
             self._sent["epochs"] = n_ep
         n_ev = rf.n_events
         if n_ev > self._sent["events"]:
@@ -187,57 +189,73 @@ class FileSource(Source):
         side.sort(key=lambda x: x[0])
         out.extend(ev for _, ev in side)
         if finished is not None:
-            t = rf.test()
-            if not math.isnan(t["time"]):
-                out.append(TestResult(t["loss"], t["acc"], t["time"]))
+            test = test_event(rf)
+            if test is not None:
+                out.append(test)
             out.append(finished)
             self._finished = True
         return out
 
     def _steps(self) -> StepBatch | None:
         rf = self.rf
-        n, m = rf.n_steps, rf.n_probe_rows
-        a, pa = self._sent["steps"], self._sent["probes"]
-        if n <= a and m <= pa:
+        n, a = rf.n_steps, self._sent["steps"]
+        specs = rf.probe_specs
+        probe_rows = {p.name: rf.probe_rows(p.name) for p in specs}
+        if n <= a and all(m <= self._sent[f"probe:{k}"] for k, m in probe_rows.items()):
             return None
         rows, extra = thinned(a, n, self.step_stride)
-        cols = {k: self._column(S.path(S.STEPS, k), rows, extra) for k in S.STEP_FIELDS}
-        k = cols["step"].shape[0]
-        scalars = np.empty((k, len(STEP_SCALARS)), np.float64)
-        for j, name in enumerate(STEP_SCALARS):
+        names = rf.step_scalars
+        cols = {
+            k: self._column(lambda r, k=k: rf.scalar(k, r.start, r.stop, r.step or 1), rows, extra)
+            for k in ("step", "epoch", *names)
+        }
+        scalars = np.empty((cols["step"].shape[0], len(names)), np.float64)
+        for j, name in enumerate(names):
             scalars[:, j] = cols[name]
-        prows, pextra = thinned(pa, m, self.probe_stride)
-        probe_steps = self._column("probes/step", prows, pextra).astype(np.int64)
-        probes = np.empty((probe_steps.shape[0], len(PROBE_NAMES), rf.n_layers), np.float32)
-        for j, name in enumerate(PROBE_NAMES):
-            probes[:, j, :] = self._column(S.path(S.PROBES, name), prows, pextra)
+        blocks: dict[str, ProbeBlock] = {}
+        for spec in specs:
+            pa, m = self._sent[f"probe:{spec.name}"], probe_rows[spec.name]
+            prows, pextra = thinned(pa, m, self.probe_stride)
+            steps = self._column(lambda r, p=spec.name: rf.probe_steps(r, p), prows, pextra).astype(np.int64)
+            qs = [
+                self._column(lambda r, q=q, p=spec.name: rf.probe(q, r, probe=p), prows, pextra, matrix=True)
+                for q in spec.names
+            ]
+            blocks[spec.name] = ProbeBlock(
+                spec.name, steps, np.stack(qs, axis=1).astype(np.float32, copy=False)
+            )
+            self._sent[f"probe:{spec.name}"] = max(pa, m)
         when = time.time()  # files from before /steps/time: when the rows arrived here
-        tpath = S.path(S.STEPS, "time")
-        if n > a and rf.has(tpath):
-            tcol = rf._d(tpath)
-            if tcol.shape[0] >= n:  # under SWMR this column may lag the others mid-flush
-                when = float(tcol[n - 1])
-        self._sent["steps"], self._sent["probes"] = max(a, n), max(pa, m)
-        return StepBatch.with_grad(
+        if n > a and rf.has(S.path(S.STEPS, "time")):
+            t = rf.scalar("time", n - 1, n)  # under SWMR this column may lag the others mid-flush
+            if len(t):
+                when = float(t[0])
+        self._sent["steps"] = max(a, n)
+        return StepBatch(
             cols["step"].astype(np.int64),
             cols["epoch"].astype(np.int32),
             scalars,
-            probe_steps,
-            probes,
+            scalar_names=names,
+            blocks=blocks,
             time=when,
         )
 
-    def _column(self, path: str, rows: slice, extra: int | None) -> np.ndarray:
-        ds = self.rf._d(path)  # the reader's handle: the one refresh() keeps current under SWMR
+    @staticmethod
+    def _column(
+        read: Callable[[slice], np.ndarray], rows: slice, extra: int | None, matrix: bool = False
+    ) -> np.ndarray:
+        """``read(rows)`` thinned, plus the row ``extra``: a step column up to CONTIGUOUS_ROWS rows is
+        read whole and thinned in memory (a contiguous read beats HDF5's strided one); probe matrices are
+        read strided (one chunk per row instead of the whole matrix)."""
         if rows.stop <= rows.start:
-            part = ds[0:0]
-        elif rows.step > 1 and ds.ndim == 1 and rows.stop - rows.start <= CONTIGUOUS_ROWS:
-            part = ds[rows.start : rows.stop][:: rows.step]  # a contiguous read beats HDF5's strided one
+            part = read(slice(0, 0))
+        elif rows.step > 1 and not matrix and rows.stop - rows.start <= CONTIGUOUS_ROWS:
+            part = read(slice(rows.start, rows.stop))[:: rows.step]
         else:
-            part = ds[rows]  # probes: one chunk per strided row instead of the whole matrix
+            part = read(rows)
         if extra is None:
             return part
-        return np.concatenate([part, ds[extra : extra + 1]])
+        return np.concatenate([part, read(slice(extra, extra + 1))])
 
     def _incomplete(self) -> RunFinished:
         rf = self.rf
@@ -261,20 +279,15 @@ class FileSource(Source):
 
     def probes_at(self, step: int) -> tuple[int, np.ndarray] | None:
         with self.lock:
-            if self.rf._f is None:
+            if not self.rf.is_open:
                 return None
             try:
-                row = self.rf.probe_row_at(step)
+                row = self.rf.probe_row_at(step)  # the gradient probe; None when the file has none
                 if row is None:
                     return None
                 got = self._cache.get(row)
                 if got is None:
-                    d = self.rf._d
-                    got = (
-                        int(d("probes/step")[row]),
-                        np.stack([d(S.path(S.PROBES, n))[row] for n in PROBE_NAMES]),
-                    )
-                    self._cache[row] = got
+                    got = self._cache[row] = self.rf.probe_row(row, GRAD)
                     if len(self._cache) > self._cache_rows:
                         self._cache.popitem(last=False)
                 else:
@@ -285,15 +298,15 @@ class FileSource(Source):
 
     def scalars_at(self, step: int) -> dict[str, float] | None:
         with self.lock:
-            if self.rf._f is None:
+            if not self.rf.is_open:
                 return None
             try:
-                n = self.rf.n_steps
-                row = search_steps(self.rf._d("steps/step"), n, step, right=True) - 1
-                if row < 0:
+                row = self.rf.step_row_at(step)
+                if row is None:
                     return None
-                return {k: float(self.rf._d(S.path(S.STEPS, k))[row]) for k in SCALAR_COLUMNS}
-            except (RunFileError, OSError, ValueError):
+                names = [k for k in SCALAR_COLUMNS if k in ("step", "epoch", *self.rf.step_scalars)]
+                return {k: float(self.rf.scalar(k, row, row + 1)[0]) for k in names}
+            except (RunFileError, OSError, ValueError, IndexError):
                 return None
 
     def __repr__(self) -> str:

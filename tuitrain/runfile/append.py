@@ -1,0 +1,141 @@
+"""Continuing a finished run file (``RunFileWriter(path, append=True)``; ``tuitrain run --resume``).
+
+A resumed run writes into the file it resumes, after its last step, so that one file keeps the whole
+history. Only a file that is safe to continue is opened: a schema-2 run file, closed by its writer
+(``completed``, ``stopped`` or ``failed``; not a live run nor one whose writer was killed, which HDF5
+still marks open for write), with the same parameter tensors and probes as the new run's RunStarted.
+Anything else is :class:`AppendRefused`, bad input (exit 2) that names the file and what differs.
+The claim rules are the writer's as ever: the run's lock (:class:`~tuitrain.runfile.claim.RunLock`)
+is taken before the file is opened, so two resumes of one file cannot both write it.
+
+The file keeps its identity (``started_at``, its rows, its old ``finished`` event); the root
+attributes that describe the run's plan (config, epochs, max_steps, device, versions, ...) become the
+resumed run's, the status becomes ``running`` (and a ``status`` row says so, for live readers), and
+``ended_at``/``error``/``traceback`` are cleared until the run ends again. Step columns the new run
+declares that the file lacks cannot be added under SWMR alignment rules: their values go to
+``/metrics`` (scope ``step``), as any undeclared key does.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import h5py
+
+from tuitrain.config import ConfigError
+from tuitrain.events import RunStarted
+from tuitrain.runfile import schema as S
+from tuitrain.runfile.columns import Column
+from tuitrain.runfile.declaration import Declaration, from_attrs, from_started
+from tuitrain.runfile.layout import open_columns, run_attrs
+from tuitrain.runfile.opening import RunFileError, one_line
+from tuitrain.runfile.validate import validate
+
+
+class AppendRefused(ConfigError):
+    """The run file cannot be continued: bad input (exit 2); the file was not changed."""
+
+
+def check_appendable(path: str | Path) -> None:
+    """Refuse (as :class:`AppendRefused`) a ``path`` that :func:`reopen` would refuse before looking at
+    the new run: missing, not a readable run file, schema 1, or not finished. Opens read-only; a
+    command calls it before training starts (the layers and probes are compared at RunStarted)."""
+    p = Path(path)
+    f = _open(p, "r")
+    try:
+        _finished_v2(p, f)
+    finally:
+        f.close()
+
+
+def reopen(path: Path, ev: RunStarted) -> tuple[h5py.File, Declaration, dict[str, Column], int]:
+    """Open ``path`` for appending the run ``ev`` starts: (file, its declaration, its columns
+    positioned after its rows, its last step), switched to SWMR mode."""
+    f = _open(path, "r+")
+    try:
+        decl, attrs = _finished_v2(path, f)
+        _same_run(path, f, decl, ev)
+        new = from_started(ev)
+        cols = open_columns(f, decl, int(f["layers/name"].shape[0]), len(ev.module_summary))
+        n = cols["steps/step"].n_file
+        last = int(f["steps/step"][n - 1]) if n else int(attrs["last_step"])
+        keep = {"started_at", "out_path", "probes", "step_scalars"}  # the file's own
+        for key, value in run_attrs(
+            ev, Declaration(decl.probes, decl.step_scalars, new.source, new.config_json)
+        ).items():
+            if key not in keep:
+                f.attrs[key] = value
+        for key, value in (("ended_at", math.nan), ("error", ""), ("traceback", ""), ("last_step", last)):
+            f.attrs[key] = value
+        f.swmr_mode = True
+        return f, decl, cols, last
+    except BaseException:
+        f.close()
+        raise
+
+
+def _open(path: Path, mode: str) -> h5py.File:
+    if not path.is_file():
+        raise AppendRefused(f"{path}: no run file to continue (resume appends to an existing run file)")
+    try:
+        return h5py.File(path, mode, libver="latest") if mode != "r" else h5py.File(path, "r")
+    except OSError as e:
+        raise AppendRefused(f"{path}: cannot open the run file to continue it: {_why(e)}") from None
+
+
+def _why(e: OSError) -> str:
+    reason = one_line(e)
+    if "already open for write" in reason:
+        return (
+            "it is still marked open by its writer (a run still going, or one whose writer was killed: "
+            "continue only a run that ended; `tuitrain info` says which)"
+        )
+    return reason
+
+
+def _finished_v2(path: Path, f: h5py.File) -> tuple[Declaration, dict]:
+    try:
+        attrs = validate(path, f).attrs
+    except RunFileError as e:
+        raise AppendRefused(str(e)) from None
+    version = int(attrs["schema_version"])
+    if version < 2:
+        raise AppendRefused(
+            f"{path}: a run file of schema {version} cannot be continued (its layout is older); "
+            "resume into a new --out instead"
+        )
+    status = str(attrs["status"])
+    if status not in S.FINAL_STATUSES:
+        raise AppendRefused(
+            f"{path}: its status is {status!r}; only a run that ended ({', '.join(S.FINAL_STATUSES)}) "
+            "can be continued"
+        )
+    return from_attrs(attrs), attrs
+
+
+def _same_run(path: Path, f: h5py.File, decl: Declaration, ev: RunStarted) -> None:
+    names = [x.decode() if isinstance(x, bytes) else str(x) for x in f["layers/name"][()]]
+    shapes = [x.decode() if isinstance(x, bytes) else str(x) for x in f["layers/shape"][()]]
+    want = [(x.name, "x".join(str(d) for d in x.shape)) for x in ev.layers]
+    have = list(zip(names, shapes, strict=True))
+    if have != want:
+        diff = next(
+            (
+                f"tensor {i}: {h} in the file, {w} now"
+                for i, (h, w) in enumerate(zip(have, want, strict=False))
+                if h != w
+            ),
+            f"{len(have)} tensors in the file, {len(want)} now",
+        )
+        raise AppendRefused(
+            f"{path}: the model's parameter tensors differ from the run file's ({diff}); a run file holds "
+            "one model: resume with the same model, or into a new --out"
+        )
+    if tuple(ev.probes) != decl.probes:
+        have_p = ", ".join(f"{p.name} (every {p.every})" for p in decl.probes) or "none"
+        want_p = ", ".join(f"{p.name} (every {p.every})" for p in ev.probes) or "none"
+        raise AppendRefused(
+            f"{path}: the run's probes ({want_p}) differ from the run file's ({have_p}); resume with the "
+            "same probes (monitor.every included), or into a new --out"
+        )

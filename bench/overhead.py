@@ -69,7 +69,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
-import h5py
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -77,6 +76,7 @@ import torch.nn.functional as F
 import tuitrain
 from tuitrain.config import RunConfig, load_config, to_toml
 from tuitrain.events import EventBatch, RunFinished, RunStarted, StatusChanged, StepBatch
+from tuitrain.runfile import open_run
 from tuitrain.runfile.writer import RunFileWriter
 from tuitrain.train.data import toy2d_points
 from tuitrain.train.engine import build_optimizer
@@ -246,7 +246,7 @@ class Monitored:
         self.writer: RunFileWriter | None = None
         self.live: QueueSink | None = None
         if not sinks:
-            self.monitor = Monitor(params, layers, [], cfg.monitor, s.device)
+            self.monitor = Monitor.for_model(params, layers, [], cfg.monitor, s.device)
             return
         ctx = mp.get_context("spawn")  # as `tuitrain watch` does; the consumer never shares tensors
         self.q = ctx.Queue(maxsize=64)
@@ -259,7 +259,7 @@ class Monitored:
         self.writer = RunFileWriter(self.path, cfg.monitor.flush_seconds)
         self.live = QueueSink(self.q)
         flops, modules = model_summary(model, s.case.input_shape)
-        self.monitor = Monitor(params, layers, [self.writer, self.live], cfg.monitor, s.device)
+        self.monitor = Monitor.for_model(params, layers, [self.writer, self.live], cfg.monitor, s.device)
         self.monitor.emit(
             RunStarted(  # as engine.train() builds it
                 run_name=f"overhead-{s.case.key}",
@@ -276,6 +276,7 @@ class Monitored:
                 batch_size=s.case.batch,
                 num_classes=s.case.classes,
                 out_path=str(self.path),
+                probes=self.monitor.specs,
                 versions={
                     "tuitrain": tuitrain.__version__,
                     "torch": torch.__version__,
@@ -330,8 +331,8 @@ class Monitored:
         self.q.put(None)
         batches, rows, dropped = self.results.get(timeout=60)
         self.consumer.join(timeout=10)
-        with h5py.File(self.path, "r") as f:
-            file_rows, probe_rows = f["steps/step"].shape[0], f["probes/step"].shape[0]
+        with open_run(self.path) as rf:
+            file_rows, probe_rows = rf.n_steps, rf.n_probe_rows
         expected_probes = len(range(0, m.step, m.cfg.every))
         ok = file_rows == m.step and probe_rows == expected_probes and rows + dropped == m.step
         return (

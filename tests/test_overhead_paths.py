@@ -98,7 +98,9 @@ def test_monitor_step_loop_has_no_host_sync_on_cuda(optim: str) -> None:
         torch.optim.SGD(params, lr=0.1, momentum=0.9) if optim == "sgd" else torch.optim.Adam(params, lr=1e-3)
     )
     rec = Recorder()
-    monitor = Monitor(params, layer_infos(model), [rec], MonitorConfig(every=1, emit_seconds=0.0), device)
+    monitor = Monitor.for_model(
+        params, layer_infos(model), [rec], MonitorConfig(every=1, emit_seconds=0.0), device
+    )
     data = batches(4, "cuda")
 
     def step(i: int) -> None:
@@ -224,7 +226,7 @@ def test_monitor_counts_accuracy_of_uneven_batches_and_flushes_early_for_big_log
     params = list(model.parameters())
     opt = torch.optim.SGD(params, lr=0.1)
     rec = Recorder()
-    monitor = Monitor(
+    monitor = Monitor.for_model(
         params, layer_infos(model), [rec], MonitorConfig(every=2, emit_seconds=1e9), torch.device("cpu")
     )
     monkeypatch.setattr("tuitrain.train.monitor._MAX_PENDING_ELEMS", (32 + 20 + 32) * 3 - 1)
@@ -250,6 +252,7 @@ def test_monitor_counts_accuracy_of_uneven_batches_and_flushes_early_for_big_log
     assert monitor.epoch_sums.tolist() == pytest.approx(
         [
             sum(w[1] * b for w, b in zip(want, sizes, strict=True)),
+            sum(sizes),
             sum(w[0] * b for w, b in zip(want, sizes, strict=True)),
             sum(sizes),
         ]
@@ -382,7 +385,7 @@ def run_monitor(every: int, readback: bool = False, steps: int = 12, lag: int = 
     params = list(model.parameters())
     opt = torch.optim.Adam(params, lr=1e-2)
     rec = Recorder()
-    monitor = Monitor(
+    monitor = Monitor.for_model(
         params, layer_infos(model), [rec], MonitorConfig(every=every, emit_seconds=1e9), torch.device("cpu")
     )
     events: list[FakeEvent] = []
@@ -392,8 +395,14 @@ def run_monitor(every: int, readback: bool = False, steps: int = 12, lag: int = 
             events.append(FakeEvent())
             return events[-1]
 
-        monitor._host = False  # what a CUDA device selects; the rest of the path is the real one
+        # What a CUDA device selects, for the engine's loss and count and for the gradient probe's own
+        # readback; the rest of the path is the real one.
+        monitor._host = False
         monitor.readback = HostReadback(torch.device("cpu"), event_factory=factory)
+        probe = monitor.gradient
+        assert probe is not None
+        probe.host = False
+        probe.readback = HostReadback(torch.device("cpu"), event_factory=factory)
     for i, (x, y) in enumerate(batches(steps)):
         logits = model(x)
         loss = F.cross_entropy(logits, y)
@@ -459,7 +468,7 @@ def test_epoch_means_from_plain_sums() -> None:
     model = small_mlp()
     params = list(model.parameters())
     opt = torch.optim.SGD(params, lr=0.1)
-    monitor = Monitor(params, layer_infos(model), [], MonitorConfig(), torch.device("cpu"))
+    monitor = Monitor.for_model(params, layer_infos(model), [], MonitorConfig(), torch.device("cpu"))
     losses, correct = [], 0
     for x, y in batches(4):
         logits = model(x)
@@ -472,10 +481,10 @@ def test_epoch_means_from_plain_sums() -> None:
         losses.append(loss.item())
         correct += int((logits.argmax(1) == y).sum())
     monitor.flush()
-    assert monitor.epoch_sums.tolist() == pytest.approx([32 * sum(losses), correct, 128])
+    assert monitor.epoch_sums.tolist() == pytest.approx([32 * sum(losses), 128, correct, 128])
     mean_loss, acc = monitor.take_epoch_means()
     assert mean_loss == pytest.approx(np.mean(losses)) and acc == pytest.approx(correct / 128)
-    assert monitor.epoch_sums.tolist() == [0, 0, 0]
+    assert monitor.epoch_sums.tolist() == [0, 0, 0, 0]
 
 
 # ---------------------------------------------------------------------------------------------

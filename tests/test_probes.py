@@ -113,7 +113,7 @@ def test_monitor_batches_every_step_and_probes_every_n() -> None:
     model = tiny()
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     rec = Recorder()
-    mon = Monitor(
+    mon = Monitor.for_model(
         list(model.parameters()),
         layers_of(model),
         [rec],
@@ -139,7 +139,9 @@ def test_monitor_alerts_on_nan() -> None:
     model = tiny()
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     rec = Recorder()
-    mon = Monitor(list(model.parameters()), layers_of(model), [rec], MonitorConfig(), torch.device("cpu"))
+    mon = Monitor.for_model(
+        list(model.parameters()), layers_of(model), [rec], MonitorConfig(), torch.device("cpu")
+    )
     run_steps(mon, model, opt, 2, scale=math.nan)
     mon.flush()  # alerts are checked when the rows are read, at the flush (every monitor.emit_seconds)
     alerts = [e for e in rec.events if isinstance(e, Alert)]
@@ -152,7 +154,7 @@ def test_monitor_alerts_on_vanishing_gradients() -> None:
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     rec = Recorder()
     cfg = MonitorConfig(vanishing=1e3, alert_steps=5)  # every gradient counts as vanishing here
-    mon = Monitor(list(model.parameters()), layers_of(model), [rec], cfg, torch.device("cpu"))
+    mon = Monitor.for_model(list(model.parameters()), layers_of(model), [rec], cfg, torch.device("cpu"))
     run_steps(mon, model, opt, 4)
     mon.flush()
     assert not [e for e in rec.events if isinstance(e, Alert)]

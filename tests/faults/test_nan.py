@@ -411,7 +411,7 @@ def test_monitor_raises_diverged_naming_the_first_bad_step(device: str) -> None:
     params = list(model.parameters())
     opt = torch.optim.SGD(params, lr=1e3)
     rec = Recorder()
-    monitor = Monitor(params, layer_infos(model), [rec], MonitorConfig(emit_seconds=0.0), dev)
+    monitor = Monitor.for_model(params, layer_infos(model), [rec], MonitorConfig(emit_seconds=0.0), dev)
     x, y = torch.randn(256, 2, device=dev), torch.randint(0, 3, (256,), device=dev)
     with pytest.raises(Diverged) as err:
         for _ in range(200):

@@ -70,8 +70,9 @@ class GradientAlerts:
     streak bookkeeping works in preallocated arrays in place.
     """
 
-    def __init__(self, layers: list[LayerInfo], cfg: MonitorConfig) -> None:
+    def __init__(self, layers: list[LayerInfo], cfg: MonitorConfig, every: int | None = None) -> None:
         self.cfg = cfg
+        self.every = cfg.every if every is None else every  # the gradient probe's: steps per probed row
         self.names = [layer.name for layer in layers]
         self.weights = np.array([layer.kind == "weight" for layer in layers], dtype=bool)
         if not self.weights.any():
@@ -86,19 +87,22 @@ class GradientAlerts:
         self.explode_armed = True
         self.nan_epoch = -1
 
-    def check(self, step: int, epoch: int, loss: float, probes: np.ndarray | None) -> list[Alert]:
+    def check(self, step: int, epoch: int, loss: float | None, probes: np.ndarray | None) -> list[Alert]:
+        """The alerts of one step: ``loss`` is None when the step logged none (a user loop), ``probes``
+        the gradient probe's ``(len(PROBE_NAMES), n_layers)`` row, None on a step it did not probe."""
         alerts: list[Alert] = []
         # One sum tells whether every statistic is finite: in float64 it cannot overflow, and the
         # statistics are norms (>= 0), so no Inf - Inf. The exact test names the columns.
         bad_probe = probes is not None and not math.isfinite(float(probes.sum(dtype=np.float64)))
-        if (bad_probe or not math.isfinite(loss)) and self.nan_epoch != epoch:
+        bad_loss = loss is not None and not math.isfinite(loss)
+        if (bad_probe or bad_loss) and self.nan_epoch != epoch:
             self.nan_epoch = epoch  # at most one NaN alert per epoch: the log stays readable
-            where = ""
+            what = [] if loss is None else [f"loss = {loss}"]
             if bad_probe:
                 assert probes is not None
                 cols = np.nonzero(~np.isfinite(probes).all(axis=0))[0]
-                where = f"; non-finite statistics in {len(cols)} tensors, first {self.names[cols[0]]}"
-            alerts.append(Alert(step, "error", "nan", f"NaN/Inf at step {step}: loss = {loss}{where}"))
+                what.append(f"non-finite statistics in {len(cols)} tensors, first {self.names[cols[0]]}")
+            alerts.append(Alert(step, "error", "nan", f"NaN/Inf at step {step}: {'; '.join(what)}"))
         if probes is None:
             return alerts
         cfg = self.cfg
@@ -112,6 +116,32 @@ class GradientAlerts:
             self._check_exploding(step, probes, alerts)
         else:
             self.explode_armed = True
+        return alerts
+
+    def check_block(
+        self,
+        steps: np.ndarray,
+        epochs: np.ndarray,
+        losses: np.ndarray,
+        has_loss: np.ndarray,
+        probe_steps: np.ndarray | None,
+        probes: np.ndarray | None,
+    ) -> list[Alert]:
+        """:meth:`check` for each step of a flushed block, in step order, where it can say something:
+        steps with a gradient-probe row (``probes[k]`` for ``probe_steps[k]``), and steps whose logged
+        loss (``has_loss``) is not finite. One test for the whole block in the healthy case."""
+        logged = losses if has_loss.all() else losses[has_loss]
+        if probes is None or probe_steps is None:
+            probe_steps, probes = np.zeros(0, np.int64), np.zeros((0, len(PROBE_NAMES), len(self.names)))
+        if self.healthy(logged.tolist(), probes):
+            return []
+        by_step = dict(zip(probe_steps.tolist(), range(len(probe_steps)), strict=True))
+        alerts: list[Alert] = []
+        for i, (step, epoch) in enumerate(zip(steps.tolist(), epochs.tolist(), strict=True)):
+            k = by_step.get(step)
+            loss = float(losses[i]) if has_loss[i] else None
+            if k is not None or (loss is not None and not math.isfinite(loss)):
+                alerts += self.check(step, epoch, loss, probes[k] if k is not None else None)
         return alerts
 
     def healthy(self, losses: list[float], probes: np.ndarray) -> bool:
@@ -136,7 +166,7 @@ class GradientAlerts:
         below, streak, stuck = self._below, self.streak, self._stuck
         np.less(probes[_GRAD_MEAN_ABS], cfg.vanishing, out=below)
         below &= self.weights
-        streak += cfg.every
+        streak += self.every
         streak *= below
         self._streaking = bool(np.count_nonzero(streak))
         np.greater_equal(streak, cfg.alert_steps, out=stuck)

@@ -219,7 +219,7 @@ def train(
         generator = torch.Generator(device=device)
         generator.manual_seed(t.seed)
         resumed = restore(cfg, out_path, model, optimizer, scheduler, generator) if t.resume else None
-        monitor = Monitor(
+        monitor = Monitor.for_model(
             params,
             layers,
             sinks if job.is_main else [],
@@ -255,6 +255,7 @@ def train(
                 max_steps=t.max_steps,
                 vanishing=cfg.monitor.vanishing,
                 exploding=cfg.monitor.exploding,
+                probes=monitor.specs,
                 versions={
                     "tuitrain": tuitrain.__version__,
                     "torch": torch.__version__,

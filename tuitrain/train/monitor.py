@@ -1,60 +1,137 @@
 """The monitor: turns steps of any PyTorch loop into tuitrain events for a list of sinks.
 
-It is deliberately independent of :mod:`tuitrain.train.engine`: the engine is one user of it, and a
-user's own training script can be another (attach a Monitor to your model, call ``before_step`` /
-``after_step`` around ``optimizer.step()``). It owns the probe, the device-to-host readback, the
-buffering of step rows into :class:`StepBatch` events every ``monitor.emit_seconds``, and the
-detection of NaN/Inf and of vanishing or exploding gradients.
+Two callers, one bookkeeping. The preset engine calls ``before_step()`` / ``after_step(loss, logits,
+targets, lr, epoch)`` around ``optimizer.step()``; a user's own loop (``tuitrain.init``, the Lightning
+callback) calls ``before_step()`` / ``after_optimizer_step()`` from optimizer hooks and ``log(values,
+epoch)`` to commit a step. It holds a list of probes (:mod:`tuitrain.train.probe_protocol`; none is
+valid), buffers committed steps (:mod:`tuitrain.train.steprows`) and every ``monitor.emit_seconds``
+sends one :class:`StepBatch` with every probe's block, then the alerts its rows raised.
 
-Why it is written the way it is: ``after_step`` runs once per step, and for a tiny model a step takes
-about two milliseconds, so every microsecond here is a visible fraction of it (``bench/overhead.py``).
-Inside a step every library call costs several times what it costs in a tight loop (the step's forward
-and backward have evicted the caches), so on CPU a step does as little as it can: it keeps references
-to the loss, logits and targets and, on a probed step, copies the weights into a slot of the probe.
-Reading the losses, counting correct predictions, the probes' arithmetic and the alert checks happen
-at the flush, ``monitor.emit_seconds`` later, for all waiting steps at once (counting 40 steps' predictions
-in one argmax costs what 8 cost one at a time inside their steps; measured in bench/overhead.py's
-history, docs/performance.md). On CUDA nothing here reads the device:
-the count stays a device tensor and :class:`HostReadback` hands values back a few steps late.
+Why it is written the way it is: a tiny model's step takes about two milliseconds, and inside a step
+every library call costs several times what it costs in a tight loop (cold caches), so a step only
+keeps references (loss, logits and targets, or the logged tensors) and lets the probes copy what they
+need; reading values, counting correct predictions, the probes' arithmetic and the alert checks
+happen at the flush, for all waiting steps at once (``bench/overhead.py``, docs/performance.md). On
+CUDA nothing is read per step: the engine's loss and count come back through :class:`HostReadback`,
+each probe has its own path, and a row waits at the flush until every probe's row for its step came
+back, so a StepBatch carries the probe rows of its own steps.
 
-Divergence (``monitor.on_nan = "stop"``): a non-finite training loss is seen where every loss is seen,
-at the flush, with one ``isfinite`` reduction over the flushed block; nothing is read per step for it.
-So the run stops at the first flush that holds ``nan_patience + 1`` non-finite losses in a row, up to
-``emit_seconds`` of steps after the first of them on CPU (a few steps more on CUDA, whose rows come
-back late; data-parallel runs stop together at the epoch's end); those steps are in the run file too,
-and :class:`Diverged` names the first bad step exactly.
+Divergence (``monitor.on_nan = "stop"``): a non-finite logged loss is seen at the flush, with one
+``isfinite`` reduction over the flushed block. So the run stops at the first flush that holds
+``nan_patience + 1`` non-finite losses in a row, up to ``emit_seconds`` of steps after the first of
+them on CPU (a few steps more on CUDA; data-parallel runs stop together at the epoch's end); those
+steps are in the run file too, and :class:`Diverged` names the first bad step exactly.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
 from tuitrain.config import MonitorConfig
-from tuitrain.events import PROBE_NAMES, Alert, Event, LayerInfo, Sink, StepBatch
+from tuitrain.events import (
+    GRAD,
+    PROBE_AXES,
+    Alert,
+    Event,
+    LayerInfo,
+    ProbeBlock,
+    ProbeSpec,
+    RunStarted,
+    Sink,
+    StepBatch,
+)
 from tuitrain.train.alerts import Diverged, DivergenceGuard, GradientAlerts
-from tuitrain.train.probes import HostReadback, LayerProbe
+from tuitrain.train.probe_protocol import GradientProbe, Probe
+from tuitrain.train.probes import HostReadback
+from tuitrain.train.steprows import (
+    Columns,
+    EngineRow,
+    RowTable,
+    UserRow,
+    concat_blocks,
+    engine_table,
+    kept_logits,
+    split_block,
+    user_table,
+)
 
 __all__ = ["Diverged", "DivergenceGuard", "GradientAlerts", "Monitor"]  # the alert rules live in .alerts
 
-_N_PROBES = len(PROBE_NAMES)
 # CPU rows keep their logits until the flush; past this many elements (16 MB) the flush comes early.
 _MAX_PENDING_ELEMS = 1 << 22
+# Rows waiting for a late probe's rows are sent anyway past this many (a probe that never answers).
+_MAX_HELD_ROWS = 4096
+_NO_PROBES: list = []
+
+
+@dataclass
+class _Slot:
+    """A probe and the Monitor's bookkeeping of it."""
+
+    probe: Probe
+    outstanding: list[int] = field(default_factory=list)  # steps measured, rows not yet collected
+    held: ProbeBlock | None = None  # rows collected for steps not yet sent
 
 
 class Monitor:
     """Per-step bookkeeping between a training loop and its sinks.
 
-    ``reduce`` (data-parallel runs) turns this rank's (loss, correct count) into global ones, and
-    ``world_size`` multiplies the batch size to match; see :meth:`Dist.reduce_step`.
+    ``probes`` may be empty (a loop that never called ``watch``); :meth:`add_probe` adds more until the
+    run is announced. ``device`` is where the engine's loss and logits live (``None``: a user loop,
+    whose logged tensors are read per device at the flush). ``reduce`` (data-parallel runs) turns this
+    rank's (loss, correct count) into global ones, and ``world_size`` multiplies the batch size to
+    match; see :meth:`Dist.reduce_step`. ``announce`` is called once with the scalar names known then,
+    right before the first StepBatch (or at the first forced flush with nothing to send), and before
+    any other event but a :class:`RunStarted`: the caller emits its RunStarted from it.
     """
 
     def __init__(
         self,
+        sinks: list[Sink],
+        cfg: MonitorConfig | None = None,
+        *,
+        probes: Sequence[Probe] = (),
+        device: torch.device | None = None,
+        reduce: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None,
+        world_size: int = 1,
+        announce: Callable[[tuple[str, ...]], None] | None = None,
+    ) -> None:
+        self.cfg = cfg = cfg if cfg is not None else MonitorConfig()
+        self.sinks = sinks
+        self.alerts = GradientAlerts([], cfg)  # NaN losses alert without a gradient probe too
+        self.divergence = DivergenceGuard(cfg.nan_patience) if cfg.on_nan == "stop" else None
+        self.diverged = ""  # the stop message once the loss diverged (on_nan = "stop"); raised after a flush
+        self.step = 0  # steps committed so far; the index of the open step
+        self.announced = False
+        self.readback = HostReadback(device or torch.device("cpu"))  # the engine's loss and count
+        self._host = device is None or device.type == "cpu"  # the engine's values are host memory
+        self._reduce = reduce
+        self._world_size = world_size
+        self._announce = announce
+        self._slots: list[_Slot] = []
+        self._armed: list[_Slot] = _NO_PROBES  # probes whose before_step ran for the open step
+        self._stepped = False  # the open step had its optimizer step (user loop)
+        self._columns = Columns()  # the scalar names: STEP_SCALARS, then a user loop's keys
+        self._rows: list = []  # EngineRow (engine) or UserRow (user loop), oldest first
+        self._pending_elems = 0  # logits elements the CPU rows keep alive
+        self._last_out = -1  # the last step sent
+        self._alerts: list[Alert] = []  # found while resolving rows, sent after them
+        self._sums = [0.0, 0.0, 0.0, 0.0]  # loss x w, w, acc x w, w: epoch means without another pass
+        self._epoch = 0  # the epoch of the last committed step
+        self._last_emit = time.perf_counter()
+        self._last_step_t: float | None = None
+        for probe in probes:
+            self.add_probe(probe)
+
+    @classmethod
+    def for_model(
+        cls,
         params: list[torch.nn.Parameter],
         layers: list[LayerInfo],
         sinks: list[Sink],
@@ -63,74 +140,139 @@ class Monitor:
         *,
         reduce: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None,
         world_size: int = 1,
+    ) -> Monitor:
+        """The engine's monitor: the gradient probe on ``params`` every ``cfg.every`` steps."""
+        probe = GradientProbe(params, layers, every=cfg.every)
+        return cls(sinks, cfg, probes=[probe], device=device, reduce=reduce, world_size=world_size)
+
+    # -- probes -----------------------------------------------------------------------------------
+    def add_probe(
+        self,
+        probe: Probe,
+        model: torch.nn.Module | None = None,
+        optimizer: torch.optim.Optimizer | None = None,
     ) -> None:
-        self.cfg = cfg
-        self.sinks = sinks
-        self.probe = LayerProbe(params)
-        self.readback = HostReadback(device)
-        self.alerts = GradientAlerts(layers, cfg)
-        self.divergence = DivergenceGuard(cfg.nan_patience) if cfg.on_nan == "stop" else None
-        self.diverged = ""  # the stop message once the loss diverged (on_nan = "stop"); raised by after_step
-        self.n_layers = len(layers)
-        self.step = 0  # steps taken so far; the next step's index
-        self._reduce = reduce
-        self._world_size = world_size
-        self._host = device.type == "cpu"  # values are host memory: no readback queue needed
-        # Rows since the last flush. On CPU a row keeps the step's loss tensor and either its (logits,
-        # targets) or, data-parallel, its reduced correct count, all read at the flush; elsewhere rows
-        # hold plain floats. Probe results for `_probe_steps` come from the probe (CPU) or `_probes`.
-        self._rows: list[tuple] = []
-        self._pending_elems = 0  # logits elements the CPU rows keep alive
-        self._probe_steps: list[int] = []
-        self._probes: list[np.ndarray] = []
-        self._alerts: list[Alert] = []  # found while adding rows, sent after them
-        self._sums = [0.0, 0.0, 0]  # loss*n, correct, n: epoch means without another device pass
-        self._last_emit = time.perf_counter()
-        self._last_step_t: float | None = None
+        """Add ``probe`` (attached to ``model`` / ``optimizer`` first when either is given). Only before
+        the run is announced: the run file's layout follows the probes it declares."""
+        if self.announced:
+            raise RuntimeError("probes must be added before the run starts (its first step is sent)")
+        spec = probe.spec
+        if spec.axis not in PROBE_AXES:
+            raise ValueError(f"probe {spec.name!r}: axis {spec.axis!r}; allowed: {', '.join(PROBE_AXES)}")
+        if not spec.name or any(s.probe.spec.name == spec.name for s in self._slots):
+            raise ValueError(f"probe name {spec.name!r} is empty or already taken by another probe")
+        if "/" in spec.name or spec.every < 1:
+            raise ValueError(
+                f"probe {spec.name!r} (every = {spec.every}); allowed: a name without '/', every >= 1"
+            )
+        if model is not None or optimizer is not None:
+            probe.attach(model, optimizer)
+        if spec.name == GRAD:
+            layers = list(getattr(probe, "layers", []))
+            if not layers:
+                raise ValueError("the gradient probe has no parameter tensors: attach it to a model first")
+            self.alerts = GradientAlerts(layers, self.cfg, every=spec.every)
+        self._slots.append(_Slot(probe))
+
+    @property
+    def probes(self) -> list[Probe]:
+        return [s.probe for s in self._slots]
+
+    @property
+    def specs(self) -> list[ProbeSpec]:
+        """What RunStarted.probes declares."""
+        return [s.probe.spec for s in self._slots]
+
+    @property
+    def gradient(self) -> GradientProbe | None:
+        """The gradient probe, if there is one (its ``layers`` are RunStarted.layers)."""
+        for s in self._slots:
+            if s.probe.spec.name == GRAD and isinstance(s.probe, GradientProbe):
+                return s.probe
+        return None
+
+    @property
+    def scalar_names(self) -> tuple[str, ...]:
+        """STEP_SCALARS, then a user loop's keys in first-seen order."""
+        return self._columns.names
+
+    @property
+    def stepped(self) -> bool:
+        """The open step already had its optimizer step: the next before_step() commits it."""
+        return self._stepped
 
     @property
     def epoch_sums(self) -> np.ndarray:
-        """Summed loss*n, correct and n since the last :meth:`take_epoch_means` (rows flushed so far)."""
+        """(loss x weight, weight, acc x weight, weight) since the last :meth:`take_epoch_means`, over
+        the rows flushed so far; the engine's weight is the batch size, so acc x weight is the count
+        of correct predictions."""
         return np.array(self._sums, dtype=np.float64)
 
     # -- events ---------------------------------------------------------------------------------
     def emit(self, event: Event) -> None:
+        if not self.announced:
+            if isinstance(event, RunStarted):
+                self.announced = True
+            else:
+                self._announce_once()
         for sink in self.sinks:
             sink.emit(event)
 
-    # -- the two calls around optimizer.step() ----------------------------------------------------
+    def _announce_once(self) -> None:
+        if not self.announced:
+            self.announced = True
+            if self._announce is not None:
+                self._announce(self._columns.names)
+
+    # -- around optimizer.step() -------------------------------------------------------------------
     def before_step(self) -> None:
-        if self.step % self.cfg.every == 0:
-            self.probe.before_step()
+        """Just before ``optimizer.step()``: the probes whose ``every`` selects the open step measure.
+        A step that already had its optimizer step is committed first (a row of NaN scalars)."""
+        if self._stepped:
+            self._commit(UserRow(self.step, self._epoch, [], math.nan, 0, self._tick()))
+        step = self.step
+        armed = self._armed = [s for s in self._slots if step % s.probe.spec.every == 0]
+        for s in armed:
+            s.probe.before_step(step)
+
+    def after_optimizer_step(self) -> None:
+        """Just after ``optimizer.step()`` of a user loop; the step stays open until :meth:`log`."""
+        self._probes_after(self.step)
+        self._stepped = True
+
+    def _probes_after(self, step: int) -> None:
+        for s in self._armed:
+            s.probe.after_step(step)
+            s.outstanding.append(step)
+        self._armed = _NO_PROBES
 
     def after_step(
         self, loss: torch.Tensor, logits: torch.Tensor, targets: torch.Tensor, lr: float, epoch: int
     ) -> None:
-        """Record one step: its mean ``loss``, the ``logits`` and class ``targets`` its accuracy is
-        counted from, and the learning rate it used. The tensors must not be changed in place later:
-        on CPU they are read at the next flush."""
+        """The engine: record one step, its mean ``loss``, the ``logits`` and class ``targets`` its
+        accuracy is counted from, and the learning rate it used. The tensors must not be changed in
+        place later: on CPU they are read at the next flush."""
         now = time.perf_counter()
         last = self._last_step_t
         step_time = (now - last) if last is not None else math.nan
         self._last_step_t = now
         step = self.step
         self.step = step + 1
-        probed = step % self.cfg.every == 0
+        if self._armed:
+            self._probes_after(step)
         batch_size = targets.numel() * self._world_size
         if self._host:
-            # CPU: nothing is computed or read here. Copies of the probed weights were all the step
-            # needed; the arithmetic, the accuracy count and the reads happen at the flush, ten times a
-            # second, for every waiting step at once.
-            if probed:
-                self.probe.after_step_deferred()
-                self._probe_steps.append(step)
+            # CPU: nothing is computed or read here. What the probes copied was all the step needed;
+            # the arithmetic, the accuracy count and the reads happen at the flush.
             logits = logits.detach()
             if self._reduce is None:
-                self._rows.append((step, epoch, lr, step_time, batch_size, loss.detach(), (logits, targets)))
+                self._rows.append(
+                    EngineRow(step, epoch, lr, step_time, batch_size, loss.detach(), (logits, targets))
+                )
                 self._pending_elems += logits.numel()
             else:
                 loss_all, correct = self._reduce(loss, (logits.argmax(1) == targets).sum())
-                self._rows.append((step, epoch, lr, step_time, batch_size, loss_all, correct))
+                self._rows.append(EngineRow(step, epoch, lr, step_time, batch_size, loss_all, correct))
             if now - self._last_emit >= self.cfg.emit_seconds or self._pending_elems > _MAX_PENDING_ELEMS:
                 self.flush()
                 self._raise_if_diverged()
@@ -138,14 +280,45 @@ class Monitor:
         correct = (logits.detach().argmax(1) == targets).sum()  # stays on the device: no sync
         if self._reduce is not None:
             loss, correct = self._reduce(loss, correct)
-        parts = [loss.detach().reshape(1).float(), correct.detach().reshape(1).float()]
-        if probed:
-            parts.append(self.probe.after_step().reshape(-1))
-        self.readback.push((step, epoch, lr, step_time, batch_size, probed), torch.cat(parts))
-        self._collect(self.readback.pop_ready())
+        vec = torch.cat([loss.detach().reshape(1).float(), correct.detach().reshape(1).float()])
+        self.readback.push((step, epoch, lr, step_time, batch_size), vec)
+        self._read_back(self.readback.pop_ready())
         if now - self._last_emit >= self.cfg.emit_seconds:
             self.flush()
             self._raise_if_diverged()
+
+    # -- a user loop's step ------------------------------------------------------------------------
+    def log(
+        self,
+        values: Mapping[str, torch.Tensor | float],
+        epoch: int,
+        *,
+        lr: float = math.nan,
+        n_samples: int = 0,
+    ) -> None:
+        """Commit the open step with ``values``: Python numbers or one-element tensors on any device,
+        kept as references and read at the flush (do not change them in place). ``loss`` / ``acc`` /
+        ``lr`` fill the standard columns (so does ``lr=``); other keys become columns of their own, in
+        first-seen order. ``n_samples`` gives samples/s. Raises :class:`Diverged` after a flush that
+        found the loss diverged (``monitor.on_nan = "stop"``)."""
+        pairs = self._columns.pairs(values)
+        self._commit(UserRow(self.step, int(epoch), pairs, float(lr), int(n_samples), self._tick()))
+        if time.perf_counter() - self._last_emit >= self.cfg.emit_seconds:
+            self.flush()
+            self._raise_if_diverged()
+
+    def _tick(self) -> float:
+        now = time.perf_counter()
+        last, self._last_step_t = self._last_step_t, now
+        return (now - last) if last is not None else math.nan
+
+    def _commit(self, row: UserRow) -> None:
+        if self._armed:  # before_step() without an optimizer step after it: nothing was measured
+            self._armed = _NO_PROBES
+        self._rows.append(row)
+        self._epoch = row.epoch
+        self.step = row.step + 1
+        self._stepped = False
 
     def _raise_if_diverged(self, at_epoch_end: bool = False) -> None:
         # Data-parallel, every rank sees the same reduced losses but flushes on its own clock: the ranks
@@ -159,84 +332,82 @@ class Monitor:
         self._last_step_t = None
 
     # -- host side --------------------------------------------------------------------------------
-    def _collect(self, ready: list[tuple[tuple, np.ndarray]]) -> None:
-        """Rows read back from the device (CUDA, MPS): plain floats, checked for alerts at once."""
-        for (step, epoch, lr, step_time, batch_size, probed), vec in ready:
-            probes = vec[2:].reshape(_N_PROBES, self.n_layers) if probed else None
-            loss, correct = float(vec[0]), float(vec[1])
-            self._rows.append((step, epoch, lr, step_time, batch_size, loss, correct))
-            if probes is not None:
-                self._probe_steps.append(step)
-                self._probes.append(probes)
-            if probes is not None or not math.isfinite(loss):  # without probes only a bad loss alerts
-                self._alerts += self.alerts.check(step, epoch, loss, probes)
+    def _read_back(self, ready: list[tuple[tuple, np.ndarray]]) -> None:
+        """The engine's rows read back from the device (CUDA, MPS): plain floats."""
+        for (step, epoch, lr, step_time, batch_size), vec in ready:
+            self._rows.append(EngineRow(step, epoch, lr, step_time, batch_size, float(vec[0]), float(vec[1])))
 
-    def _resolve_host_rows(self, rows: list[tuple]) -> tuple[list[tuple], np.ndarray]:
-        """CPU rows with their tensors read: the accuracy counts in one argmax over the stacked logits
-        (per step when batch shapes differ), the probes in one pass. Then the alert checks, in step
-        order, now that the values are known: one test for the whole block in the healthy case."""
-        losses = [r[5].item() for r in rows]
-        counted = [r[6] for r in rows]
-        if isinstance(counted[0], tuple):  # single process: (logits, targets) of every step
-            counts = _count_correct([c[0] for c in counted], [c[1] for c in counted])
-        else:  # data-parallel: reduced counts
-            counts = [c.item() for c in counted]
-        probes = self.probe.collect()
-        assert len(probes) == len(self._probe_steps), "probed steps and probe results out of step"
-        out = [
-            (r[0], r[1], loss, count, r[2], r[3], r[4])
-            for r, loss, count in zip(rows, losses, counts, strict=True)
-        ]
-        if not self.alerts.healthy(losses, probes):
-            by_step = dict(zip(self._probe_steps, range(len(probes)), strict=True))
-            for step, epoch, loss, *_ in out:
-                k = by_step.get(step)
-                if k is not None or not math.isfinite(loss):
-                    self._alerts += self.alerts.check(step, epoch, loss, probes[k] if k is not None else None)
-        return out, probes
+    def _take_rows(self, force: bool) -> list:
+        """The rows to send now: all of them, but those a probe has not yet returned rows for."""
+        rows = self._rows
+        waiting = [s.outstanding[0] for s in self._slots if s.outstanding]
+        if force or not waiting or not rows or len(rows) > _MAX_HELD_ROWS:
+            self._rows = []
+            return rows
+        frontier = min(waiting)
+        k = len(rows)
+        while k and rows[k - 1].step >= frontier:
+            k -= 1
+        self._rows = rows[k:]
+        return rows[:k]
 
     def flush(self, force: bool = False) -> None:
-        """Send buffered rows as one StepBatch, then any alerts they raised. ``force`` waits for rows
-        still on the device."""
-        if force and not self._host:
-            self._collect(self.readback.pop_ready(force=True))
+        """Send the committed rows as one StepBatch with every probe's block, then any alerts they
+        raised. ``force`` waits for values still on the device and commits an open step that had its
+        optimizer step."""
+        if force and self._stepped:
+            self._commit(UserRow(self.step, self._epoch, [], math.nan, 0, self._tick()))
+        if not self._host:
+            self._read_back(self.readback.pop_ready(force=force))
+        # Collect first: a probe's outstanding steps decide which rows wait for it.
+        collected = [(s, s.probe.collect(force)) for s in self._slots]
+        for s, got in collected:
+            del s.outstanding[: len(got)]
+            s.held = got if s.held is None else concat_blocks(s.held, got)
         self._last_emit = time.perf_counter()
-        if not self._rows:
+        rows = self._take_rows(force)
+        table: RowTable | None = None
+        if rows:
+            n = len(self._columns.names)
+            table = engine_table(rows, n) if isinstance(rows[0], EngineRow) else user_table(rows, n)
+            self._last_out = int(table.steps[-1])
+            self._pending_elems = kept_logits(self._rows)
+        blocks = self._split_held()
+        if table is None and not any(len(b) for b in blocks.values()):
+            if force:
+                self._announce_once()
             self._send_alerts()
             return
-        rows, probe_steps = self._rows, self._probe_steps
-        if self._host:
-            resolved, probes = self._resolve_host_rows(rows)
-            self._pending_elems = 0
-        else:
-            resolved = [(r[0], r[1], r[5], r[6], r[2], r[3], r[4]) for r in rows]
-            probes = (
-                np.stack(self._probes)
-                if self._probes
-                else np.zeros((0, _N_PROBES, self.n_layers), dtype=np.float32)
-            )
-        self._rows, self._probe_steps, self._probes = [], [], []
-        # step, epoch, loss, correct, lr, step time, batch size; exact in float64 below 2**53
-        table = np.array(resolved, dtype=np.float64)
-        loss, correct, lr, step_time, batch = table[:, 2], table[:, 3], table[:, 4], table[:, 5], table[:, 6]
-        if self.divergence is not None and not self.diverged:
-            self.diverged = self.divergence.observe(table[:, 0], loss)
-        sums = self._sums
-        sums[0] += float(np.dot(loss, batch))
-        sums[1] += float(correct.sum())
-        sums[2] += int(batch.sum())
-        with np.errstate(divide="ignore", invalid="ignore"):
-            sps = np.where(step_time > 0, batch / step_time, np.nan)
-        self.emit(
-            StepBatch.with_grad(
-                steps=table[:, 0].astype(np.int64),
-                epochs=table[:, 1].astype(np.int32),
-                scalars=np.column_stack([loss, correct / batch, lr, sps, step_time]),  # STEP_SCALARS order
-                probe_steps=np.array(probe_steps, dtype=np.int64),
-                probes=probes.astype(np.float32, copy=False),
-            )
-        )
+        if table is not None:
+            self._check(table, blocks.get(GRAD))
+        self._announce_once()
+        if table is None:
+            table = RowTable.empty(len(self._columns.names))
+        self.emit(StepBatch(table.steps, table.epochs, table.scalars, self._columns.names, blocks))
         self._send_alerts()
+
+    def _split_held(self) -> dict[str, ProbeBlock]:
+        """Every probe's rows for the steps sent so far; rows for later steps stay held."""
+        out: dict[str, ProbeBlock] = {}
+        for s in self._slots:
+            assert s.held is not None
+            out[s.probe.spec.name], s.held = split_block(s.held, self._last_out)
+        return out
+
+    def _check(self, table: RowTable, grad: ProbeBlock | None) -> None:
+        """Divergence, alerts and the epoch sums of rows just resolved."""
+        losses, has_loss = table.losses, table.has_loss
+        if self.divergence is not None and not self.diverged:
+            every = has_loss.all()
+            self.diverged = self.divergence.observe(
+                table.steps if every else table.steps[has_loss], losses if every else losses[has_loss]
+            )
+        steps = grad.steps if grad is not None else None
+        values = grad.values if grad is not None else None
+        self._alerts += self.alerts.check_block(table.steps, table.epochs, losses, has_loss, steps, values)
+        s = self._sums
+        for j, v in enumerate(table.sums):
+            s[j] += v
 
     def _send_alerts(self) -> None:
         alerts, self._alerts = self._alerts, []
@@ -244,23 +415,11 @@ class Monitor:
             self.emit(alert)
 
     def take_epoch_means(self) -> tuple[float, float]:
-        """Mean train loss and accuracy since the last call, weighted by batch size. Raises
-        :class:`Diverged` when the rows it flushed made the loss diverge (``on_nan = "stop"``)."""
+        """Mean train loss and accuracy since the last call (weighted by batch size, or by a user
+        loop's ``n_samples``, else one per logged step). Raises :class:`Diverged` when the rows it
+        flushed made the loss diverge (``on_nan = "stop"``)."""
         self.flush(force=True)
         self._raise_if_diverged(at_epoch_end=True)
-        loss_sum, correct, n = self._sums
-        self._sums = [0.0, 0.0, 0]
-        return (loss_sum / n, correct / n) if n else (math.nan, math.nan)
-
-
-def _count_correct(logits: list[torch.Tensor], targets: list[torch.Tensor]) -> list[int]:
-    """Correct predictions per step (argmax, the first of equal maxima, as ``Tensor.argmax``).
-
-    All steps at once: one concatenation each of logits and targets, one numpy argmax over the rows
-    (several times faster than torch's on CPU for the few classes of small models) and one segment
-    sum per step, whatever the batch sizes."""
-    if logits[0].dtype != torch.float32 or logits[0].device.type != "cpu" or logits[0].dim() != 2:
-        return [int((t.argmax(-1) == y).sum()) for t, y in zip(logits, targets, strict=True)]
-    hit = torch.cat(logits).numpy().argmax(1) == torch.cat(targets).numpy()
-    starts = np.cumsum([0] + [len(t) for t in targets[:-1]])
-    return np.add.reduceat(hit, starts).tolist()
+        ln, lw, an, aw = self._sums
+        self._sums = [0.0, 0.0, 0.0, 0.0]
+        return (ln / lw if lw else math.nan, an / aw if aw else math.nan)

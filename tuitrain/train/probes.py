@@ -198,7 +198,10 @@ class LayerProbe:
         float32 array (zero steps when nothing waits)."""
         parts, self._done = self._done, []
         if self.flat and self._slot:
+            armed = self._slot  # the slot a before_step() without its after_step() yet copied into
             parts.append(self._reduce_slots())
+            if self._armed:  # called between the two: that step's grads and W_t move to slot 0
+                self._buf[0, :2] = self._buf[armed, :2]
         if not parts:
             return np.zeros((0, _N_PROBES, self.n_layers), dtype=np.float32)
         return parts[0] if len(parts) == 1 else np.concatenate(parts)

@@ -33,6 +33,7 @@ from tuitrain.events import (
     EpochEnd,
     Event,
     EventBatch,
+    ProbeBlock,
     RunFinished,
     RunStarted,
     StatusChanged,
@@ -114,15 +115,10 @@ class ConsoleSink:
         )
 
     def _start(self, e: RunStarted) -> None:
-        self.started = e
+        self.started, self.last_epoch, self.test = e, None, None
+        self._loss_ema, self._epoch_start = math.nan, 0
         c = self.console
-        for line in (
-            f"[bold]{escape(e.run_name)}[/]: {escape(e.model_name)}, {fmt_count(e.params)} params, "
-            f"{fmt_count(e.flops)} FLOPs/sample",
-            f"{escape(e.dataset)} ({e.num_classes} classes), device {escape(e.device)}, batch {e.batch_size}",
-            f"{e.epochs} epochs x {e.steps_per_epoch} steps"
-            + (f", capped at {e.max_steps} steps" if e.max_steps else ""),
-        ):
+        for line in start_lines(e):
             c.print(line, highlight=False, soft_wrap=True)
         if e.out_path:
             c.print(f"run file {escape(str(e.out_path))}", highlight=False, soft_wrap=True)
@@ -138,9 +134,9 @@ class ConsoleSink:
             refresh_per_second=4,
         )
         self.progress.start()
-        self._epoch_task = self.progress.add_task("epoch", total=e.epochs, info="")
-        steps = min(e.steps_per_epoch, e.total_steps)
-        self._step_task = self.progress.add_task("step", total=steps, info="")
+        self._epoch_task = self.progress.add_task("epoch", total=e.epochs or None, info="")  # None: ?
+        steps = min(e.steps_per_epoch, e.total_steps) if e.epochs else e.steps_per_epoch
+        self._step_task = self.progress.add_task("step", total=steps or None, info="")
 
     def _steps(self, b: StepBatch) -> None:
         assert self.progress is not None and self.started is not None
@@ -154,22 +150,35 @@ class ConsoleSink:
             if math.isfinite(last)
             else f"[bold red]{'nan' if last != last else 'inf'}[/]"
         )
+        own = self.started.source != "preset"
+        info = [f"loss {shown}"] if not (own and np.isnan(losses).all()) else []
+        acc = b.scalar("acc")
+        if own and np.isfinite(acc).any():  # a loop's own accuracy, when it logs one
+            info.append(f"acc {float(acc[np.isfinite(acc)][-1]):.2%}")
         sps = b.scalar("samples_per_s")
-        sps = float(np.nanmedian(sps)) if np.isfinite(sps).any() else math.nan
-        done = int(b.steps[-1]) + 1 - int(b.epochs[-1]) * self.started.steps_per_epoch
-        self.progress.update(self._step_task, completed=done, info=f"loss {shown}  {sps:,.0f} samples/s")
+        if np.isfinite(sps).any():  # a user loop measures it only when it gave its batch size
+            info.append(f"{float(np.nanmedian(sps)):,.0f} samples/s")
+        spe = self.started.steps_per_epoch
+        # the steps of this epoch: from the epoch's index when the epoch's length is known, else
+        # counted from the step the last epoch ended at
+        done = int(b.steps[-1]) + 1 - (int(b.epochs[-1]) * spe if spe else self._epoch_start)
+        self.progress.update(self._step_task, completed=done, info="  ".join(info))
 
     def _epoch(self, e: EpochEnd) -> None:
         self.last_epoch = e
         assert self.started is not None
-        self._print(epoch_line(e, self.started.epochs, self._width()))
+        own = self.started.source != "preset"
+        self._print(epoch_line(e, self.started.epochs, self._width(), own=own))
+        self._epoch_start = e.step
         if self.progress is not None:
             self.progress.update(self._epoch_task, completed=e.epoch + 1)
-            left = self.started.total_steps - e.step  # e.step: steps taken so far
-            if e.epoch + 1 >= self.started.epochs or left <= 0:  # no next epoch: no empty step bar
+            spe, total = self.started.steps_per_epoch, self.started.total_steps
+            left = total - e.step if total else spe or 1  # e.step: steps taken so far
+            last = self.started.epochs and e.epoch + 1 >= self.started.epochs
+            if last or left <= 0:  # no next epoch: no empty step bar
                 self.progress.update(self._step_task, visible=False)
             else:
-                self.progress.reset(self._step_task, total=min(self.started.steps_per_epoch, left))
+                self.progress.reset(self._step_task, total=min(spe, left) if spe else None)
 
     def _width(self) -> int:
         return (self.progress.console if self.progress else self.console).width
@@ -181,24 +190,14 @@ class ConsoleSink:
         c = self.console
         if self.started is None and is_bad_input(f.error):
             return  # the command says it once, as bad input (exit 2)
-        if self.last_epoch is not None:
-            e = self.last_epoch
-            c.print(
-                final_table(
-                    [
-                        {
-                            "run": self.started.run_name,
-                            "train_loss": e.train_loss,
-                            "val_loss": e.val_loss,
-                            "train_acc": e.train_acc,
-                            "val_acc": e.val_acc,
-                            "test_loss": self.test.loss if self.test else None,
-                            "test_acc": self.test.acc if self.test else None,
-                            "params": self.started.params,
-                        }
-                    ]
-                )
-            )
+        if self.started is not None and (self.last_epoch is not None or self.test is not None):
+            c.print(final_table([final_row(self.started, self.last_epoch, self.test)]))
+            extra = {
+                **(self.last_epoch.metrics if self.last_epoch else {}),
+                **(self.test.metrics if self.test else {}),
+            }
+            if extra:  # a user loop's own metrics: after the standard table, one line
+                c.print(_metrics_text(extra), highlight=False, soft_wrap=True)
         style = {"completed": "green", "stopped": "yellow", "failed": "bold red"}.get(f.status, "")
         c.print(f"run [{style}]{f.status}[/] after {f.step} steps", highlight=False)
         if f.error:
@@ -214,10 +213,67 @@ class ConsoleSink:
             self.progress = None
 
 
-def epoch_line(e: EpochEnd, epochs: int, width: int = 80) -> str:
+def start_lines(e: RunStarted) -> list[str]:
+    """The lines that open a headless run: what it trains, on what, for how long. What a user's loop
+    did not say (0 or "": unknown) is left out rather than printed as 0."""
+    model = ", ".join(
+        [escape(e.model_name)]
+        + ([f"{fmt_count(e.params)} params"] if e.params or e.source == "preset" else [])
+        + ([f"{fmt_count(e.flops)} FLOPs/sample"] if e.flops or e.source == "preset" else [])
+    )
+    lines = [f"[bold]{escape(e.run_name)}[/]: {model}"]
+    if e.source == "preset":
+        lines.append(
+            f"{escape(e.dataset)} ({e.num_classes} classes), device {escape(e.device)}, batch {e.batch_size}"
+        )
+        lines.append(f"{e.epochs} epochs x {e.steps_per_epoch} steps")
+    else:
+        classes = f"{e.num_classes} classes" if e.num_classes else ""
+        data = f"{escape(e.dataset)} ({classes})" if e.dataset and classes else escape(e.dataset) or classes
+        parts = [data] if data else []
+        parts += [f"device {escape(e.device)}"] if e.device else []
+        parts += [f"batch {e.batch_size}"] if e.batch_size else []
+        lines += [", ".join(parts)] if parts else []
+        if e.epochs and e.steps_per_epoch:
+            lines.append(f"{e.epochs} epochs x {e.steps_per_epoch} steps")
+        elif e.epochs or e.steps_per_epoch:
+            lines.append(f"{e.epochs} epochs" if e.epochs else f"{e.steps_per_epoch} steps per epoch")
+    if e.max_steps:
+        lines[-1] += f", capped at {e.max_steps} steps"
+    return lines
+
+
+def final_row(started: RunStarted, e: EpochEnd | None, test: TestResult | None) -> dict[str, Any]:
+    """The final table's row of a run. A user loop's NaN means "not logged" and shows as missing; a
+    preset's NaN is a diverged result and shows as such."""
+    own = started.source != "preset"
+
+    def v(x: float | None) -> float | None:
+        return None if x is None or (own and math.isnan(x)) else x
+
+    return {
+        "run": started.run_name,
+        "train_loss": v(e.train_loss) if e else None,
+        "val_loss": v(e.val_loss) if e else None,
+        "train_acc": v(e.train_acc) if e else None,
+        "val_acc": v(e.val_acc) if e else None,
+        "test_loss": v(test.loss) if test else None,
+        "test_acc": v(test.acc) if test else None,
+        "params": started.params or None,
+    }
+
+
+def _metrics_text(metrics: dict[str, float]) -> str:
+    return "  ".join(f"{escape(k)} {v:.4g}" for k, v in metrics.items())
+
+
+def epoch_line(e: EpochEnd, epochs: int, width: int = 80, own: bool = False) -> str:
     """The headless line of one epoch, in words when that fits ``width``, else in a compact form that
     fits 80 columns even at ``epoch 100/100`` with accuracies of 100%: never wrapped, so the epoch,
-    its numbers and its time stay on one line (tests/faults/test_first_contact.py)."""
+    its numbers and its time stay on one line (tests/faults/test_first_contact.py). ``own``: a user
+    loop's epoch, which shows what it logged (its own keys too) and leaves out what it did not."""
+    if own:
+        return _own_epoch_line(e, epochs)
     head = f"epoch {e.epoch + 1}/{epochs}"
     tail = f"lr {e.lr:.2e}  {e.seconds:.1f} s"
     words = (
@@ -227,6 +283,24 @@ def epoch_line(e: EpochEnd, epochs: int, width: int = 80) -> str:
     if len(words) <= width:
         return words
     return f"{head}  train {_loss(e.train_loss)} {e.train_acc:.2%}  val {_loss(e.val_loss)} {e.val_acc:.2%}  {tail}"
+
+
+def _own_epoch_line(e: EpochEnd, epochs: int) -> str:
+    """A user loop's epoch: ``epoch 2/3  train loss 0.93 acc 58.00%  val loss ...  val_error 0.42``, each
+    part only when logged (finite), its own keys last."""
+    parts = [f"epoch {e.epoch + 1}" + (f"/{epochs}" if epochs else "")]
+    for split, loss, acc in (("train", e.train_loss, e.train_acc), ("val", e.val_loss, e.val_acc)):
+        got = [f"loss {_loss(loss)}"] if not math.isnan(loss) else []
+        got += [f"acc {acc:.2%}"] if not math.isnan(acc) else []
+        if got:
+            parts.append(f"{split} {' '.join(got)}")
+    if e.metrics:
+        parts.append(_metrics_text(e.metrics))
+    if not math.isnan(e.lr):
+        parts.append(f"lr {e.lr:.2e}")
+    if not math.isnan(e.seconds):
+        parts.append(f"{e.seconds:.1f} s")
+    return "  ".join(parts)
 
 
 def _loss(v: float) -> str:
@@ -276,24 +350,46 @@ class QueueSink:
 
 
 def _merge(a: StepBatch, b: StepBatch) -> StepBatch:
-    return StepBatch.with_grad(
-        steps=np.concatenate([a.steps, b.steps]),
-        epochs=np.concatenate([a.epochs, b.epochs]),
-        scalars=np.concatenate([a.scalars, b.scalars]),
-        probe_steps=np.concatenate([a.probe_steps, b.probe_steps]),
-        probes=np.concatenate([a.probes, b.probes]),
-        time=b.time,
+    """``a`` then ``b`` as one batch: the union of their scalar names (``a``'s order, then ``b``'s new
+    ones; NaN where a batch lacks a column) and of their probe blocks."""
+    if a.scalar_names == b.scalar_names:
+        names, scalars = a.scalar_names, np.concatenate([a.scalars, b.scalars])
+    else:
+        names = a.scalar_names + tuple(n for n in b.scalar_names if n not in a.scalar_names)
+        scalars = np.full((len(a) + len(b), len(names)), np.nan)
+        scalars[: len(a), : len(a.scalar_names)] = a.scalars
+        scalars[len(a) :, [names.index(n) for n in b.scalar_names]] = b.scalars
+    blocks = dict(a.blocks)
+    for name, blk in b.blocks.items():
+        old = blocks.get(name)
+        if old is not None and len(old) and len(blk):
+            blk = ProbeBlock(
+                name, np.concatenate([old.steps, blk.steps]), np.concatenate([old.values, blk.values])
+            )
+        elif old is not None and len(old):
+            blk = old
+        blocks[name] = blk
+    return StepBatch(
+        np.concatenate([a.steps, b.steps]),
+        np.concatenate([a.epochs, b.epochs]),
+        scalars,
+        names,
+        blocks,
+        b.time,
     )
 
 
 def _thin(b: StepBatch, max_rows: int, sink: QueueSink) -> StepBatch:
+    """Every other row of ``b`` (and the newest), with the probe rows of the steps kept."""
     if len(b) <= max_rows:
         return b
     keep = np.zeros(len(b), dtype=bool)
     keep[::2] = True
     keep[-1] = True  # the newest row always survives: the UI shows "latest"
-    pkeep = np.isin(b.probe_steps, b.steps[keep])
+    kept = b.steps[keep]
     sink.dropped += int((~keep).sum())
-    return StepBatch.with_grad(
-        b.steps[keep], b.epochs[keep], b.scalars[keep], b.probe_steps[pkeep], b.probes[pkeep], b.time
-    )
+    blocks = {}
+    for name, blk in b.blocks.items():
+        pkeep = np.isin(blk.steps, kept)
+        blocks[name] = ProbeBlock(name, blk.steps[pkeep], blk.values[pkeep])
+    return StepBatch(b.steps[keep], b.epochs[keep], b.scalars[keep], b.scalar_names, blocks, b.time)

@@ -88,7 +88,7 @@ KEYS: tuple[Key, ...] = (
         footer=True,
     ),
     Key("b", "view('toggle_bias')", "Bias/norm", "hide / show bias and norm tensors", "Views"),
-    Key("a", "view('toggle_metric')", "Loss/acc", "chart: loss / accuracy", "Chart", footer=True),
+    Key("a", "view('toggle_metric')", "Loss/acc", "chart: loss, acc, own keys", "Chart", footer=True),
     Key("l", "view('toggle_log')", "Log y", "chart: log y axis", "Chart"),
     Key("full_stop", "view('smoother', 1)", "Smooth+", "chart: more smoothing", "Chart", display="."),
     Key("comma", "view('smoother', -1)", "Smooth-", "chart: less smoothing", "Chart", display=","),

@@ -17,40 +17,29 @@ user's loop gets the engine's fused per-tensor probes, its batched reads and its
 from __future__ import annotations
 
 import math
-import platform
 import time
 import warnings
 from collections.abc import Mapping
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
-import tuitrain
 from tuitrain.api import exits
+from tuitrain.api.described import device_label, test_result, versions
 from tuitrain.api.values import check_key, check_value, to_float
 from tuitrain.config import MonitorConfig
 from tuitrain.events import (
-    GRAD_PROBE,
     Alert,
     EpochEnd,
     RunFinished,
     RunStarted,
     Sink,
     StatusChanged,
-    TestResult,
 )
 from tuitrain.hosted import Control, StopRun
 
 POLL_SECONDS = 0.05  # how often run.log asks the host's control for pause / stop, at most
-
-
-def device_label(device: torch.device) -> str:
-    if device.type == "cuda":
-        return f"cuda ({torch.cuda.get_device_name(device)})"
-    return str(device)
 
 
 class Run:
@@ -166,7 +155,6 @@ class Run:
             monitor = self._ensure_monitor()
             self._probe = GradientProbe(params, layers, every=every)
             self._layers = layers
-            self._probe_every = every
             monitor.add_probe(self._probe)
             if optimizer is not None:
                 self._optimizer = optimizer
@@ -211,6 +199,10 @@ class Run:
         :class:`~tuitrain.hosted.StopRun`."""
         if self._finished:
             raise RuntimeError(f"run.log: the run {self.name!r} has finished; tuitrain.init a new one.")
+        if not isinstance(values, (dict, Mapping)):
+            raise TypeError(
+                f"run.log takes a dict of scalars, e.g. {{'loss': loss}}; got a {type(values).__name__}."
+            )
         seen = self._seen
         for key, value in values.items():
             if key not in seen:
@@ -353,7 +345,7 @@ class Run:
                     self._commit({})
                 monitor.flush(force=True)  # announces the run if nothing was sent yet
                 if self._test:
-                    monitor.emit(_test_result(self._test))
+                    monitor.emit(test_result(self._test))
             except Exception as e:  # noqa: BLE001 - the run still ends, and says why
                 if status != "failed":
                     status, error, traceback = exits.outcome(e)
@@ -388,7 +380,6 @@ class Run:
         """The monitor's first batch is about to go: the run file needs RunStarted first."""
         self._announced = True
         epochs, steps_per_epoch, batch_size, num_classes = self._shape
-        probes = [replace(GRAD_PROBE, every=self._probe_every)] if self._probe is not None else []
         monitor = self._monitor
         monitor.emit(
             RunStarted(
@@ -403,23 +394,11 @@ class Run:
                 batch_size=batch_size,
                 num_classes=num_classes,
                 out_path=str(self._path),
-                versions={
-                    "tuitrain": tuitrain.__version__,
-                    "torch": torch.__version__,
-                    "python": platform.python_version(),
-                    "numpy": np.__version__,
-                },
-                probes=probes,
+                versions=versions(),
+                probes=list(monitor.specs),  # the gradient probe with its `every`, or none
                 step_scalars=tuple(step_scalars),
                 source=self._source,
                 config_json=self._config_json,
             )
         )
         monitor.emit(StatusChanged("running", 0))
-
-
-def _test_result(metrics: dict[str, float]) -> TestResult:
-    rest = dict(metrics)
-    loss = rest.pop("test_loss", rest.pop("loss", math.nan))
-    acc = rest.pop("test_acc", rest.pop("acc", math.nan))
-    return TestResult(loss=loss, acc=acc, metrics=rest)

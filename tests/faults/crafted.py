@@ -17,7 +17,7 @@ import numpy as np
 from tuitrain.runfile import schema as S
 from tuitrain.runfile.opening import REQUIRED
 
-JSON_ATTRS = ("versions", "module_summary")
+JSON_ATTRS = ("versions", "module_summary", "probes", "step_scalars")
 
 
 @dataclass(frozen=True)
@@ -173,6 +173,35 @@ def _mutations(base: h5py.File) -> list[tuple[str, str, bool, Callable[[h5py.Fil
         del f["steps/loss"]
         f.create_virtual_dataset("steps/loss", layout)
 
+    # -- what the file declares (schema 2): required; anything undeclared is ignored, never followed ----
+    add("attr probes: a probe without quantities", "probes")(
+        lambda f, d: f.attrs.__setitem__(
+            "probes", json.dumps([{"name": "grad", "axis": "tensor", "quantities": []}])
+        )
+    )
+    add("attr probes: an unknown axis", "probes")(
+        lambda f, d: f.attrs.__setitem__("probes", f.attrs["probes"].replace('"tensor"', '"galaxy"'))
+    )
+    add("attr step_scalars: a reserved name", "step_scalars")(
+        lambda f, d: f.attrs.__setitem__("step_scalars", json.dumps(["loss", "time"]))
+    )
+    add("attr step_scalars: declares a column the file lacks", "/steps/tokens")(
+        lambda f, d: f.attrs.__setitem__(
+            "step_scalars", json.dumps([*json.loads(f.attrs["step_scalars"]), "tokens"])
+        )
+    )
+    add("attr config_json: a JSON list", "config_json")(
+        lambda f, d: f.attrs.__setitem__("config_json", "[1]")
+    )
+    add("an undeclared probe group and dataset", "", refused=False)(
+        lambda f, d: (
+            f.create_dataset("probes/other/x", data=np.zeros((2, 2))),
+            f.create_dataset("steps/extra", data=[1]),
+        )
+    )
+    add("an undeclared dataset that is an external link", "", refused=False)(
+        lambda f, d: f.__setitem__("steps/elsewhere", h5py.ExternalLink(str(other_file(d)), "/loss"))
+    )
     add("/steps/loss: an external link", "/steps/loss")(ext_dataset)
     add("/steps: an external link", "/steps")(ext_group)
     add("/steps/loss: a soft link", "/steps/loss")(soft)

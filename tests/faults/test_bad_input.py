@@ -262,7 +262,7 @@ def test_crafted_files_in_real_subprocesses(crafted: list[Case]) -> None:
         "attr module_summary: invalid JSON",
         "attr started_at = 1e+300",
         "attr writer_pid: wrong type",
-        "/probes/grad_norm: wrong dtype",
+        "/probes/grad/grad_norm: wrong dtype",
         "/steps/acc: one row short",
     )
     by_label = {c.label: c for c in crafted}
@@ -311,7 +311,7 @@ def test_benign_crafted_files_in_the_real_replay_app(crafted: list[Case], real_r
         if c.label
         in (
             "/steps/loss: one row short",
-            "/probes/grad_norm: one row short",
+            "/probes/grad/grad_norm: one row short",
             "attr ended_at = nan (a run still going)",
         )
     ]

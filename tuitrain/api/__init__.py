@@ -54,7 +54,8 @@ def init(
     ``source``: who calls (``"lightning"`` for tuitrain's callback).
 
     Under ``tuitrain watch script.py`` / ``run script.py --no-ui`` the command's ``--out`` and
-    ``--overwrite`` win for the script's first run, and its dashboard or console joins the sinks. On a
+    ``--overwrite`` win for the script's first run (a later run keeps its own ``out``; the command's
+    ``--overwrite`` counts for it too), and its dashboard or console joins the sinks. On a
     data-parallel rank other than 0 the run does nothing at all.
     """
     cfg_json = config_json(config)  # a bad config is said before anything is created
@@ -109,6 +110,8 @@ def _out_path(
         return Path(host.out), host.overwrite
     if out is None or str(out) == "":
         return claim_default_out(name), False
+    if host is not None:
+        overwrite = overwrite or host.overwrite  # the command's --overwrite asks for it too
     path = Path(out)
     where = f"tuitrain.init(out={str(out)!r})"
     if "\0" in str(path):

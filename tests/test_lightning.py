@@ -1,0 +1,304 @@
+"""The Lightning callback on a real ``Trainer`` (CPU, a tiny MLP on small synthetic tensors).
+
+A second callback, :class:`Reference`, measures in plain torch what the run file must hold: the
+gradients Lightning's optimizer step sees (at ``on_before_optimizer_step``, the same place as the
+probe), the weights before and after each step, and the losses; the tests compare the file with it.
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+pl = pytest.importorskip("lightning.pytorch")
+
+from tests.clirun import tt  # noqa: E402
+from tuitrain.lightning import TuitrainCallback, epoch_metrics, summary_metrics  # noqa: E402
+from tuitrain.runfile.reader import open_run  # noqa: E402
+
+pytestmark = [
+    pytest.mark.timeout(120),
+    # Lightning 2.6 on torch 2.14 warns about its own use of torch's pytree API: not ours to fix
+    pytest.mark.filterwarnings("ignore:`isinstance\\(treespec, LeafSpec\\)` is deprecated"),
+]
+
+N_TRAIN, BATCH, EPOCHS = 48, 8, 2  # 6 batches an epoch
+
+
+class Tiny(pl.LightningModule):
+    """An MLP classifier that logs what Lightning users log: train/val/test loss and accuracy, and an
+    epoch metric of its own from ``on_train_epoch_end`` (which runs after the callbacks' hook)."""
+
+    def __init__(self, lr: float = 0.2, hidden: int = 16, fail_at: int = -1) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.net = nn.Sequential(
+            nn.Linear(6, hidden), nn.Tanh(), nn.Linear(hidden, hidden), nn.Linear(hidden, 3)
+        )
+
+    def _eval(self, batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        x, y = batch
+        out = self.net(x)
+        return F.cross_entropy(out, y), (out.argmax(1) == y).float().mean()
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        if self.global_step == self.hparams.fail_at:
+            raise RuntimeError(f"deliberate failure at step {self.global_step}")
+        loss, acc = self._eval(batch)
+        self.log("train_loss", loss, on_step=True, on_epoch=True)
+        self.log("train_acc", acc, on_epoch=True)
+        return loss
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        loss, acc = self._eval(batch)
+        self.log("val_loss", loss)
+        self.log("val_acc", acc)
+
+    def test_step(self, batch: Any, batch_idx: int) -> None:
+        loss, acc = self._eval(batch)
+        self.log("test_loss", loss)
+        self.log("test_acc", acc)
+        self.log("test_f1ish", 1 - loss)
+
+    def on_train_epoch_end(self) -> None:
+        self.log("weight_sum", sum(p.detach().abs().sum() for p in self.parameters()))
+
+    def configure_optimizers(self) -> Any:
+        opt = torch.optim.SGD(self.parameters(), lr=self.hparams.lr, momentum=0.9)
+        return {"optimizer": opt, "lr_scheduler": torch.optim.lr_scheduler.StepLR(opt, 1, gamma=0.5)}
+
+
+class Reference(pl.Callback):
+    """Plain-torch values of every optimizer step, keyed by ``trainer.global_step`` at the step."""
+
+    def __init__(self) -> None:
+        self.grad_norm: dict[int, list[float]] = {}
+        self.update_ratio: dict[int, list[float]] = {}
+        self.lr: dict[int, float] = {}
+        self.batch_losses: list[tuple[int, float]] = []  # (the step the batch went into, its loss)
+        self.epochs: list[dict[str, float]] = []
+        self._before: list[torch.Tensor] = []
+        self._step = self._batch_step = -1
+
+    def on_before_optimizer_step(self, trainer: Any, pl_module: Any, optimizer: Any) -> None:
+        self._step = trainer.global_step
+        params = list(pl_module.parameters())
+        self.grad_norm[self._step] = [torch.linalg.vector_norm(p.grad.double()).item() for p in params]
+        self._before = [p.detach().double().clone() for p in params]
+        self.lr[self._step] = optimizer.param_groups[0]["lr"]
+
+    def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, idx: int) -> None:
+        loss = outputs["loss"].item() * trainer.accumulate_grad_batches
+        self.batch_losses.append((self._batch_step, loss))
+        if self._before:
+            after = [p.detach().double() for p in pl_module.parameters()]
+            self.update_ratio[self._step] = [
+                (torch.linalg.vector_norm(a - b) / torch.linalg.vector_norm(b)).item()
+                for a, b in zip(after, self._before, strict=True)
+            ]
+            self._before = []
+
+    def on_train_batch_start(self, trainer: Any, pl_module: Any, batch: Any, idx: int) -> None:
+        self._batch_step = trainer.global_step  # the optimizer step this batch's gradient goes into
+
+    def on_train_epoch_start(self, trainer: Any, pl_module: Any) -> None:
+        if trainer.current_epoch:
+            self._snapshot(trainer)
+
+    def on_train_end(self, trainer: Any, pl_module: Any) -> None:
+        self._snapshot(trainer)
+
+    def _snapshot(self, trainer: Any) -> None:
+        """What the module logged for the epoch that just ended, once its own hook has run too."""
+        self.epochs.append({k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1})
+
+
+def loaders(seed: int = 0, n_train: int = N_TRAIN) -> tuple[DataLoader, DataLoader]:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n_train + 16, 6, generator=g)
+    y = (x[:, 0] > 0).long() + (x[:, 1] > 0.5).long()
+    train = DataLoader(TensorDataset(x[:n_train], y[:n_train]), batch_size=BATCH)
+    val = DataLoader(TensorDataset(x[n_train:], y[n_train:]), batch_size=BATCH)
+    return train, val
+
+
+def trainer(*callbacks: pl.Callback, **kw: Any) -> pl.Trainer:
+    return pl.Trainer(
+        accelerator="cpu",
+        devices=1,
+        max_epochs=kw.pop("max_epochs", EPOCHS),
+        callbacks=list(callbacks),
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        logger=False,
+        enable_checkpointing=False,
+        **kw,
+    )
+
+
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """One fit of two epochs and a test, watched by the callback, measured by the reference."""
+    torch.manual_seed(0)
+    out = tmp_path_factory.mktemp("lightning") / "tiny.h5"
+    cb, ref, model = TuitrainCallback(out=str(out)), Reference(), Tiny()
+    train, val = loaders()
+    t = trainer(cb, ref)
+    t.fit(model, train, val)
+    assert cb.run is not None and not cb.run.finished  # open for the test that follows
+    t.test(model, val)
+    return {"out": out, "cb": cb, "ref": ref, "model": model, "trainer": t}
+
+
+def test_layers_are_named_parameters_and_steps_are_optimizer_steps(fitted: dict[str, Any]) -> None:
+    with open_run(fitted["out"]) as rf:
+        assert [layer.name for layer in rf.layers] == [n for n, _ in fitted["model"].named_parameters()]
+        steps = rf.steps()
+        assert len(steps["step"]) == fitted["trainer"].global_step == EPOCHS * N_TRAIN // BATCH
+        assert steps["step"].tolist() == list(range(fitted["trainer"].global_step))
+        ref = fitted["ref"]
+        # the logged loss of each step is the batch's loss, and lr the first optimizer's at that step
+        want = [loss for _, loss in ref.batch_losses]
+        assert steps["loss"].tolist() == pytest.approx(want, rel=1e-6)
+        assert steps["lr"].tolist() == pytest.approx([ref.lr[s] for s in sorted(ref.lr)], rel=1e-6)
+        assert rf.source == "lightning"
+        assert rf.status == "completed"
+
+
+def test_probes_equal_plain_torch_at_every_step(fitted: dict[str, Any]) -> None:
+    ref = fitted["ref"]
+    with open_run(fitted["out"]) as rf:
+        steps = rf.probe_steps().tolist()
+        assert steps == sorted(ref.grad_norm)
+        grad = rf.probe("grad_norm")
+        ratio = rf.probe("update_ratio")
+    for row, step in enumerate(steps):
+        assert grad[row].tolist() == pytest.approx(ref.grad_norm[step], rel=1e-3), step
+        assert ratio[row].tolist() == pytest.approx(ref.update_ratio[step], rel=1e-3), step
+    assert len({tuple(v) for v in ref.grad_norm.values()}) == len(steps)  # the steps really differ
+
+
+def test_epoch_metrics_test_metrics_and_config(fitted: dict[str, Any]) -> None:
+    ref, model = fitted["ref"], fitted["model"]
+    with open_run(fitted["out"]) as rf:
+        ep = rf.epochs()
+        assert ep["epoch"].tolist() == list(range(EPOCHS))
+        for e, seen in enumerate(ref.epochs):
+            assert ep["val_loss"][e] == pytest.approx(seen["val_loss"], rel=1e-6)
+            assert ep["val_acc"][e] == pytest.approx(seen["val_acc"], rel=1e-6)
+            assert ep["train_loss"][e] == pytest.approx(seen["train_loss_epoch"], rel=1e-6)
+            assert ep["train_acc"][e] == pytest.approx(seen["train_acc_epoch"], rel=1e-6)
+            # and independently of Lightning: the mean of the epoch's batch losses (equal batches)
+            losses = [loss for step, loss in ref.batch_losses if step // (N_TRAIN // BATCH) == e]
+            assert ep["train_loss"][e] == pytest.approx(sum(losses) / len(losses), rel=1e-5)
+        extra = rf.metrics("epoch")
+        assert "train_loss_step" not in extra  # the last batch's value, not the epoch's
+        _, epochs, values = extra["weight_sum"]  # logged in the module's own on_train_epoch_end
+        assert epochs.tolist() == list(range(EPOCHS))
+        assert values.tolist() == pytest.approx([seen["weight_sum"] for seen in ref.epochs], rel=1e-6)
+        test = rf.test()
+        tm = fitted["trainer"].callback_metrics
+        assert test["loss"] == pytest.approx(float(tm["test_loss"]), rel=1e-6)
+        assert test["acc"] == pytest.approx(float(tm["test_acc"]), rel=1e-6)
+        _, _, f1 = rf.metrics("test")["test_f1ish"]
+        assert f1.tolist() == pytest.approx([float(tm["test_f1ish"])], rel=1e-6)
+        assert rf.user_config == dict(model.hparams)
+
+
+def test_info_reads_the_file(fitted: dict[str, Any]) -> None:
+    p = tt("info", str(fitted["out"]), timeout=60)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "completed" in p.stdout and "Tiny" in p.stdout, p.stdout
+
+
+def test_an_error_in_training_step_fails_the_run_with_its_text(tmp_path: Path) -> None:
+    out = tmp_path / "fails.h5"
+    cb = TuitrainCallback(out=str(out))
+    train, val = loaders()
+    with pytest.raises(RuntimeError, match="deliberate failure at step 8"):
+        trainer(cb).fit(Tiny(fail_at=8), train, val)
+    with open_run(out) as rf:
+        assert rf.status == "failed"
+        assert "RuntimeError: deliberate failure at step 8" in rf.attr("error")
+        assert "training_step" in rf.attr("traceback")
+        assert len(rf.steps()["step"]) == 8  # every step before the failure is in the file
+        assert rf.epochs()["epoch"].tolist() == [0]  # the epoch that ended before it, too
+
+
+def test_ctrl_c_stops_the_run(tmp_path: Path) -> None:
+    class Interrupt(pl.Callback):
+        def on_train_batch_end(self, trainer: Any, *args: Any) -> None:
+            if trainer.global_step == 3:
+                raise KeyboardInterrupt
+
+    out = tmp_path / "stopped.h5"
+    train, val = loaders()
+    handler = signal.getsignal(signal.SIGINT)
+    try:
+        with pytest.raises(SystemExit):  # Lightning's graceful shutdown after Ctrl-C exits 1
+            trainer(TuitrainCallback(out=str(out)), Interrupt()).fit(Tiny(), train, val)
+    finally:
+        signal.signal(signal.SIGINT, handler)  # Lightning ignores SIGINT from then on
+    with open_run(out) as rf:
+        assert rf.status == "stopped"
+        assert len(rf.steps()["step"]) == 3
+
+
+def test_gradient_accumulation_logs_one_row_per_optimizer_step(tmp_path: Path) -> None:
+    out = tmp_path / "accum.h5"
+    cb, ref = TuitrainCallback(out=str(out), until="fit", every=2), Reference()
+    train, val = loaders(n_train=40)  # 5 batches: steps after batches 2, 4 and the last (5)
+    t = trainer(cb, ref, max_epochs=1, accumulate_grad_batches=2, num_sanity_val_steps=0)
+    t.fit(Tiny(), train, val)
+    assert cb.run.finished  # until="fit": completed when fit ends
+    with open_run(out) as rf:
+        steps = rf.steps()
+        assert len(steps["step"]) == t.global_step == 3
+        # each step's loss is the mean over the batches it accumulated
+        by_step: dict[int, list[float]] = {}
+        for step, loss in ref.batch_losses:
+            by_step.setdefault(step, []).append(loss)
+        assert [len(v) for _, v in sorted(by_step.items())] == [2, 2, 1]
+        want = [sum(v) / len(v) for _, v in sorted(by_step.items())]
+        assert steps["loss"].tolist() == pytest.approx(want, rel=1e-6)
+        assert rf.probe_steps().tolist() == [0, 2]  # every=2
+        assert rf.probe("grad_norm")[1].tolist() == pytest.approx(ref.grad_norm[2], rel=1e-3)
+        assert rf.status == "completed"
+        assert rf.user_config["lr"] == 0.2
+
+
+def test_epoch_and_test_metric_names() -> None:
+    t = torch.tensor
+    logged = {
+        "train_loss": t(2.0),
+        "train_loss_step": t(3.0),
+        "train_loss_epoch": t(2.0),
+        "valid/accuracy": t(0.5),
+        "val_loss": 1.5,
+        "val_f1": t(0.25),
+        "value": t(7.0),
+        "lr-SGD": 0.1,
+        "hist": t([1.0, 2.0]),  # not one number: not a metric
+    }
+    got = epoch_metrics(logged)
+    assert {k: float(v) for k, v in got.items()} == {
+        "train_loss": 2.0,
+        "val_acc": 0.5,
+        "val_loss": 1.5,
+        "val_f1": 0.25,
+        "value": 7.0,
+        "lr-SGD": 0.1,
+    }
+    stale = epoch_metrics(logged, val_ran=False)  # no validation this epoch: its values are old
+    assert sorted(stale) == ["lr-SGD", "train_loss", "value"]
+    tm = summary_metrics({"test_loss": t(1.0), "test/accuracy": t(0.75), "test_f1": 0.5})
+    assert {k: float(v) for k, v in tm.items()} == {"loss": 1.0, "acc": 0.75, "test_f1": 0.5}
+    assert not math.isnan(float(tm["acc"]))

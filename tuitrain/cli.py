@@ -25,7 +25,7 @@ from tuitrain.commands.resolve import (
     resolve_preset,
 )
 from tuitrain.commands.resume import configure
-from tuitrain.commands.show import json_default, print_info, print_presets
+from tuitrain.commands.show import info_summary, json_default, print_info, print_presets
 from tuitrain.commands.training import start
 from tuitrain.config import ConfigError
 from tuitrain.launch import Launch
@@ -273,7 +273,7 @@ def info(
 
     try:
         with open_run(run_file) as rf:
-            summary = rf.summary()
+            summary = info_summary(rf)
     except RunFileError as e:
         raise fail(str(e)) from None
     if as_json:
@@ -321,14 +321,14 @@ def replay(
     from tuitrain.runfile.reader import RunFileError, open_run
     from tuitrain.ui.replay.compare import check_metric
 
-    try:
-        check_metric(metric)
-    except ValueError as e:
-        raise fail(str(e)) from None
     runs = []
     try:
         for path in run_files:
             runs.append(open_run(path))
+        try:  # a per-step scalar the files declare (a user loop's own key) is a metric too
+            check_metric(metric, [k for rf in runs for k in rf.step_scalars])
+        except ValueError as e:
+            raise fail(str(e)) from None
         if print_only or not sys.stdout.isatty():
             from tuitrain.replay_print import print_report, wait_finished
 

@@ -112,29 +112,70 @@ def json_default(o: Any) -> Any:
     return str(o)
 
 
+SOURCES = {"preset": "a preset", "script": "your own loop (tuitrain.init)", "lightning": "Lightning"}
+
+
+def info_summary(rf: Any) -> dict[str, Any]:
+    """``RunFile.summary()`` plus what ``info`` shows of any run, from RunFile's public API: the
+    declared probes in full, the divergence by the rule for a user loop's sparsely logged loss
+    (:mod:`tuitrain.view.divergence`), and the final table's row with the run's own metrics."""
+    from tuitrain.ui.replay.compare import extras_of_file, file_divergence
+    from tuitrain.view.table import unmeasured_missing
+
+    s = rf.summary()
+    diverged = file_divergence(rf)
+    s["diverged_at"] = diverged
+    s["probe_specs"] = [
+        {
+            "name": p.name,
+            "axis": p.axis,
+            "every": p.every,
+            "quantities": [{"name": q.name, "label": q.label, "unit": q.unit} for q in p.quantities],
+        }
+        for p in rf.probe_specs
+    ]
+    s["final"] = unmeasured_missing(s["final"], s.get("source", "preset"), diverged is not None)
+    s["final_extra"] = extras_of_file(rf)  # the table's user-metric columns
+    return s
+
+
 def print_info(s: dict[str, Any]) -> None:
     """The human form of ``tuitrain info``. Short lines that fit 80 columns; paths and names are
     never wrapped by rich (a terminal may still fold them, copying them back gives them whole); the
-    config comes last, printed plainly so that it stays valid TOML at any width and when piped."""
+    config comes last, printed plainly so that it stays valid TOML (a user loop's: JSON) at any width
+    and when piped. What a run does not know (a user loop: no dataset, FLOPs, epoch count or module
+    summary) is left out rather than printed as 0."""
     from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
 
-    from tuitrain.train.sinks import final_table, fmt_count
+    from tuitrain.view.table import extra_metrics, fmt_count, rich_table, row_from_dict, unmeasured_missing
 
     c = Console(highlight=False)
+    source = str(s.get("source", "preset"))
     status = s["status"] + (
         " (incomplete: the writer stopped without closing the file)" if s.get("incomplete") else ""
     )
     if s.get("diverged_at") is not None:
         status += f" (diverged: the training loss is not finite from step {s['diverged_at']:,})"
     c.print(f"[bold]{escape(str(s['run_name']))}[/]  {escape(str(s['path']))}", soft_wrap=True)
-    c.print(f"status {escape(status)}; device {escape(str(s['device']))}", soft_wrap=True)
     c.print(
-        f"{escape(str(s['model_name']))}, {fmt_count(s['params'])} params, {fmt_count(s['flops'])} "
-        f"FLOPs/sample; data {escape(str(s['dataset']))}",
+        f"status {escape(status)}" + (f"; device {escape(str(s['device']))}" if s["device"] else ""),
         soft_wrap=True,
     )
+    if source == "preset":
+        c.print(
+            f"{escape(str(s['model_name']))}, {fmt_count(s['params'])} params, {fmt_count(s['flops'])} "
+            f"FLOPs/sample; data {escape(str(s['dataset']))}",
+            soft_wrap=True,
+        )
+    else:
+        known = [str(s["model_name"] or "")]
+        known += [f"{fmt_count(s['params'])} params"] if s["params"] else []
+        known += [f"{fmt_count(s['flops'])} FLOPs/sample"] if s["flops"] else []
+        known += [f"data {s['dataset']}"] if s["dataset"] else []
+        c.print(escape(", ".join(k for k in known if k) or "model unknown"), soft_wrap=True)
+        c.print(f"source {escape(SOURCES.get(source, source))}", soft_wrap=True)
     versions = s.get("versions") or {}
     if versions.get("torch_threads"):  # recorded since train.threads existed
         auto = versions.get("threads") == "auto"
@@ -143,19 +184,70 @@ def print_info(s: dict[str, Any]) -> None:
             + (" (changes: see the events)" if auto else ""),
             highlight=False,
         )
-    c.print(f"{s['n_steps']} steps, {s['n_epochs']} of {s['epochs']} epochs", soft_wrap=True)
+    of = f" of {s['epochs']}" if s["epochs"] or source == "preset" else ""
+    c.print(f"{s['n_steps']} steps, {s['n_epochs']}{of} epochs", soft_wrap=True)
+    if source != "preset":  # a preset's probes and scalars are always the standard ones
+        _print_declared(c, s)
     c.print(f"started {s['started']}, ended {s['ended'] or '-'}", soft_wrap=True)
     if s.get("error"):
         c.print(f"[bold red]error:[/] {escape(str(s['error']))}")
-    c.print(final_table([{**s["final"], "run": s["run_name"]}]))
-    mods = Table(title="Model summary", title_justify="left")
-    for col in ("module", "type", "params", "FLOPs"):
-        mods.add_column(col, justify="left" if col in ("module", "type") else "right", no_wrap=True)
-    for m in s["modules"]:
-        mods.add_row(escape(m["name"]), escape(m["type"]), f"{m['params']:,}", fmt_count(m.get("flops", 0)))
-    c.print(mods)
+    extra = s.get("final_extra")
+    if extra is None:  # a plain RunFile.summary(): its last epoch's and the test's own metrics
+        extra = extra_metrics(s.get("epoch_metrics") or {}, s.get("test_metrics") or {})
+    final = unmeasured_missing(s["final"], source, s.get("diverged_at") is not None)
+    row = {**final, "run": s["run_name"], "extra": extra}
+    c.print(rich_table([row_from_dict(row)]))
+    if s["modules"] or source == "preset":
+        mods = Table(title="Model summary", title_justify="left")
+        for col in ("module", "type", "params", "FLOPs"):
+            mods.add_column(col, justify="left" if col in ("module", "type") else "right", no_wrap=True)
+        for m in s["modules"]:
+            mods.add_row(
+                escape(m["name"]), escape(m["type"]), f"{m['params']:,}", fmt_count(m.get("flops", 0))
+            )
+        c.print(mods)
     c.print()
-    c.out(config_block(s["config_toml"]), highlight=False)
+    if s["config_toml"] or source == "preset":
+        c.out(config_block(s["config_toml"]), highlight=False)
+    else:
+        c.out(user_config_block(s.get("user_config") or {}), highlight=False)
+
+
+def _print_declared(c: Any, s: dict[str, Any]) -> None:
+    """What the file declares it holds: its probes (or none: ``run.watch`` was not called) and its
+    per-step scalars, the run's own keys after the standard ones."""
+    from rich.markup import escape
+
+    from tuitrain.events import STEP_SCALARS
+
+    specs = s.get("probe_specs")
+    if specs is None:  # a summary without the full declaration: the names only
+        specs = [{"name": n, "axis": "", "every": 1, "quantities": []} for n in s.get("probes", [])]
+    if not specs:
+        c.print("probes none (per-layer probes need run.watch(model, optimizer))", soft_wrap=True)
+    for p in specs:
+        qs = ", ".join(q["name"] for q in p["quantities"])
+        every = f", every {p['every']} steps" if p["every"] != 1 else ""
+        axis = f" per {p['axis']}" if p["axis"] else ""
+        c.print(escape(f"probe {p['name']}{axis}{every}" + (f": {qs}" if qs else "")), soft_wrap=True)
+    own = [k for k in s.get("step_scalars", []) if k not in STEP_SCALARS]
+    c.print(
+        escape(
+            "step scalars " + ", ".join(STEP_SCALARS) + (f"; the run's own: {', '.join(own)}" if own else "")
+        ),
+        soft_wrap=True,
+    )
+
+
+def user_config_block(config: dict[str, Any]) -> str:
+    """A user loop's config (``tuitrain.init(config=...)``) as it was stored: JSON, indented."""
+    import json
+
+    if not config:
+        return f"{CONFIG_HEADER}: none (tuitrain.init was given no config)\n"
+    return (
+        f"{CONFIG_HEADER} of this run (tuitrain.init(config=...), as JSON)\n{json.dumps(config, indent=2)}\n"
+    )
 
 
 CONFIG_HEADER = "# config"

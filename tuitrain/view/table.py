@@ -77,6 +77,17 @@ def extra_metrics(epoch: Mapping[str, float], test: Mapping[str, float]) -> dict
     return out
 
 
+def unmeasured_missing(
+    metrics: Mapping[str, float | None], source: str, diverged: bool
+) -> dict[str, float | None]:
+    """A user loop's row: a standard number it did not measure (NaN) is missing (None), not a
+    divergence; only its training loss, when its step loss diverged, stays NaN. Presets unchanged."""
+    if source == "preset":
+        return dict(metrics)
+    keep = ("train_loss",) if diverged else ()
+    return {k: None if v is not None and math.isnan(v) and k not in keep else v for k, v in metrics.items()}
+
+
 def extra_keys(rows: Sequence[FinalRow]) -> list[str]:
     """The user-metric columns of ``rows``: every row's keys, in first-seen order."""
     return list(dict.fromkeys(k for r in rows for k in r.extra))

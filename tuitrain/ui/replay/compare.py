@@ -10,7 +10,6 @@ formatted by :mod:`tuitrain.view.table`, as for the headless console and ``tuitr
 from __future__ import annotations
 
 import difflib
-import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,6 +27,7 @@ from tuitrain.view.table import (  # noqa: F401  (re-exported: the table's home 
     rich_table,
     table_cells,
     table_header,
+    unmeasured_missing,
 )
 
 if TYPE_CHECKING:
@@ -66,13 +66,15 @@ LABELS: dict[str, str] = {
 }
 
 
-def check_metric(name: str) -> str:
-    """``name`` if it is a metric, else ValueError naming the allowed ones (and the closest)."""
-    if name in METRICS:
+def check_metric(name: str, declared: Sequence[str] = ()) -> str:
+    """``name`` if it is a metric (a standard one, or a per-step scalar the run files ``declared``: a
+    user loop's own key), else ValueError naming the allowed ones (and the closest)."""
+    if name in METRICS or name in declared:
         return name
-    close = difflib.get_close_matches(name, list(METRICS), 1)
+    known = [*METRICS, *(k for k in dict.fromkeys(declared) if k not in METRICS)]
+    close = difflib.get_close_matches(name, known, 1)
     hint = f" Did you mean {close[0]!r}?" if close else ""
-    raise ValueError(f"--metric {name!r}: unknown metric; allowed: {', '.join(METRICS)}.{hint}")
+    raise ValueError(f"--metric {name!r}: unknown metric; allowed: {', '.join(known)}.{hint}")
 
 
 def higher_is_better(metric: str) -> bool:
@@ -120,17 +122,6 @@ def unique_names(names: Sequence[str], paths: Sequence[str | Path]) -> list[str]
 
 
 # -- the final table: formatted in tuitrain.view.table, rows built here from histories and files -----
-
-
-def unmeasured_missing(
-    metrics: dict[str, float | None], source: str, diverged: bool
-) -> dict[str, float | None]:
-    """A user loop's row: a standard number it did not measure (NaN) is missing (None), not a
-    divergence; only its training loss, when its step loss diverged, stays NaN. Presets unchanged."""
-    if source == "preset":
-        return metrics
-    keep = ("train_loss",) if diverged else ()
-    return {k: None if v is not None and math.isnan(v) and k not in keep else v for k, v in metrics.items()}
 
 
 def metrics_of_history(h: History) -> dict[str, float | None]:

@@ -1,0 +1,104 @@
+"""``tuitrain info`` and ``tuitrain replay --print`` for runs of a user's own loop: a real script run
+(tests/scripts/mnist_like.py through ``tuitrain.init``), and files the real RunFileWriter wrote from a
+user loop's events (tests/ui/fake_events.py), read back through the real CLI."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fake_events import user_run
+
+from tests.clirun import assert_clean_error, tt
+from tests.conftest import REPO, cli_env
+from tuitrain.events import StepBatch
+from tuitrain.runfile.writer import RunFileWriter
+
+SCRIPT = REPO / "tests" / "scripts" / "mnist_like.py"
+
+
+@pytest.fixture(scope="module")
+def script_run(tmp_path_factory) -> Path:
+    """One real run of the MNIST-like script: 2 epochs of 4 steps, logging loss, acc and its own
+    ``margin`` per step, and val_loss, val_acc and its own ``val_error`` per epoch."""
+    out = tmp_path_factory.mktemp("script") / "mnist.h5"
+    p = subprocess.run(
+        [sys.executable, str(SCRIPT), "--out", str(out), "--epochs", "2", "--name", "mnist"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=cli_env(),
+        cwd=out.parent,
+    )
+    assert p.returncode == 0, p.stdout + p.stderr
+    return out
+
+
+def write_events(path: Path, events) -> Path:
+    with RunFileWriter(path, flush_seconds=math.inf, background=False) as w:
+        for ev in events:
+            w.emit(ev)
+    return path
+
+
+def test_info_of_a_script_run_shows_its_source_probes_scalars_metrics_and_json_config(script_run):
+    p = tt("info", str(script_run))
+    out = p.stdout
+    assert p.returncode == 0, out + p.stderr
+    assert "source your own loop (tuitrain.init)" in out
+    assert "probe grad per tensor: grad_norm, grad_mean_abs, weight_norm, update_ratio" in out
+    assert "the run's own: margin" in out
+    assert "FLOPs" not in out and "data " not in out  # what the loop never said is left out
+    assert "8 steps, 2 of 2 epochs" in out
+    assert "val_error" in out  # its own epoch metric, a column of the final table
+    assert "Model summary" not in out  # none recorded
+    config = json.loads(out[out.index("{", out.index("# config of this run")) :])
+    assert config["epochs"] == 2 and config["gamma"] == 0.7  # as tuitrain.init(config=vars(args)) got it
+    assert "diverged" not in out and "Traceback" not in out
+    js = json.loads(tt("info", "--json", str(script_run)).stdout)
+    assert js["source"] == "script" and js["diverged_at"] is None
+    assert js["probe_specs"][0]["name"] == "grad" and js["probe_specs"][0]["axis"] == "tensor"
+    assert set(js["final_extra"]) == {"val_error"}
+    assert abs(js["final_extra"]["val_error"] - (1 - js["final"]["val_acc"])) < 1e-9
+
+
+def test_replay_print_of_a_script_run_charts_its_own_scalar_and_lists_its_metrics(script_run):
+    p = tt("replay", str(script_run), "--print", "--metric", "margin")
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "margin · 1 run" in p.stdout and "val_error" in p.stdout
+    assert "no finite margin values" not in p.stdout
+    bad = tt("replay", str(script_run), "--print", "--metric", "margn")
+    assert_clean_error(bad, "--metric 'margn'", "margin", "Did you mean 'margin'?")
+
+
+def test_info_of_a_user_loop_without_probes_or_totals(tmp_path):
+    path = write_events(tmp_path / "u.h5", user_run(steps=300))
+    out = tt("info", str(path)).stdout
+    assert "probes none (per-layer probes need run.watch(model, optimizer))" in out
+    assert "the run's own: grad_scale, top5" in out
+    assert "300 steps, 3 epochs" in out  # no "of 0"
+    head = out[out.index("Run ") :].splitlines()[0]
+    for col in ("val_top5", "val_f1", "test_f1", "test_top5"):
+        assert col in head, out
+    row = out[out.index("Run ") :].splitlines()[2]
+    assert "nan" not in row  # no accuracy measured: '-', never nan
+    assert "0.9910" in row and "0.9050" in row
+    assert "# config of this run (tuitrain.init(config=...), as JSON)" in out
+
+
+def test_info_says_no_divergence_for_a_sparsely_logged_loss_and_one_for_a_loss_gone_nan(tmp_path):
+    sparse = write_events(tmp_path / "sparse.h5", user_run(steps=300, log_every=10))
+    out = tt("info", str(sparse)).stdout
+    assert "diverged" not in out, out
+    events = user_run(steps=300)
+    for ev in events:
+        if isinstance(ev, StepBatch) and ev.steps[0] >= 200:
+            ev.scalars[:, 0] = np.nan
+    gone = write_events(tmp_path / "gone.h5", events)
+    out = tt("info", str(gone)).stdout
+    assert "diverged: the training loss is not finite from step 200" in out, out

@@ -343,3 +343,47 @@ def test_a_flush_between_before_and_after_the_optimizer_step_keeps_the_probed_st
     assert got.steps.tolist() == [0, 1, 2, 3]
     for k in range(4):
         np.testing.assert_allclose(got.values[k], want[k], rtol=1e-3, atol=0)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_user_loop_on_cuda_makes_no_host_sync_per_step() -> None:
+    """Logged CUDA tensors are kept as references and the gradient probe copies non-blocking: steps
+    under ``set_sync_debug_mode("error")``; the flush (outside) reads them all."""
+    dev = torch.device("cuda")
+    model = mlp().to(dev)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    rec = Recorder()
+    monitor = Monitor([rec], MonitorConfig(emit_seconds=1e9))
+    monitor.add_probe(GradientProbe(), model, opt)
+    hooked(monitor, opt)
+    batches = [(x.to(dev), y.to(dev)) for x, y in data(4)]
+    want = []
+
+    def step(i: int) -> None:
+        x, y = batches[i % len(batches)]
+        logits = model(x)
+        loss = F.cross_entropy(logits, y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        acc = (logits.argmax(1) == y).float().mean()
+        monitor.log({"loss": loss, "acc": acc, "count": (y == 0).sum()}, 0)
+        want.append((loss.detach(), acc, (y == 0).sum()))
+
+    for i in range(6):  # warm-up: optimizer state, the probe's pinned buffers and events
+        step(i)
+    monitor.flush(force=True)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for i in range(6, 20):
+            step(i)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    monitor.flush(force=True)
+    steps = np.concatenate([b.steps for b in rec.batches()])
+    assert steps.tolist() == list(range(20)) and blocks_of(rec, GRAD).steps.tolist() == list(range(20))
+    assert np.isfinite(blocks_of(rec, GRAD).values).all()
+    np.testing.assert_array_equal(column(rec, "loss"), [float(w[0]) for w in want])
+    np.testing.assert_array_equal(column(rec, "acc"), [float(w[1]) for w in want])
+    np.testing.assert_array_equal(column(rec, "count"), [float(w[2]) for w in want])

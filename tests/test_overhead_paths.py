@@ -447,7 +447,10 @@ def test_step_batches_have_the_documented_layout() -> None:
 
 @pytest.mark.parametrize("lag", [0, 2, 7])
 def test_readback_path_gives_the_same_rows_as_the_cpu_path(lag: int) -> None:
-    host, dev = merged(run_monitor(every=2)), merged(run_monitor(every=2, readback=True, lag=lag))
+    dev_batches = run_monitor(every=2, readback=True, lag=lag)
+    for b in dev_batches:  # a row waits for its probe row: each batch carries its own steps' probe rows
+        assert set(b.probe_steps.tolist()) == {s for s in b.steps.tolist() if s % 2 == 0}
+    host, dev = merged(run_monitor(every=2)), merged(dev_batches)
     np.testing.assert_array_equal(host.steps, dev.steps)
     np.testing.assert_array_equal(host.epochs, dev.epochs)
     cols = [0, 1, 2]  # loss, acc, lr; samples/s and step time are timings

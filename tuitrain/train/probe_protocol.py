@@ -110,6 +110,7 @@ class GradientProbe:
         self.host = True  # values are host memory: measured in the step, reduced at collect()
         self._flat, self._depth = flat, depth
         self._steps: list[int] = []  # host path: probed steps measured and not yet collected
+        self._ready: list[tuple[tuple, np.ndarray]] = []  # device path: rows back, not yet collected
         if params is not None:
             self._bind(list(params), layers)
 
@@ -152,8 +153,12 @@ class GradientProbe:
             probe.after_step_deferred()
             self._steps.append(step)
         else:
-            assert self.readback is not None
-            self.readback.push((step,), probe.after_step())  # copied non-blocking: no host sync
+            rb = self.readback
+            assert rb is not None
+            rb.push((step,), probe.after_step())  # copied non-blocking: no host sync
+            # Take what has arrived (queries, no wait; the oldest past `depth` is long done): at most
+            # `depth` copies in flight, so the pool of pinned buffers and events stays that small.
+            self._ready += rb.pop_ready()
 
     def collect(self, force: bool = False) -> ProbeBlock:
         n = self.n_layers
@@ -164,7 +169,7 @@ class GradientProbe:
             steps, self._steps = self._steps, []
         else:
             assert self.readback is not None
-            ready = self.readback.pop_ready(force=force)
+            ready, self._ready = self._ready + self.readback.pop_ready(force=force), []
             if not ready:
                 return empty_block(self.spec, n)
             steps = [meta[0] for meta, _ in ready]

@@ -102,3 +102,50 @@ def test_info_says_no_divergence_for_a_sparsely_logged_loss_and_one_for_a_loss_g
     gone = write_events(tmp_path / "gone.h5", events)
     out = tt("info", str(gone)).stdout
     assert "diverged: the training loss is not finite from step 200" in out, out
+
+
+async def test_replay_of_a_user_loop_file_shows_its_scalars_totals_and_metrics(tmp_path):
+    from fake_events import USER_KEYS
+    from pilot_helpers import screen_text, until
+
+    from tuitrain.runfile import open_run
+    from tuitrain.ui.replay.launch import replay_app
+    from tuitrain.ui.widgets.cursor_bar import CursorBar
+    from tuitrain.ui.widgets.final_table import FinalTable
+    from tuitrain.ui.widgets.layer_rows import NO_PROBES
+    from tuitrain.ui.widgets.loss_plot import LossChart
+
+    path = write_events(tmp_path / "u.h5", user_run(steps=300))
+    rf = open_run(path)
+    app = replay_app([rf], cpu_budget=None)
+    async with app.run_test(size=(200, 60)) as pilot:
+        h = app.history
+        assert await until(pilot, lambda: h.is_finished)
+        assert h.user_scalars == USER_KEYS and not h.has_grad
+        assert app.metric_cycle() == ("loss", *USER_KEYS)
+        app.redraw(force=True)
+        await pilot.pause()
+        text = screen_text(app)
+        head = text.splitlines()[:3]
+        assert any("step 300" in line and "done" in line for line in head), head
+        assert not any("/0" in line for line in head), head
+        assert app.screen.query_one("GradBars").empty_text == NO_PROBES
+        await pilot.press("a")  # loss -> grad_scale
+        app.redraw(force=True)
+        await pilot.pause()
+        assert float(app.screen.query_one(LossChart).spec.raw_y.max()) == 65536.0
+        await pilot.press("home")  # the cursor at step 0: the file's row, own keys included
+        app.redraw(force=True)
+        await pilot.pause()
+        bar = app.screen.query_one(CursorBar)
+        assert "grad_scale 6.55e+4" in bar.markup and "top5" in bar.markup, bar.markup
+        assert "acc" not in bar.markup.replace("top5", "")  # never logged: not shown as nan
+        await pilot.press("c")
+        assert await until(pilot, lambda: app.current_mode == "compare")
+        table = app.screen.query_one(FinalTable)
+        app.redraw(force=True)
+        assert await until(pilot, lambda: len(table.text_rows()) == 2)
+        head = table.text_rows()[0]
+        for col in ("val_top5", "val_f1", "test_f1", "test_top5"):
+            assert col in head, head
+        assert "nan" not in table.text_rows()[1]

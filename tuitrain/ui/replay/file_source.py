@@ -44,7 +44,7 @@ from tuitrain.events import (
 from tuitrain.runfile import RunFile, RunFileError, open_run
 from tuitrain.runfile import schema as S
 from tuitrain.runfile.replay import epoch_events, test_event
-from tuitrain.ui.history import INCOMPLETE, SCALAR_COLUMNS
+from tuitrain.ui.history import INCOMPLETE
 from tuitrain.ui.source import EventsArrived, MessageTarget, Source, SourceEnded
 
 OVERVIEW_ROWS = 1 << 16  # /steps rows the history gets at most (the chart has ~200 columns)
@@ -304,7 +304,7 @@ class FileSource(Source):
                 row = self.rf.step_row_at(step)
                 if row is None:
                     return None
-                names = [k for k in SCALAR_COLUMNS if k in ("step", "epoch", *self.rf.step_scalars)]
+                names = ["step", "epoch", *self.rf.step_scalars]  # a user loop's own keys too
                 return {k: float(self.rf.scalar(k, row, row + 1)[0]) for k in names}
             except (RunFileError, OSError, ValueError, IndexError):
                 return None

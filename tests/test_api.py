@@ -111,6 +111,13 @@ def test_the_snippet_stores_what_plain_torch_measures(tmp_path: Path) -> None:
             for step in (0, 1, 5, 11):  # several steps, every layer
                 assert rel_err(got[step], want[q][step]) < 1e-3, (q, step, got[step], want[q][step])
         assert np.isfinite(rf.scalar("loss")).all() and np.isfinite(rf.scalar("acc")).all()
+        # lr from the watched optimizer at each step (Adadelta 1.0, StepLR x0.7 an epoch); samples/s
+        # from init's batch_size and the time since the step before (none for an epoch's first step:
+        # validation is not a slow step)
+        assert np.allclose(rf.scalar("lr"), np.repeat([1.0, 0.7, 0.49], 4))
+        first = np.arange(12) % 4 == 0
+        sps = rf.scalar("samples_per_s")
+        assert np.isnan(sps[first]).all() and np.isfinite(sps[~first]).all()
         assert "margin" in rf.step_scalars  # a user's own key is stored
         assert np.isfinite(rf.scalar("margin")).all()
         epochs = rf.epochs()

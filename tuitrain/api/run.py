@@ -7,7 +7,9 @@ user's loop gets the engine's fused per-tensor probes, its batched reads and its
   ``before_step`` / ``after_optimizer_step``: the probe sees the gradients the optimizer is about to
   use and the real update it made, for any optimizer. Under AMP the pre-hook runs inside
   ``GradScaler.step``, after ``unscale_``: the gradients are unscaled. A step the scaler skips (inf or
-  NaN gradients) calls no hook and is not probed; it is still a step when it is logged.
+  NaN gradients) calls no hook and is not probed; it is still a step when it is logged. LBFGS
+  evaluates its closure inside ``step()``: the gradients the pre-hook sees are those of the previous
+  step's last closure call (none, 0, at the first step); its update ratio is the real step's.
 * ``log(values)`` hands the values to the monitor as they are: tensors stay on their device until the
   monitor's flush reads all of them in one go (about ten times a second), never one step at a time.
 * The run file is created when the monitor sends its first batch (``announce``): by then the layers

@@ -25,6 +25,13 @@ from tuitrain.commands.resolve import (
     resolve_preset,
 )
 from tuitrain.commands.resume import configure
+from tuitrain.commands.script import (
+    is_script,
+    preset_options_given,
+    refuse_args,
+    refuse_options,
+    start_script,
+)
 from tuitrain.commands.show import info_summary, json_default, print_info, print_presets
 from tuitrain.commands.training import start
 from tuitrain.config import ConfigError
@@ -162,12 +169,29 @@ MasterPortOpt = Annotated[
 ]
 
 
+TargetArg = Annotated[
+    str | None,
+    typer.Argument(
+        help="Preset TOML file (or a preset name such as vgg38), or your own training script (train.py) "
+        "that calls tuitrain.init.",
+        metavar="PRESET|SCRIPT.py",
+        show_default=False,
+    ),
+]
+ScriptArgs = Annotated[
+    list[str] | None,
+    typer.Argument(
+        help="A script's own arguments, after --: tuitrain watch train.py -- --epochs 2.",
+        metavar="-- SCRIPT_ARGS",
+        show_default=False,
+    ),
+]
+
+
 @app.command()
 def run(
-    preset: Annotated[
-        str | None,
-        typer.Argument(help="Preset TOML file (or a preset name such as vgg38).", show_default=False),
-    ] = None,
+    preset: TargetArg = None,
+    script_args: ScriptArgs = None,
     no_ui: Annotated[bool, typer.Option("--no-ui", help="Headless: rich progress on the console.")] = False,
     sets: SetOpt = None,
     data: DataOpt = None,
@@ -187,9 +211,23 @@ def run(
     master_addr: MasterAddrOpt = None,
     master_port: MasterPortOpt = None,
 ) -> None:
-    """Train a preset and write its full history to one HDF5 run file."""
+    """Train a preset, or run your own training script, and write its full history to one HDF5 run
+    file."""
+    given = preset_options_given(
+        set=sets, data=data, data_dir=data_dir, epochs=epochs, max_steps=max_steps, batch_size=batch_size,
+        device=device, seed=seed, name=name, nproc_per_node=nproc_per_node, nnodes=nnodes,
+        node_rank=node_rank, master_addr=master_addr, master_port=master_port, resume=resume,
+    )  # fmt: skip
+    if is_script(preset) and resume is None:  # --resume: commands/resume.py refuses a script
+        try:
+            refuse_options(given)
+        except ConfigError as e:
+            raise fail(str(e)) from None
+        start_script(preset, script_args, out, overwrite, "detach", dashboard=not no_ui, say_why=False)
+        return
     launch = Launch(nproc_per_node, nnodes, node_rank, master_addr, master_port)
     try:
+        refuse_args(script_args, preset)
         cfg, out_path = configure(
             preset, resume, sets, out, overwrite, data=data, data_dir=data_dir, epochs=epochs,
             max_steps=max_steps, batch_size=batch_size, device=device, seed=seed, name=name,
@@ -204,7 +242,22 @@ def run(
 def watch(
     preset: Annotated[
         str | None,
-        typer.Argument(help="Preset TOML file (or a preset name such as vgg38).", show_default=False),
+        typer.Argument(
+            help="Preset TOML file (or a preset name such as vgg38), or your own training script "
+            "(train.py) that calls tuitrain.init.",
+            metavar="PRESET|SCRIPT.py",
+            show_default=False,
+        ),
+    ] = None,
+    script_args: ScriptArgs = None,
+    attach: Annotated[
+        Path | None,
+        typer.Option(
+            "--attach",
+            help="Watch a run file another process is writing (a script started on its own), "
+            "as `tuitrain replay --follow` does.",
+            metavar="RUN.h5",
+        ),
     ] = None,
     sets: SetOpt = None,
     data: DataOpt = None,
@@ -231,11 +284,39 @@ def watch(
     master_addr: MasterAddrOpt = None,
     master_port: MasterPortOpt = None,
 ) -> None:
-    """Train a preset in the background and watch it live in the terminal dashboard."""
+    """Train a preset, or run your own training script, in the background and watch it live in the
+    terminal dashboard; or attach to a run another process writes."""
+    given = preset_options_given(
+        set=sets, data=data, data_dir=data_dir, epochs=epochs, max_steps=max_steps, batch_size=batch_size,
+        device=device, seed=seed, name=name, nproc_per_node=nproc_per_node, nnodes=nnodes,
+        node_rank=node_rank, master_addr=master_addr, master_port=master_port, resume=resume,
+    )  # fmt: skip
+    if attach is not None:
+        if preset is not None or script_args or out is not None or overwrite or any(given.values()):
+            raise fail(
+                f"--attach {attach}: watches a run file another process writes, so it takes nothing "
+                "else: no preset, script or options (tuitrain watch --attach runs/x.h5)."
+            )
+        _replay([attach], follow=True, metric="loss", print_only=False)
+        return
+    if preset is None and resume is None:
+        raise fail(
+            "watch what? Give a preset (tuitrain watch vgg38), your own training script "
+            "(tuitrain watch train.py -- ARGS) or a run file another process writes "
+            "(tuitrain watch --attach runs/x.h5)."
+        )
+    if on_hangup not in ("detach", "stop"):
+        raise fail(f"--on-hangup {on_hangup!r}: allowed: detach, stop.")
+    if is_script(preset) and resume is None:  # --resume: commands/resume.py refuses a script
+        try:
+            refuse_options(given)
+        except ConfigError as e:
+            raise fail(str(e)) from None
+        start_script(preset, script_args, out, overwrite, on_hangup, dashboard=True, say_why=True)
+        return
     launch = Launch(nproc_per_node, nnodes, node_rank, master_addr, master_port)
     try:
-        if on_hangup not in ("detach", "stop"):
-            raise ConfigError(f"--on-hangup {on_hangup!r}: allowed: detach, stop.")
+        refuse_args(script_args, preset)
         cfg, out_path = configure(
             preset, resume, sets, out, overwrite, data=data, data_dir=data_dir, epochs=epochs,
             max_steps=max_steps, batch_size=batch_size, device=device, seed=seed, name=name,
@@ -318,6 +399,11 @@ def replay(
     ] = False,
 ) -> None:
     """Scrub through finished runs, follow running ones, compare several side by side."""
+    _replay(run_files, follow, metric, print_only)
+
+
+def _replay(run_files: list[Path], follow: bool, metric: str, print_only: bool) -> None:
+    """``replay`` and ``watch --attach``: one implementation."""
     from tuitrain.runfile.reader import RunFileError, open_run
     from tuitrain.ui.replay.compare import check_metric
 

@@ -128,37 +128,57 @@ def check_device(device: str, isolated: bool = False) -> None:
 
 
 def run_watch(cfg: RunConfig, out_path: Path, on_hangup: str, launch: Launch | None = None) -> None:
-    """The dashboard in front of a spawned training process. SIGTERM and SIGINT of this process end
-    the dashboard as ``q`` then "stop" would: the terminal is restored, training is told to stop and
-    closes its file as ``stopped``, and the exit code is 143 or 130. A second one leaves at once (the
-    training process still closes its file)."""
-    import multiprocessing as mp
-
+    """The dashboard in front of a spawned training process that trains ``cfg`` into ``out_path``."""
     from tuitrain.config import to_toml
     from tuitrain.runfile.claim import companions
     from tuitrain.train.worker import worker_main
-    from tuitrain.ui.app import TuitrainApp
-    from tuitrain.ui.source import LiveSource
 
     try:
         check_device(cfg.train.device, isolated=True)
     except ConfigError as e:
         raise fail(str(e)) from None
+    log_path = companions(out_path)["log"]  # one owner of the names beside a run
+
+    def args(events: Any, commands: Any) -> tuple:
+        return (to_toml(cfg), str(out_path), events, commands, str(log_path), os.getpid(), launch)
+
+    exitcode, stop_signal, _ = dashboard(worker_main, args, on_hangup, lambda app: str(out_path))
+    report_end(out_path, log_path, exitcode, stop_signal)
+
+
+def dashboard(
+    target: Any, make_args: Any, on_hangup: str, out_of: Any, stop_by_signal: bool = False
+) -> tuple[int | None, int | None, Any]:
+    """The dashboard in front of a spawned training process ``target(*make_args(events, commands))``,
+    to the end of both; returns the process's exit code, the signal that stopped this command (or
+    None) and the app. ``out_of(app)``: the run file, for the detach message. SIGTERM and SIGINT of
+    this process end the dashboard as ``q`` then "stop" would: the terminal is restored, training is
+    told to stop and closes its file as ``stopped``, and the exit code is 143 or 130. A second one
+    leaves at once (the training process still closes its file). ``stop_by_signal``: also send the
+    training process SIGTERM to stop it (a user's script, which may not poll for commands yet)."""
+    import multiprocessing as mp
+
+    from tuitrain.ui.app import TuitrainApp
+    from tuitrain.ui.source import LiveSource
 
     ctx = mp.get_context("spawn")
     events = ctx.Queue(maxsize=64)  # bounded: the worker coalesces or drops live rows, never blocks
     commands = Commands(ctx.Queue())
-    log_path = companions(out_path)["log"]  # one owner of the names beside a run
-    proc = ctx.Process(
-        target=worker_main,
-        name="tuitrain-train",
-        args=(to_toml(cfg), str(out_path), events, commands.q, str(log_path), os.getpid(), launch),
-    )
+    proc = ctx.Process(target=target, name="tuitrain-train", args=make_args(events, commands.q))
     proc.start()
+
+    def stop_training() -> None:
+        commands.send("stop")
+        if stop_by_signal:
+            with contextlib.suppress(OSError):
+                os.kill(proc.pid, signal.SIGTERM)
 
     def hangup(signum: int, frame: Any) -> None:
         # The terminal is gone: nothing to restore, nobody to ask. Hand over and leave.
-        commands.send(on_hangup if on_hangup == "stop" else "detach")
+        if on_hangup == "stop":
+            stop_training()
+        else:
+            commands.send("detach")
         commands.flush()
         os._exit(0)
 
@@ -170,10 +190,12 @@ def run_watch(cfg: RunConfig, out_path: Path, on_hangup: str, launch: Launch | N
     def stop_on_signal(signum: int, frame: Any) -> None:
         if stop_signal:  # the second one: leave now; the training process has been told to stop
             with contextlib.suppress(Exception):
-                commands.send("stop")
+                stop_training()
                 commands.flush()
             typer.echo(
-                f"leaving; the training process (pid {proc.pid}) closes {out_path} on its own", err=True
+                f"leaving; the training process (pid {proc.pid}) closes {out_of(app) or 'its run file'} "
+                "on its own",
+                err=True,
             )
             os._exit(stopped_code(stop_signal[0]))
         stop_signal.append(signum)
@@ -189,23 +211,24 @@ def run_watch(cfg: RunConfig, out_path: Path, on_hangup: str, launch: Launch | N
     if stop_signal:
         name = signal.Signals(stop_signal[0]).name
         typer.echo(f"{name}: stopping training; the run file is closed as stopped", err=True)
+    out = out_of(app)
     if result == "detach" and proc.is_alive() and not stop_signal:
         commands.send("detach")
         commands.flush()
-        typer.echo(
-            f"training continues in the background (pid {proc.pid}); it writes {out_path}\n"
-            f"re-attach: tuitrain replay --follow {out_path}; stop it: kill {proc.pid}"
-        )
+        where = f"it writes {out}\nre-attach: tuitrain replay --follow {out}; " if out else ""
+        typer.echo(f"training continues in the background (pid {proc.pid}); {where}stop it: kill {proc.pid}")
         os._exit(0)  # skip multiprocessing's exit-time join: the worker must outlive us
     if (stop_signal or result not in ("stop", "done")) and proc.is_alive():
         commands.send("stop")  # the UI closed without a choice: do not leave an orphan behind
+    if (stop_signal or result != "done") and stop_by_signal and proc.is_alive():
+        stop_training()
     if proc.is_alive():
-        typer.echo(f"waiting for the training process to close {out_path} ...")
+        typer.echo(f"waiting for the training process to close {out or 'its run file'} ...")
     proc.join(timeout=120)
     if proc.is_alive():
         proc.terminate()
         proc.join(timeout=10)
-    report_end(out_path, log_path, proc.exitcode, stop_signal[0] if stop_signal else None)
+    return proc.exitcode, (stop_signal[0] if stop_signal else None), app
 
 
 def how_it_ended(exitcode: int | None) -> str:

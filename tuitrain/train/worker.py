@@ -94,21 +94,7 @@ def worker_main(
 ) -> None:
     """Entry point of the spawned training process. ``launch`` (a :class:`tuitrain.launch.Launch`)
     makes it start torchrun and relay rank 0 instead of training itself."""
-    from tuitrain.runfile.claim import create_exclusive, overwrite_asked
-
-    try:  # a new file, never appended to through a link planted at <out>.log (see runfile/claim.py)
-        fd = create_exclusive(Path(log_path), overwrite_asked())
-    except (OSError, ValueError) as e:  # it appeared since `watch` checked: bad input, said on the dashboard
-        _refuse(events, f"{log_path}: cannot create the training log: {e}")
-        sys.exit(2)
-    os.dup2(fd, 1)
-    os.dup2(fd, 2)
-    sys.stdout = open(1, "w", buffering=1, closefd=False)  # noqa: SIM115 - lives as long as the process
-    sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    with contextlib.suppress(OSError):
-        os.setpgid(0, 0)  # own process group: terminal job-control signals are for the UI
+    _take_log_and_signals(events, log_path)
 
     from tuitrain.config import ConfigError, from_toml
     from tuitrain.runfile.writer import RunFileWriter
@@ -131,6 +117,70 @@ def worker_main(
     except Exception as e:  # noqa: BLE001 - the UI shows it from RunFinished; the exit code says failed
         print(f"error: {e}", flush=True)
         sys.exit(1)
+
+
+def _take_log_and_signals(events: Any, log_path: str, overwrite: bool | None = None) -> None:
+    """The lifecycle rules above, for this process: output to the log, SIGINT and SIGHUP ignored, an own
+    process group. ``overwrite``: whether the log may replace one (default: ``--overwrite``)."""
+    from tuitrain.runfile.claim import create_exclusive, overwrite_asked
+
+    try:  # a new file, never appended to through a link planted at <out>.log (see runfile/claim.py)
+        fd = create_exclusive(Path(log_path), overwrite_asked() if overwrite is None else overwrite)
+    except (OSError, ValueError) as e:  # it appeared since `watch` checked: bad input, said on the dashboard
+        _refuse(events, f"{log_path}: cannot create the training log: {e}")
+        sys.exit(2)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    sys.stdout = open(1, "w", buffering=1, closefd=False)  # noqa: SIM115 - lives as long as the process
+    sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    with contextlib.suppress(OSError):
+        os.setpgid(0, 0)  # own process group: terminal job-control signals are for the UI
+
+
+def script_worker_main(
+    script: str,
+    args: list[str],
+    out: str | None,
+    events: Any,
+    commands: Any,
+    log_path: str,
+    parent_pid: int,
+    results: Any,
+) -> None:
+    """Entry point of the training process behind ``tuitrain watch train.py -- ARGS``: the user's
+    script runs here (see :mod:`tuitrain.train.script`) under the same rules as a preset, with the live
+    queue and the dashboard's control handed to its ``tuitrain.init``. If the script records nothing
+    (it never calls ``tuitrain.init``, or fails or exits before), the dashboard is told why; the
+    command hears how the script ended through ``results`` (a pipe's sending end) and the exit code."""
+    from tuitrain.runfile.claim import overwrite_asked
+
+    default_log = out is None  # a name of its own in runs/, never another run's to replace
+    _take_log_and_signals(events, log_path, overwrite=False if default_log else None)
+
+    from tuitrain.events import RunFinished
+    from tuitrain.hosted import Host
+    from tuitrain.train.script import Outcomes, on_signal_before_start, run_script
+    from tuitrain.train.sinks import QueueSink
+
+    print(f"tuitrain: running {script} {' '.join(args)}".rstrip(), flush=True)
+    live = SwitchableSink(QueueSink(events))
+    outcomes = Outcomes()
+    host = Host(sinks=[outcomes, live], control=None, out=out, overwrite=overwrite_asked())
+    control = QueueControl(commands, live, parent_pid)
+    host.control = control
+    signal.signal(signal.SIGTERM, on_signal_before_start(host, control._on_term))
+    end = run_script(Path(script), args, host, outcomes)
+    why = end.without_run(log_path)
+    if why:  # the dashboard waits in 'starting' for a run that will never come
+        print(f"error: {why}", flush=True)
+        live.emit(RunFinished("stopped" if end.interrupted else "failed", 0, error=why))
+    live.close()
+    with contextlib.suppress(OSError, ValueError):
+        results.send(end.summary())
+    print(f"tuitrain: {script} exited with code {end.code}", flush=True)
+    sys.exit(end.code)
 
 
 def _refuse(events: Any, error: str) -> None:

@@ -89,6 +89,9 @@ class Reference(pl.Callback):
         self._step = self._batch_step = -1
 
     def on_before_optimizer_step(self, trainer: Any, pl_module: Any, optimizer: Any) -> None:
+        if self._before and trainer.global_step == self._step:
+            return  # the same step evaluates its closure again (LBFGS): its gradient is the first one
+        self._finish_step(pl_module)  # manual optimization: the previous optimizer's step is done
         self._step = trainer.global_step
         params = list(pl_module.parameters())
         self.grad_norm[self._step] = [torch.linalg.vector_norm(p.grad.double()).item() for p in params]
@@ -98,6 +101,10 @@ class Reference(pl.Callback):
     def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, idx: int) -> None:
         loss = outputs["loss"].item() * trainer.accumulate_grad_batches
         self.batch_losses.append((self._batch_step, loss))
+        self._finish_step(pl_module)
+
+    def _finish_step(self, pl_module: Any) -> None:
+        """||W_{t+1} - W_t|| / ||W_t|| of the step opened last, once it is done."""
         if self._before:
             after = [p.detach().double() for p in pl_module.parameters()]
             self.update_ratio[self._step] = [
@@ -302,3 +309,63 @@ def test_epoch_and_test_metric_names() -> None:
     tm = summary_metrics({"test_loss": t(1.0), "test/accuracy": t(0.75), "test_f1": 0.5})
     assert {k: float(v) for k, v in tm.items()} == {"loss": 1.0, "acc": 0.75, "test_f1": 0.5}
     assert not math.isnan(float(tm["acc"]))
+
+
+class TwoOptimizers(Tiny):
+    """Manual optimization with two optimizers: two optimizer steps (two global steps) a batch."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.automatic_optimization = False
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        first, second = self.optimizers()
+        loss, _ = self._eval(batch)
+        first.zero_grad()
+        second.zero_grad()
+        self.manual_backward(loss)
+        first.step()
+        second.step()
+        return loss
+
+    def configure_optimizers(self) -> Any:
+        params = list(self.net.parameters())
+        return torch.optim.SGD(params[:2], lr=0.1), torch.optim.Adam(params[2:], lr=0.01)
+
+
+class Lbfgs(Tiny):
+    """LBFGS evaluates its closure (forward, backward, on_before_optimizer_step) several times a step."""
+
+    def configure_optimizers(self) -> Any:
+        return torch.optim.LBFGS(self.parameters(), lr=0.5, max_iter=3)
+
+
+def assert_probes_match(out: Path, ref: Reference) -> list[int]:
+    with open_run(out) as rf:
+        steps = rf.probe_steps().tolist()
+        grad, ratio = rf.probe("grad_norm"), rf.probe("update_ratio")
+    assert steps == sorted(ref.grad_norm) == sorted(ref.update_ratio)
+    for row, step in enumerate(steps):
+        assert grad[row].tolist() == pytest.approx(ref.grad_norm[step], rel=1e-3), step
+        assert ratio[row].tolist() == pytest.approx(ref.update_ratio[step], rel=1e-3), step
+    return steps
+
+
+def test_manual_optimization_with_two_optimizers_is_two_steps_a_batch(tmp_path: Path) -> None:
+    out, ref = tmp_path / "manual.h5", Reference()
+    train, val = loaders()
+    t = trainer(TuitrainCallback(out=str(out), until="fit"), ref, max_epochs=1, num_sanity_val_steps=0)
+    t.fit(TwoOptimizers(), train, val)
+    assert assert_probes_match(out, ref) == list(range(t.global_step)) == list(range(2 * N_TRAIN // BATCH))
+    with open_run(out) as rf:
+        loss = rf.steps()["loss"]
+    assert all(math.isnan(v) for v in loss[0::2])  # the first optimizer's step: no loss yet
+    assert loss[1::2].tolist() == pytest.approx([v for _, v in ref.batch_losses], rel=1e-6)
+
+
+def test_lbfgs_probes_the_gradient_at_the_steps_start_and_the_whole_update(tmp_path: Path) -> None:
+    out, ref = tmp_path / "lbfgs.h5", Reference()
+    train, val = loaders()
+    t = trainer(TuitrainCallback(out=str(out), until="fit"), ref, max_epochs=1, num_sanity_val_steps=0)
+    t.fit(Lbfgs(), train, val)
+    assert assert_probes_match(out, ref) == list(range(t.global_step)) == list(range(N_TRAIN // BATCH))

@@ -414,3 +414,23 @@ def test_epoch_means_and_metrics_reach_the_sinks(tmp_path: Path) -> None:
     assert started.batch_size == 8
     with open_run(tmp_path / "e.h5") as rf:
         assert rf.test()["acc"] == pytest.approx(0.7)
+
+
+def test_values_logged_without_commit_belong_to_the_step_just_taken(tmp_path: Path) -> None:
+    model = Tiny()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    x, y = torch.randn(8, 4), torch.randint(0, 3, (8,))
+    with tuitrain.init(out=tmp_path / "k.h5") as run:
+        run.watch(model, opt)
+        for i in range(3):
+            opt.zero_grad()
+            loss = F.cross_entropy(model(x), y)
+            loss.backward()
+            opt.step()
+            run.log({"loss": loss}, commit=False)  # closed by the next optimizer step's pre-hook
+            run.log({"grad_steps": i}, commit=False)
+    with open_run(tmp_path / "k.h5") as rf:
+        assert rf.n_steps == 3 and rf.n_probe_rows == 3
+        assert list(rf.scalar("grad_steps")) == [0.0, 1.0, 2.0]
+        assert np.isfinite(rf.scalar("loss")).all()
+        assert np.allclose(rf.scalar("lr"), 0.1)

@@ -12,9 +12,12 @@ hooks, installed once and chained to what was there before, end the open runs:
   since (the default name's reservation among them).
 * SIGTERM, only where its handler is still the default and only from the main thread: it raises
   :class:`Terminated` (a ``SystemExit(143)``) so that the script's ``finally`` blocks and ``with``
-  blocks run and the process exits 143, as an unhandled SIGTERM would. Arriving while tuitrain's own
-  code runs (a flush writing the file), it waits until that code is done (:data:`guard`), so a run
-  file is never left half-updated by it. Hosted scripts keep the host's handler (the worker's).
+  blocks run and the process exits 143, as an unhandled SIGTERM would. Hosted scripts keep the host's
+  handler (the worker's).
+* SIGINT keeps Python's behaviour (``KeyboardInterrupt``), where Python's own handler is installed.
+
+Either signal arriving while tuitrain's own code runs (a flush writing the run file) waits until that
+code is done (:data:`guard`), a few milliseconds: the run file's columns are never left half-appended.
 """
 
 from __future__ import annotations
@@ -90,16 +93,16 @@ class _Guard:
 
     def __init__(self) -> None:
         self.depth = 0
-        self.pending = False
+        self.pending: type[BaseException] | None = None  # what a signal meanwhile asked to raise
 
     def __enter__(self) -> None:
         self.depth += 1
 
     def __exit__(self, *exc: object) -> None:
         self.depth -= 1
-        if self.pending and self.depth == 0:
-            self.pending = False
-            raise Terminated
+        if self.pending is not None and self.depth == 0:
+            pending, self.pending = self.pending, None
+            raise pending
 
 
 guard = _Guard()
@@ -116,6 +119,8 @@ def _install() -> None:
         with contextlib.suppress(ValueError, OSError):
             if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
                 signal.signal(signal.SIGTERM, _on_sigterm)
+            if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+                signal.signal(signal.SIGINT, _on_sigint)
 
 
 def _excepthook(exc_type: type[BaseException], exc: BaseException, trace: Any) -> None:
@@ -134,7 +139,15 @@ def _at_exit() -> None:
 def _on_sigterm(signum: int, frame: Any) -> None:
     global _terminated
     _terminated = True
+    _raise(Terminated)
+
+
+def _on_sigint(signum: int, frame: Any) -> None:
+    _raise(KeyboardInterrupt)
+
+
+def _raise(exc: type[BaseException]) -> None:
     if guard.depth:
-        guard.pending = True
+        guard.pending = guard.pending or exc
         return
-    raise Terminated
+    raise exc

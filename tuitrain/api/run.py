@@ -193,7 +193,8 @@ class Run:
         """Record scalars of the open step and close it (``commit=False``: keep it open for more).
 
         ``values``: Python numbers or one-element tensors on any device, read at the monitor's flush
-        (no host sync per step). ``loss`` and ``acc`` are the standard columns the dashboard charts
+        (no host sync per step; so a logged tensor must not be changed in place afterwards, e.g. a
+        running sum: log ``total.clone()`` or a new tensor instead). ``loss`` and ``acc`` are the standard columns the dashboard charts
         first, ``lr`` the learning-rate column (else the watched optimizer's); every other key gets a
         column of its own. ``step``: the 0-based step the values belong to (:attr:`step` is the open
         one); steps skipped over are stored as empty rows, a step already closed is refused with a

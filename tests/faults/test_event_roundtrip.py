@@ -261,8 +261,8 @@ def test_the_dashboard_file_source_reads_the_same_fields(tmp_path: Path, run: st
             same(a, b, f"{kind.__name__} {i}")
     steps = [e for e in got if isinstance(e, StepBatch)]
     assert len(steps) == 1  # one overview batch: every row of a short file
-    # The overview carries the declared columns (a key first logged later is in /metrics, not in it).
-    declared = events[0].step_scalars if run == "script" else STEP_SCALARS
+    # The overview carries the declared columns, then the keys first logged later (from /metrics).
+    declared = (*USER, "late_key") if run == "script" else STEP_SCALARS
     same(merged([e for e in events if isinstance(e, StepBatch)], declared), steps[0], "StepBatch")
     h = History()
     h.extend(got)

@@ -5,8 +5,18 @@ notebook) lazy access to a finished, live or crashed run. Neither imports torch 
 layout is in :mod:`tuitrain.runfile.schema` and docs/run-file.md.
 """
 
+from tuitrain.runfile.append import AppendRefused, check_appendable
 from tuitrain.runfile.reader import RunFile, RunFileError, open_run
 from tuitrain.runfile.schema import FORMAT, SCHEMA_VERSION
 from tuitrain.runfile.writer import RunFileWriter
 
-__all__ = ["FORMAT", "SCHEMA_VERSION", "RunFile", "RunFileError", "RunFileWriter", "open_run"]
+__all__ = [
+    "FORMAT",
+    "SCHEMA_VERSION",
+    "AppendRefused",
+    "RunFile",
+    "RunFileError",
+    "RunFileWriter",
+    "check_appendable",
+    "open_run",
+]

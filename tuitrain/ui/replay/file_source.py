@@ -85,7 +85,8 @@ class FileSource(Source):
         self.description = "follow" if follow else "replay"
         self.lock = threading.RLock()
         self.step_stride = stride_for(self.rf.n_steps, overview_rows)
-        self.probe_stride = stride_for(self.rf.n_probe_rows, probe_rows)
+        most = max((self.rf.probe_rows(p.name) for p in self.rf.probe_specs), default=0)
+        self.probe_stride = stride_for(most, probe_rows)  # one stride for every probe: the same grid
         self.ended = ""  # why delivery ended: "finished", "incomplete", an error; "" while it goes on
         self._cache: OrderedDict[int, tuple[int, np.ndarray]] = OrderedDict()
         self._cache_rows = cache_rows
@@ -209,20 +210,29 @@ class FileSource(Source):
             k: self._column(lambda r, k=k: rf.scalar(k, r.start, r.stop, r.step or 1), rows, extra)
             for k in ("step", "epoch", *names)
         }
-        scalars = np.empty((cols["step"].shape[0], len(names)), np.float64)
+        later = rf.metrics("step")  # keys first logged after the run started: NaN where a row did not
+        names = (*names, *later)
+        steps = cols["step"].astype(np.int64)
+        scalars = np.full((steps.shape[0], len(names)), np.nan)
         for j, name in enumerate(names):
-            scalars[:, j] = cols[name]
+            if name in cols:
+                scalars[:, j] = cols[name]
+            elif len(steps):
+                at, _, values = later[name]
+                rows_ = np.minimum(np.searchsorted(steps, at), len(steps) - 1)
+                hit = steps[rows_] == at
+                scalars[rows_[hit], j] = values[hit]
         blocks: dict[str, ProbeBlock] = {}
         for spec in specs:
             pa, m = self._sent[f"probe:{spec.name}"], probe_rows[spec.name]
             prows, pextra = thinned(pa, m, self.probe_stride)
-            steps = self._column(lambda r, p=spec.name: rf.probe_steps(r, p), prows, pextra).astype(np.int64)
+            psteps = self._column(lambda r, p=spec.name: rf.probe_steps(r, p), prows, pextra).astype(np.int64)
             qs = [
                 self._column(lambda r, q=q, p=spec.name: rf.probe(q, r, probe=p), prows, pextra, matrix=True)
                 for q in spec.names
             ]
             blocks[spec.name] = ProbeBlock(
-                spec.name, steps, np.stack(qs, axis=1).astype(np.float32, copy=False)
+                spec.name, psteps, np.stack(qs, axis=1).astype(np.float32, copy=False)
             )
             self._sent[f"probe:{spec.name}"] = max(pa, m)
         when = time.time()  # files from before /steps/time: when the rows arrived here
@@ -232,7 +242,7 @@ class FileSource(Source):
                 when = float(t[0])
         self._sent["steps"] = max(a, n)
         return StepBatch(
-            cols["step"].astype(np.int64),
+            steps,
             cols["epoch"].astype(np.int32),
             scalars,
             scalar_names=names,

@@ -37,12 +37,12 @@ class Tiny(pl.LightningModule):
     """An MLP classifier that logs what Lightning users log: train/val/test loss and accuracy, and an
     epoch metric of its own from ``on_train_epoch_end`` (which runs after the callbacks' hook)."""
 
-    def __init__(self, lr: float = 0.2, hidden: int = 16, fail_at: int = -1) -> None:
+    def __init__(
+        self, lr: float = 0.2, hidden: int = 16, fail_at: int = -1, act: type[nn.Module] = nn.Tanh
+    ) -> None:
         super().__init__()
-        self.save_hyperparameters()
-        self.net = nn.Sequential(
-            nn.Linear(6, hidden), nn.Tanh(), nn.Linear(hidden, hidden), nn.Linear(hidden, 3)
-        )
+        self.save_hyperparameters()  # act, a class, is not JSON: the run's config holds its repr
+        self.net = nn.Sequential(nn.Linear(6, hidden), act(), nn.Linear(hidden, hidden), nn.Linear(hidden, 3))
 
     def _eval(self, batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
         x, y = batch
@@ -217,7 +217,8 @@ def test_epoch_metrics_test_metrics_and_config(fitted: dict[str, Any]) -> None:
         assert test["acc"] == pytest.approx(float(tm["test_acc"]), rel=1e-6)
         _, _, f1 = rf.metrics("test")["test_f1ish"]
         assert f1.tolist() == pytest.approx([float(tm["test_f1ish"])], rel=1e-6)
-        assert rf.user_config == dict(model.hparams)
+        assert rf.user_config == {**dict(model.hparams), "act": repr(nn.Tanh)}
+        assert rf.user_config["lr"] == 0.2
 
 
 def test_info_reads_the_file(fitted: dict[str, Any]) -> None:
@@ -282,6 +283,13 @@ def test_gradient_accumulation_logs_one_row_per_optimizer_step(tmp_path: Path) -
         assert rf.user_config["lr"] == 0.2
 
 
+def test_an_unknown_keyword_is_said_when_the_callback_is_made() -> None:
+    with pytest.raises(TypeError, match="unknown keyword 'overwrit'.*overwrite"):
+        TuitrainCallback(out="x.h5", overwrit=True)
+    with pytest.raises(ValueError, match="until must be 'fit' or 'test'"):
+        TuitrainCallback(until="validate")
+
+
 def test_epoch_and_test_metric_names() -> None:
     t = torch.tensor
     logged = {
@@ -293,6 +301,8 @@ def test_epoch_and_test_metric_names() -> None:
         "val_f1": t(0.25),
         "value": t(7.0),
         "lr-SGD": 0.1,
+        "train/f1": t(0.3),  # "/" names an HDF5 group: stored as "train.f1"
+        "time": 3.0,  # a column tuitrain keeps itself: stored as "logged_time"
         "hist": t([1.0, 2.0]),  # not one number: not a metric
     }
     got = epoch_metrics(logged)
@@ -303,9 +313,11 @@ def test_epoch_and_test_metric_names() -> None:
         "val_f1": 0.25,
         "value": 7.0,
         "lr-SGD": 0.1,
+        "train.f1": pytest.approx(0.3),
+        "logged_time": 3.0,
     }
     stale = epoch_metrics(logged, val_ran=False)  # no validation this epoch: its values are old
-    assert sorted(stale) == ["lr-SGD", "train_loss", "value"]
+    assert sorted(stale) == ["logged_time", "lr-SGD", "train.f1", "train_loss", "value"]
     tm = summary_metrics({"test_loss": t(1.0), "test/accuracy": t(0.75), "test_f1": 0.5})
     assert {k: float(v) for k, v in tm.items()} == {"loss": 1.0, "acc": 0.75, "test_f1": 0.5}
     assert not math.isnan(float(tm["acc"]))

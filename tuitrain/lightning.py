@@ -33,6 +33,7 @@ Where each hook comes in, and why there:
 from __future__ import annotations
 
 import contextlib
+import inspect
 import math
 from collections.abc import Mapping
 from typing import Any
@@ -56,6 +57,8 @@ __all__ = ["TuitrainCallback"]
 _PREFIXES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val"}
 _NAMES = {"loss": "loss", "acc": "acc", "accuracy": "acc"}
 _TEST_PREFIXES = ("test_", "test/", "test.")
+# What TuitrainCallback passes on to tuitrain.init besides its own out, name and every.
+_INIT_KEYWORDS = frozenset(inspect.signature(tuitrain.init).parameters) - {"name", "out", "every", "source"}
 
 
 class TuitrainCallback(pl.Callback):
@@ -84,6 +87,12 @@ class TuitrainCallback(pl.Callback):
             raise ValueError(f"TuitrainCallback(until={until!r}): until must be 'fit' or 'test'.")
         if isinstance(every, bool) or not isinstance(every, int) or every < 1:
             raise ValueError(f"TuitrainCallback(every={every!r}): every must be a whole number >= 1.")
+        unknown = sorted(set(init_kwargs) - _INIT_KEYWORDS)
+        if unknown:  # said now, not at the first training step
+            raise TypeError(
+                f"TuitrainCallback: unknown keyword {', '.join(map(repr, unknown))}; it takes out, name, "
+                f"every, until and what tuitrain.init takes: {', '.join(sorted(_INIT_KEYWORDS))}."
+            )
         self.out = out
         self.name = name
         self.every = every
@@ -269,6 +278,8 @@ def _plain(value: Any) -> Any:
         return [_plain(v) for v in value]
     if isinstance(value, torch.Tensor) and value.numel() == 1:
         return value.item()
+    if type(value).__module__ == "numpy" and getattr(value, "ndim", 1) == 0 and hasattr(value, "item"):
+        return _plain(value.item())
     return repr(value)
 
 

@@ -55,3 +55,24 @@ def test_watch_script_completes_and_q_exits_0(tmp_path: Path) -> None:
     assert "steps 8" in out.with_suffix(".log").read_text()  # the script's own print went to its log
     with h5py.File(out, "r") as f:
         assert f.attrs["status"] == "completed"
+
+
+def test_watch_script_that_fails_before_init_tells_the_dashboard(tmp_path: Path) -> None:
+    script, status = tmp_path / "broken.py", tmp_path / "status"
+    script.write_text('raise ValueError("no data here")\n')
+    out = tmp_path / "b.h5"
+    t = ShellPane(f"{script} --out {out}", status)
+    try:
+        # its traceback opens by itself (as a preset's does), over the dashboard that says FAILED
+        t.wait_for(lambda s: 'broken.py", line 1' in s, 30, "the script's traceback on the dashboard")
+        t.keys("q")  # closes the traceback
+        screen = t.wait_for(lambda s: "FAILED" in s, 10, "the dashboard to say the script failed")
+        assert "broken.py failed before" in " ".join(screen.split()), screen
+        t.keys("q")
+        assert t.exit_status(30) == 1, t.screen()
+        text = t.text()
+        assert "ValueError: no data here" in text and f"its output is in {out.with_suffix('.log')}" in text
+    finally:
+        t.kill()
+    assert 'broken.py", line 1' in out.with_suffix(".log").read_text()  # its traceback, in its log
+    assert not out.exists()  # nothing was recorded: no run file

@@ -5,10 +5,11 @@ The script runs as ``python train.py ARGS`` would run it: ``sys.argv = [train.py
 first on ``sys.path``, as ``__main__``. Before it starts, a :class:`tuitrain.hosted.Host` is installed,
 so that ``tuitrain.init`` inside it sends its events to the command's sinks (the live queue or the
 console), takes the command's pause/stop control and its ``--out``; the script needs no change to be
-watched. Its end is the interpreter's, done here, before the command reports: an exception goes to
-``sys.excepthook`` (where ``tuitrain.init`` ends the run ``failed`` or ``stopped``), with the frames of
-tuitrain's own runner cut off, so what is printed is the script's traceback, as Python prints it, and
-then the exit-time handlers run, which end a run the script left open.
+watched. The runs it leaves open are ended here, as its end says (:func:`tuitrain.api.exits.end_runs`:
+completed, failed with the error and traceback, stopped), before the command reports: at the
+interpreter's exit would be too late for a spawned process, whose live queue multiprocessing closes
+ahead of the atexit handlers. An exception is printed as Python prints it, with the frames of
+tuitrain's own runner (and runpy's) cut off, so the traceback is the script's.
 
 Nothing here imports torch: the script does, itself.
 """
@@ -20,6 +21,7 @@ import os
 import runpy
 import signal
 import sys
+import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -72,6 +74,7 @@ class ScriptEnd:
     script: str
     code: int = 0
     error: str = ""
+    traceback: str = ""  # the script's own frames
     interrupted: bool = False
     started: bool = False  # whether tuitrain.init was called (a run was started or its file created)
     runs: list[RunOutcome] = field(default_factory=list)
@@ -82,6 +85,7 @@ class ScriptEnd:
             "script": self.script,
             "code": self.code,
             "error": self.error,
+            "traceback": self.traceback,
             "interrupted": self.interrupted,
             "started": self.started,
             "runs": [vars(r) for r in self.runs],
@@ -90,7 +94,7 @@ class ScriptEnd:
     @classmethod
     def from_summary(cls, d: dict[str, Any]) -> ScriptEnd:
         runs = [RunOutcome(**r) for r in d.get("runs", [])]
-        return cls(d["script"], d["code"], d["error"], d["interrupted"], d["started"], runs)
+        return cls(d["script"], d["code"], d["error"], d["traceback"], d["interrupted"], d["started"], runs)
 
     def without_run(self, log: str = "") -> str:
         """Why nothing was recorded, in one paragraph, or "" when the script did start a run."""
@@ -151,6 +155,7 @@ def run_script(script: Path, args: list[str], host: Any, outcomes: Outcomes) -> 
         end.interrupted = not isinstance(e, Exception)  # KeyboardInterrupt, StopRun, Terminated
         tb = _script_frames(e.__traceback__, script)
         e = e.with_traceback(tb)
+        end.traceback = "".join(traceback.format_exception(type(e), e, tb))
         started = bool(host.runs or outcomes.runs)
         _end_runs(e)
         if not (end.interrupted and not started):  # a Ctrl-C before any run: nothing to say
@@ -211,7 +216,13 @@ def on_signal_before_start(host: Any, handler: Any) -> Any:
 
     def on_signal(signum: int, frame: Any) -> None:
         if host.runs:
-            handler(signum, frame)
+            try:
+                handler(signum, frame)
+            except KeyboardInterrupt:  # the second Ctrl-C: at once, yet never inside a run-file write
+                exits = sys.modules.get("tuitrain.api.exits")
+                if exits is None or not exits.guard.depth:
+                    raise
+                exits.guard.pending = exits.guard.pending or KeyboardInterrupt
         elif signum == signal.SIGINT:
             raise KeyboardInterrupt
         else:

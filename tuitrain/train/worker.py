@@ -175,7 +175,8 @@ def script_worker_main(
     why = end.without_run(log_path)
     if why:  # the dashboard waits in 'starting' for a run that will never come
         print(f"error: {why}", flush=True)
-        live.emit(RunFinished("stopped" if end.interrupted else "failed", 0, error=why))
+        status = "stopped" if end.interrupted else "failed"
+        live.emit(RunFinished(status, 0, error=why, traceback="" if end.interrupted else end.traceback))
     live.close()
     with contextlib.suppress(OSError, ValueError):
         results.send(end.summary())

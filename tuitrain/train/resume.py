@@ -230,13 +230,21 @@ def restore(
     may span more steps than before), RNG state."""
     import torch
 
-    source = inspect_run(Path(cfg.train.resume), Path(out_path))
+    # Data-parallel, only rank 0 opens the run file (it is about to write it); the others read the
+    # checkpoint beside it, and keep their own dropout streams (seed + rank), as a new run would.
+    dist = torch.distributed
+    rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+    if rank == 0:
+        source = inspect_run(Path(cfg.train.resume), Path(out_path))
+    else:
+        run_file = Path(cfg.train.resume)
+        source = ResumeFrom(run_file, run_file.with_suffix(".pt"), Path(out_path), -1, -1, "")
     ck = load_checkpoint(source.checkpoint)
     where = f"--resume {source.run_file}"
     step, epoch = int(ck["step"]), int(ck["epoch"])
     stored = from_toml(str(ck["config_toml"]), where=f"the config in {source.checkpoint}")
     check_config(stored, cfg, where, step, epoch)
-    if step != source.next_step:
+    if rank == 0 and step != source.next_step:
         raise ConfigError(
             f"{where}: the checkpoint {source.checkpoint} holds step {step}, but the run file goes on to "
             f"step {source.next_step - 1}: it is not this file's last state (the run went on after it "
@@ -267,7 +275,7 @@ def restore(
         group["lr"] = base * factor(scheduler.last_epoch)  # this run's schedule from the next step on
     scheduler._last_lr = [g["lr"] for g in optimizer.param_groups]  # noqa: SLF001 - get_last_lr()
     rng = ck.get("rng") or {}
-    if isinstance(rng.get("torch"), torch.Tensor):
+    if rank == 0 and isinstance(rng.get("torch"), torch.Tensor):
         torch.set_rng_state(rng["torch"])
     data = rng.get("data")
     if isinstance(data, torch.Tensor):

@@ -18,6 +18,7 @@ declares that the file lacks cannot be added under SWMR alignment rules: their v
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -57,10 +58,11 @@ def reopen(path: Path, ev: RunStarted) -> tuple[h5py.File, Declaration, dict[str
         decl, attrs = _finished_v2(path, f)
         _same_run(path, f, decl, ev)
         new = from_started(ev)
-        cols = open_columns(f, decl, int(f["layers/name"].shape[0]), len(ev.module_summary))
+        n_modules = len(json.loads(attrs["module_summary"] or "[]"))
+        cols = open_columns(f, decl, int(f["layers/name"].shape[0]), n_modules)
         n = cols["steps/step"].n_file
         last = int(f["steps/step"][n - 1]) if n else int(attrs["last_step"])
-        keep = {"started_at", "out_path", "probes", "step_scalars"}  # the file's own
+        keep = {"started_at", "out_path", "probes", "step_scalars", "module_summary"}  # the file's own
         for key, value in run_attrs(
             ev, Declaration(decl.probes, decl.step_scalars, new.source, new.config_json)
         ).items():

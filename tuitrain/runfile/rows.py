@@ -18,7 +18,7 @@ import numpy as np
 from tuitrain.events import EpochEnd, StepBatch, TestResult
 from tuitrain.runfile import schema as S
 from tuitrain.runfile.columns import Column, fixed_bytes
-from tuitrain.runfile.declaration import Declaration, axis_size
+from tuitrain.runfile.declaration import Declaration
 
 _SCOPE = {s: fixed_bytes(s, S.METRIC_FIELDS["scope"]) for s in S.METRIC_SCOPES}
 
@@ -26,13 +26,14 @@ _SCOPE = {s: fixed_bytes(s, S.METRIC_FIELDS["scope"]) for s in S.METRIC_SCOPES}
 class Rows:
     """Puts events' rows into ``cols`` (the writer's columns) following ``decl``."""
 
-    def __init__(
-        self, decl: Declaration, cols: dict[str, Column], n_layers: int, n_modules: int, where: str
-    ) -> None:
+    def __init__(self, decl: Declaration, cols: dict[str, Column], where: str) -> None:
         self.decl = decl
         self.cols = cols
         self.where = where  # the run file's path, for error messages
-        self.widths = {p.name: axis_size(p.axis, n_layers, n_modules) for p in decl.probes}
+        # columns per row of each probe, as laid out in the file (a reopened file keeps its own)
+        self.widths = {
+            p.name: int(cols[decl.probe_path(p.name, p.names[0])].buf.shape[1]) for p in decl.probes
+        }
         self._declared = {p.name: p for p in decl.probes}
         self._maps: dict[
             tuple[str, ...], tuple[list[tuple[Column, int]], list[Column], list[tuple[str, int]]]

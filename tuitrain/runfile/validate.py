@@ -75,9 +75,6 @@ def validate(path: Path, f: h5py.File) -> Checked:
     n_modules = len(json.loads(out["module_summary"] or "[]"))
     specs = _dataset_specs(decl, n_modules)
     _check_links(path, f, decl, specs)  # before any `p in f`, which would follow an external link
-    missing = [f"/{p}" for p, (_, _, required) in specs.items() if required and p not in f]
-    if missing:
-        raise RunFileError(f"{path}: incomplete or corrupt run file, missing {', '.join(missing[:4])}")
     ds = _check_datasets(path, f, specs)
     _check_test(path, f)
     with guard(path, "the small tables"):
@@ -282,11 +279,14 @@ def _matches(dt: np.dtype, want: str) -> bool:
 def _check_datasets(path: Path, f: h5py.File, specs: dict[str, Spec]) -> dict[str, h5py.Dataset]:
     n_layers: int | None = None
     handles: dict[str, h5py.Dataset] = {}
-    for p, (dt, width, _) in specs.items():
+    missing: list[str] = []
+    for p, (dt, width, required) in specs.items():
         rank = 1 if width is None else 2
         with guard(path, f"/{p}"):
             obj = f.get(p)  # links were checked: hard links only
-            if obj is None:  # an optional column an older file lacks (required ones were checked)
+            if obj is None:  # an optional column an older file lacks is fine; a required one is not
+                if required:
+                    missing.append(f"/{p}")
                 continue
             want = _dtype_kind(dt)
             expected = f"a {rank}-D dataset of {want} values"
@@ -319,6 +319,8 @@ def _check_datasets(path: Path, f: h5py.File, specs: dict[str, Spec]) -> dict[st
             if width is not None and width >= 0 and obj.shape[1] != width:
                 raise RunFileError(f"{path}: /{p} has shape {obj.shape}; expected (rows, {width})")
             handles[p] = obj
+    if missing:
+        raise RunFileError(f"{path}: incomplete or corrupt run file, missing {', '.join(missing[:4])}")
     return handles
 
 

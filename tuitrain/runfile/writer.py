@@ -293,7 +293,7 @@ class RunFileWriter:
             raise self._error from None
         self._f = f
         self._n_layers = len(ev.layers)
-        self._rows = Rows(decl, self._cols, len(ev.layers), len(ev.module_summary), str(self.path))
+        self._rows = Rows(decl, self._cols, str(self.path))
         self._rows.last_step = self._last_step
         self._status = "running"
         self._last_flush = self._clock()

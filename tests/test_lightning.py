@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader, TensorDataset
 pl = pytest.importorskip("lightning.pytorch")
 
 from tests.clirun import tt  # noqa: E402
+from tests.conftest import cli_env  # noqa: E402
 from tuitrain.lightning import TuitrainCallback, epoch_metrics, summary_metrics  # noqa: E402
 from tuitrain.runfile.reader import open_run  # noqa: E402
 
@@ -381,3 +382,78 @@ def test_lbfgs_probes_the_gradient_at_the_steps_start_and_the_whole_update(tmp_p
     t = trainer(TuitrainCallback(out=str(out), until="fit"), ref, max_epochs=1, num_sanity_val_steps=0)
     t.fit(Lbfgs(), train, val)
     assert assert_probes_match(out, ref) == list(range(t.global_step)) == list(range(N_TRAIN // BATCH))
+
+
+SCRIPT = """
+import lightning.pytorch as pl
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from tuitrain.lightning import TuitrainCallback
+
+
+class Net(pl.LightningModule):
+    def __init__(self, lr=0.1):
+        super().__init__()
+        self.save_hyperparameters()
+        self.net = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3))
+
+    def step(self, batch, name):
+        x, y = batch
+        out = self.net(x)
+        loss = F.cross_entropy(out, y)
+        self.log(f"{name}_loss", loss, on_epoch=True, on_step=False)
+        self.log(f"{name}_acc", (out.argmax(1) == y).float().mean(), on_epoch=True, on_step=False)
+        return loss
+
+    def training_step(self, batch, i):
+        return self.step(batch, "train")
+
+    def validation_step(self, batch, i):
+        self.step(batch, "val")
+
+    def test_step(self, batch, i):
+        self.step(batch, "test")
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=self.hparams.lr)
+
+
+torch.manual_seed(0)
+x, y = torch.randn(40, 6), torch.randint(0, 3, (40,))
+train = DataLoader(TensorDataset(x[:32], y[:32]), batch_size=8)
+val = DataLoader(TensorDataset(x[32:], y[32:]), batch_size=8)
+trainer = pl.Trainer(
+    accelerator="cpu", max_epochs=2, callbacks=[TuitrainCallback()], logger=False,
+    enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+)
+model = Net()
+trainer.fit(model, train, val)
+trainer.test(model, val)
+print("lightning steps", trainer.global_step)
+"""
+
+
+def test_a_lightning_script_runs_under_tuitrain_run(tmp_path: Path) -> None:
+    """``tuitrain run train.py --no-ui``: the command's --out reaches the callback's run (the script
+    names none), the console shows it, and the file is the Lightning run's."""
+    script, out = tmp_path / "lit.py", tmp_path / "runs" / "lit.h5"
+    script.write_text(SCRIPT)
+    p = tt("run", str(script), "--no-ui", "--out", str(out), env={**cli_env(), "OMP_NUM_THREADS": "1"})
+    text = p.stdout + p.stderr
+    assert p.returncode == 0, text
+    assert "Traceback" not in text, text
+    assert "lightning steps 8" in p.stdout, text
+    with open_run(out) as rf:
+        assert (rf.status, rf.source, rf.run_started().run_name) == ("completed", "lightning", "Net")
+        assert len(rf.steps()["step"]) == 8
+        assert [layer.name for layer in rf.layers] == [
+            "net.0.weight",
+            "net.0.bias",
+            "net.2.weight",
+            "net.2.bias",
+        ]
+        assert rf.epochs()["val_acc"].shape == (2,) and not math.isnan(rf.epochs()["val_loss"][1])
+        assert math.isfinite(rf.test()["loss"])

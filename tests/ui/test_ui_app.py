@@ -300,8 +300,8 @@ async def test_wide_layout_shows_everything():
         for widget in (LossPanel, GradBars, UpdateSparklines, EventLog):
             w = app.screen.query_one(widget)
             assert w.display and w.region.width > 20 and w.region.height > 5, widget
-        spark = app.screen.query_one(UpdateSparklines)
-        assert any(s.strip() for s in spark.sparks)
+        spark = app.screen.query_one(UpdateSparklines)  # paced on its own (1 s): wait for its turn
+        assert await until(pilot, lambda: any(s.strip() for s in spark.sparks))
         assert "Updates" in screen_text(app)
         assert "vanishing gradients" in screen_text(app)
 

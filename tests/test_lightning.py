@@ -242,6 +242,32 @@ def test_an_error_in_training_step_fails_the_run_with_its_text(tmp_path: Path) -
         assert rf.epochs()["epoch"].tolist() == [0]  # the epoch that ended before it, too
 
 
+def test_an_error_before_training_leaves_a_failed_run_that_says_so(tmp_path: Path) -> None:
+    class BadValidation(Tiny):
+        def validation_step(self, batch: Any, batch_idx: int) -> None:
+            raise ValueError("broken validation_step")
+
+    out = tmp_path / "sanity.h5"
+    train, val = loaders()
+    with pytest.raises(ValueError, match="broken validation_step"):  # in Lightning's sanity check
+        trainer(TuitrainCallback(out=str(out))).fit(BadValidation(), train, val)
+    with open_run(out) as rf:
+        assert rf.status == "failed"
+        assert "ValueError: broken validation_step" in rf.attr("error")
+        assert len(rf.steps()["step"]) == 0
+
+
+def test_test_alone_is_a_run_of_its_test_metrics(tmp_path: Path) -> None:
+    out = tmp_path / "test_only.h5"
+    _, val = loaders()
+    t = trainer(TuitrainCallback(out=str(out)))
+    t.test(Tiny(), val)
+    with open_run(out) as rf:
+        assert rf.status == "completed"
+        assert rf.test()["loss"] == pytest.approx(float(t.callback_metrics["test_loss"]), rel=1e-6)
+        assert rf.probe_specs == []  # nothing was trained, so nothing was probed
+
+
 def test_ctrl_c_stops_the_run(tmp_path: Path) -> None:
     class Interrupt(pl.Callback):
         def on_train_batch_end(self, trainer: Any, *args: Any) -> None:

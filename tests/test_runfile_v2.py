@@ -335,6 +335,40 @@ def test_append_continues_a_finished_file(tmp_path: Path) -> None:
         assert rf.status == "completed" and rf.n_steps == 30  # refusals changed nothing
 
 
+def test_a_sigkill_while_appending_keeps_the_old_run_and_the_flushed_new_rows(tmp_path: Path) -> None:
+    path = write(tmp_path / "a.h5", [started(), batch(0, 20), RunFinished("completed", 19)])
+    script = tmp_path / "w.py"
+    script.write_text(
+        f"import sys, time\nsys.path.insert(0, {str(HERE.parent)!r})\n"
+        + textwrap.dedent(
+            f"""
+            from tests.test_runfile_v2 import batch, started
+            from tuitrain.runfile import RunFileWriter
+            w = RunFileWriter({str(path)!r}, append=True, flush_seconds=1e9, background=False)
+            w.emit(started())
+            w.emit(batch(20, 10))
+            w.flush()
+            w.emit(batch(30, 10))  # never flushed
+            print("ready", flush=True)
+            time.sleep(60)
+            """
+        )
+    )
+    proc = subprocess.Popen([sys.executable, "-u", str(script)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    finally:
+        proc.kill()
+    with open_run(path) as rf:
+        assert rf.opened_swmr and rf.incomplete and rf.status == "running"
+        np.testing.assert_array_equal(rf.scalar("step"), np.arange(30))
+        assert rf.probe_rows("scale") == 15
+    p = tt("info", str(path))
+    assert p.returncode == 0 and "incomplete" in p.stdout, p.stdout + p.stderr
+
+
 @pytest.mark.skipif(shutil.which("h5ls") is None, reason="h5ls (HDF5 tools) not installed")
 def test_h5ls_reads_a_schema_2_file(tmp_path: Path) -> None:
     path = write(tmp_path / "t.h5", [started(), batch(0, 10, late=True), RunFinished("completed", 9)])

@@ -1,7 +1,8 @@
 """On-disk layout of a tuitrain run file: names, dtypes and chunk shapes, in one place.
 
-The writer creates exactly what is listed here and the reader expects exactly that, so the two cannot
-drift apart; docs/run-file.md describes the same layout for people reading files without tuitrain.
+The writer creates exactly what is listed here (plus what a run declares: its probes and step columns,
+:mod:`tuitrain.runfile.declaration`) and the reader expects exactly that, so the two cannot drift
+apart; docs/run-file.md describes the same layout for people reading files without tuitrain.
 
 Chunking and compression were chosen by measurement (bench/runfile.py, tests/test_runfile.py):
 
@@ -205,12 +206,15 @@ def path(*parts: str) -> str:
 
 
 __all__ = [
+    "ADDED_IN_2",
     "EPOCH_FIELDS",
     "EVENT_FIELDS",
     "FINAL_STATUSES",
     "FORMAT",
     "LAYER_FIELDS",
     "LIVE_STATUSES",
+    "METRIC_FIELDS",
+    "METRIC_SCOPES",
     "OPTIONAL_ROOT_ATTRS",
     "OPTIONAL_STEP_FIELDS",
     "PROBE_NAMES",

@@ -76,3 +76,21 @@ def test_watch_script_that_fails_before_init_tells_the_dashboard(tmp_path: Path)
         t.kill()
     assert 'broken.py", line 1' in out.with_suffix(".log").read_text()  # its traceback, in its log
     assert not out.exists()  # nothing was recorded: no run file
+
+
+def test_stop_while_the_script_is_still_starting_ends_it_at_once(tmp_path: Path) -> None:
+    script, status = tmp_path / "slow.py", tmp_path / "status"
+    script.write_text("import time\ntime.sleep(120)  # building its data, before tuitrain.init\n")
+    t = ShellPane(f"{script} --out {tmp_path / 'slow.h5'}", status)
+    try:
+        t.wait_for(lambda s: "STARTING" in s, 30, "the dashboard's starting state")
+        time.sleep(1.0)  # the training process is inside the script now
+        t0 = time.monotonic()
+        t.keys("q")
+        t.wait_for(lambda s: "Stop training and quit" in s, 10, "the quit dialog")
+        t.keys("s")
+        assert t.exit_status(30) == 130, t.screen()
+        assert time.monotonic() - t0 < 20  # not the script's 120 s
+        assert "slow.py was stopped before it called tuitrain.init()" in t.text()
+    finally:
+        t.kill()

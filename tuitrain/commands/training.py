@@ -53,13 +53,18 @@ class SignalControl:
 
 
 class Commands:
-    """The dashboard's control channel to the training process."""
+    """The dashboard's control channel to the training process. ``on_stop``: also called for "stop"
+    (a user's script: SIGTERM, which ends it at once while it has started no run yet, when nothing
+    reads the commands)."""
 
     def __init__(self, q: Any) -> None:
         self.q = q
+        self.on_stop: Any = None
 
     def send(self, cmd: str) -> None:
         self.q.put(cmd)
+        if cmd == "stop" and self.on_stop is not None:
+            self.on_stop()
 
     def flush(self) -> None:
         """Make sure what was sent has left this process (before os._exit)."""
@@ -154,8 +159,8 @@ def dashboard(
     None) and the app. ``out_of(app)``: the run file, for the detach message. SIGTERM and SIGINT of
     this process end the dashboard as ``q`` then "stop" would: the terminal is restored, training is
     told to stop and closes its file as ``stopped``, and the exit code is 143 or 130. A second one
-    leaves at once (the training process still closes its file). ``stop_by_signal``: also send the
-    training process SIGTERM to stop it (a user's script, which may not poll for commands yet)."""
+    leaves at once (the training process still closes its file). ``stop_by_signal``: every "stop" also
+    sends the training process SIGTERM (a user's script, which reads no command before its first run)."""
     import multiprocessing as mp
 
     from tuitrain.ui.app import TuitrainApp
@@ -167,18 +172,16 @@ def dashboard(
     proc = ctx.Process(target=target, name="tuitrain-train", args=make_args(events, commands.q))
     proc.start()
 
-    def stop_training() -> None:
-        commands.send("stop")
-        if stop_by_signal:
-            with contextlib.suppress(OSError):
-                os.kill(proc.pid, signal.SIGTERM)
+    def terminate() -> None:
+        with contextlib.suppress(OSError):
+            os.kill(proc.pid, signal.SIGTERM)
+
+    if stop_by_signal:
+        commands.on_stop = terminate
 
     def hangup(signum: int, frame: Any) -> None:
         # The terminal is gone: nothing to restore, nobody to ask. Hand over and leave.
-        if on_hangup == "stop":
-            stop_training()
-        else:
-            commands.send("detach")
+        commands.send(on_hangup if on_hangup == "stop" else "detach")
         commands.flush()
         os._exit(0)
 
@@ -190,7 +193,7 @@ def dashboard(
     def stop_on_signal(signum: int, frame: Any) -> None:
         if stop_signal:  # the second one: leave now; the training process has been told to stop
             with contextlib.suppress(Exception):
-                stop_training()
+                commands.send("stop")
                 commands.flush()
             typer.echo(
                 f"leaving; the training process (pid {proc.pid}) closes {out_of(app) or 'its run file'} "
@@ -220,8 +223,6 @@ def dashboard(
         os._exit(0)  # skip multiprocessing's exit-time join: the worker must outlive us
     if (stop_signal or result not in ("stop", "done")) and proc.is_alive():
         commands.send("stop")  # the UI closed without a choice: do not leave an orphan behind
-    if (stop_signal or result != "done") and stop_by_signal and proc.is_alive():
-        stop_training()
     if proc.is_alive():
         typer.echo(f"waiting for the training process to close {out or 'its run file'} ...")
     proc.join(timeout=120)

@@ -212,9 +212,13 @@ def _script_frames(tb: TracebackType | None, script: Path) -> TracebackType | No
 def on_signal_before_start(host: Any, handler: Any) -> Any:
     """A signal handler that ends the script at once while it has started no run (it may be importing
     torch or building its data: nothing to close), and calls ``handler`` (the control's clean stop)
-    once it has."""
+    once it has. It ends the script once: a second signal meanwhile (the dashboard's stop, then its
+    quit) must not interrupt the end being reported."""
+    ended: list[int] = []
 
     def on_signal(signum: int, frame: Any) -> None:
+        if ended:
+            return
         if host.runs:
             try:
                 handler(signum, frame)
@@ -223,9 +227,10 @@ def on_signal_before_start(host: Any, handler: Any) -> Any:
                 if exits is None or not exits.guard.depth:
                     raise
                 exits.guard.pending = exits.guard.pending or KeyboardInterrupt
-        elif signum == signal.SIGINT:
-            raise KeyboardInterrupt
         else:
+            ended.append(signum)
+            if signum == signal.SIGINT:
+                raise KeyboardInterrupt
             raise Terminated(f"stopped by {signal.Signals(signum).name}")
 
     return on_signal

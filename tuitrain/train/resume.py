@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -285,6 +286,23 @@ def restore(
         torch.cuda.set_rng_state_all(rng["cuda"])
     best = float(ck.get("best_val_acc", -math.inf))
     return Resumed(source, step, epoch, best)
+
+
+def continued_log(config_toml: str, out_path: str, log_path: str) -> int | None:
+    """For the ``watch`` worker of a run resumed into the same file: that run's log, opened to append
+    (``O_NOFOLLOW``: never through a link planted there); None for any other run, or where it cannot
+    be opened that way (the worker then refuses an existing log as ever)."""
+    try:
+        resume = from_toml(config_toml).train.resume
+    except ConfigError:
+        return None
+    if not resume or not _same(Path(resume), Path(out_path)):
+        return None
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+    try:
+        return os.open(log_path, flags, 0o644)
+    except OSError:
+        return None
 
 
 def continue_file(source: ResumeFrom, sinks: list[Any]) -> None:

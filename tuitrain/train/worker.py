@@ -94,7 +94,10 @@ def worker_main(
 ) -> None:
     """Entry point of the spawned training process. ``launch`` (a :class:`tuitrain.launch.Launch`)
     makes it start torchrun and relay rank 0 instead of training itself."""
-    _take_log_and_signals(events, log_path)
+    from tuitrain.train.resume import continued_log
+
+    # --resume into the same run file: its log goes on too (a new file otherwise, as always)
+    _take_log_and_signals(events, log_path, continued=continued_log(config_toml, out_path, log_path))
 
     from tuitrain.config import ConfigError, from_toml
     from tuitrain.runfile.writer import RunFileWriter
@@ -119,13 +122,18 @@ def worker_main(
         sys.exit(1)
 
 
-def _take_log_and_signals(events: Any, log_path: str, overwrite: bool | None = None) -> None:
+def _take_log_and_signals(
+    events: Any, log_path: str, overwrite: bool | None = None, continued: int | None = None
+) -> None:
     """The lifecycle rules above, for this process: output to the log, SIGINT and SIGHUP ignored, an own
-    process group. ``overwrite``: whether the log may replace one (default: ``--overwrite``)."""
+    process group. ``overwrite``: whether the log may replace one (default: ``--overwrite``);
+    ``continued``: the open log of the run this one resumes, appended to instead."""
     from tuitrain.runfile.claim import create_exclusive, overwrite_asked
 
     try:  # a new file, never appended to through a link planted at <out>.log (see runfile/claim.py)
-        fd = create_exclusive(Path(log_path), overwrite_asked() if overwrite is None else overwrite)
+        fd = continued
+        if fd is None:
+            fd = create_exclusive(Path(log_path), overwrite_asked() if overwrite is None else overwrite)
     except (OSError, ValueError) as e:  # it appeared since `watch` checked: bad input, said on the dashboard
         _refuse(events, f"{log_path}: cannot create the training log: {e}")
         sys.exit(2)

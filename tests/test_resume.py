@@ -19,6 +19,7 @@ import pytest
 
 from tests.clirun import assert_clean_error, tt
 from tests.conftest import PRESETS, REPO, cli_env, tuitrain_cmd
+from tests.e2e.tmux import descendants, needs_tmux, watch_in_tmux
 from tuitrain.runfile import open_run
 
 TOY = str(PRESETS / "toy2d_mlp.toml")
@@ -31,6 +32,15 @@ def run(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
     p = tt("run", *args, cwd=cwd, env={**cli_env(), "OMP_NUM_THREADS": "1"})
     assert p.returncode == 0, p.stdout + p.stderr
     return p
+
+
+def wait_until(predicate, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
 
 
 def digest(p: Path) -> str:
@@ -201,3 +211,25 @@ def test_a_scripts_run_is_not_resumed(tmp_path: Path) -> None:
     out.with_suffix(".pt").write_bytes(b"")  # even with a file where a checkpoint would be
     p = tt("run", "--no-ui", "--resume", str(out), "--epochs", "5")
     assert_clean_error(p, "written by a script", "Resume it in the script itself", code=2)
+
+
+@needs_tmux
+def test_watch_resumes_a_watched_run_in_the_dashboard(tmp_path: Path) -> None:
+    """The dashboard path: the background training process continues the same file, and its log too
+    (the watched run left one; it is appended to, not refused as an existing file)."""
+    out = tmp_path / "w.h5"
+    log = out.with_suffix(".log")
+    runs = [(f"{TOY} --epochs 2 {' '.join(SETS)} --out {out}", 2), (f"--resume {out} --epochs 3", 3)]
+    for done, (args, epochs) in enumerate(runs, start=1):
+        with watch_in_tmux(args) as (t, pane, workers):
+            wait_until(lambda: bool(descendants(pane)), 60, "the training process")
+            workers.extend(descendants(pane))
+            wait_until(
+                lambda d=done: log.exists() and log.read_text().count("run completed") == d, 150, "its end"
+            )
+            t.wait_for(lambda s: "COMPLETED" in s, 30, "the dashboard to say so")
+            t.keys("q")
+        status, steps, _, n_epochs, said = history(out)
+        assert status == "completed" and n_epochs == epochs and steps.tolist() == list(range(8 * epochs))
+    assert said == [f"resumed from {out.with_suffix('.pt')} at step 16, epoch 3"]
+    assert log.read_text().count("run completed after") == 2  # one log, both runs

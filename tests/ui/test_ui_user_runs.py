@@ -289,3 +289,41 @@ def test_history_of_a_user_loop_finds_a_loss_that_went_nan():
     h = History()
     h.extend([user_run_started(), *events[1:]])
     assert h.nan_step == 150
+
+
+def test_divergence_fed_in_batches_matches_the_whole_column():
+    """The dashboard feeds the loss batch by batch, info reads the whole column: one answer."""
+    from tuitrain.view.divergence import DivergenceTracker
+
+    rng = np.random.default_rng(3)
+    for trial in range(200):
+        n = int(rng.integers(1, 120))
+        every = int(rng.integers(1, 12))
+        loss = np.where(np.arange(n) % every == 0, 1.0, np.nan)
+        if rng.random() < 0.5:
+            loss[int(rng.integers(0, n)) :] = np.nan
+        if rng.random() < 0.2:
+            loss[int(rng.integers(0, n))] = np.inf
+        steps = np.arange(n)
+        for dense in (True, False):
+            t = DivergenceTracker(dense)
+            cuts = np.sort(rng.integers(0, n, int(rng.integers(0, 6))))
+            for a, b in zip([0, *cuts], [*cuts, n], strict=True):
+                t.feed(steps[a:b], loss[a:b])
+            assert t.step == first_divergence(steps, loss, dense), (trial, dense, every)
+
+
+def test_config_keys_that_differ_between_user_loops_and_none_against_a_preset():
+    from fake_events import CONFIG_TOML
+
+    from tuitrain.ui.replay.compare import run_config_diff
+
+    a = ("", '{"lr": 1.0, "opt": {"name": "adadelta", "rho": 0.9}, "seed": 1}')
+    b = ("", '{"lr": 0.5, "opt": {"name": "adadelta", "rho": 0.95}, "seed": 1, "amp": true}')
+    keys, values = run_config_diff([a, b])
+    assert keys == ["lr", "opt.rho", "amp"]
+    assert values == [
+        {"lr": "1", "opt.rho": "0.9", "amp": ""},
+        {"lr": "0.5", "opt.rho": "0.95", "amp": "true"},
+    ]
+    assert run_config_diff([a, (CONFIG_TOML, "")]) == ([], [{}, {}])  # nothing in common to compare

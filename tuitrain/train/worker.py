@@ -166,6 +166,8 @@ def script_worker_main(
 
     default_log = out is None  # a name of its own in runs/, never another run's to replace
     _take_log_and_signals(events, log_path, overwrite=False if default_log else None)
+    if default_log:  # the log holds the name now: the command's reservation of it can go
+        _drop_reservation(Path(log_path))
 
     from tuitrain.events import RunFinished
     from tuitrain.hosted import Host
@@ -190,6 +192,17 @@ def script_worker_main(
         results.send(end.summary())
     print(f"tuitrain: {script} exited with code {end.code}", flush=True)
     sys.exit(end.code)
+
+
+def _drop_reservation(log_path: Path) -> None:
+    """Remove the empty lock file that reserved the default log name (``claim_default_out``); it
+    would outlive a ``watch`` that detaches (which skips the exit-time handler that removes it)."""
+    from tuitrain.runfile.claim import lock_path
+
+    lock = lock_path(log_path)
+    with contextlib.suppress(OSError):
+        if lock.is_file() and not lock.is_symlink() and lock.stat().st_size == 0:
+            lock.unlink()
 
 
 def _refuse(events: Any, error: str) -> None:

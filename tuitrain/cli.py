@@ -16,6 +16,7 @@ from typing import Annotated
 import typer
 
 from tuitrain.commands import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_STOPPED, fail
+from tuitrain.commands.replay import replay_files
 from tuitrain.commands.resolve import (
     build_config,
     check_out,
@@ -240,15 +241,7 @@ def run(
 
 @app.command()
 def watch(
-    preset: Annotated[
-        str | None,
-        typer.Argument(
-            help="Preset TOML file (or a preset name such as vgg38), or your own training script "
-            "(train.py) that calls tuitrain.init.",
-            metavar="PRESET|SCRIPT.py",
-            show_default=False,
-        ),
-    ] = None,
+    preset: TargetArg = None,
     script_args: ScriptArgs = None,
     attach: Annotated[
         Path | None,
@@ -297,7 +290,7 @@ def watch(
                 f"--attach {attach}: watches a run file another process writes, so it takes nothing "
                 "else: no preset, script or options (tuitrain watch --attach runs/x.h5)."
             )
-        _replay([attach], follow=True, metric="loss", print_only=False)
+        replay_files([attach], follow=True, metric="loss", print_only=False)
         return
     if preset is None and resume is None:
         raise fail(
@@ -399,37 +392,7 @@ def replay(
     ] = False,
 ) -> None:
     """Scrub through finished runs, follow running ones, compare several side by side."""
-    _replay(run_files, follow, metric, print_only)
-
-
-def _replay(run_files: list[Path], follow: bool, metric: str, print_only: bool) -> None:
-    """``replay`` and ``watch --attach``: one implementation."""
-    from tuitrain.runfile.reader import RunFileError, open_run
-    from tuitrain.ui.replay.compare import check_metric
-
-    runs = []
-    try:
-        for path in run_files:
-            runs.append(open_run(path))
-        try:  # a per-step scalar the files declare (a user loop's own key) is a metric too
-            check_metric(metric, [k for rf in runs for k in rf.step_scalars])
-        except ValueError as e:
-            raise fail(str(e)) from None
-        if print_only or not sys.stdout.isatty():
-            from tuitrain.replay_print import print_report, wait_finished
-
-            if follow:
-                wait_finished(runs)
-            print_report(runs, metric)
-            return
-        from tuitrain.ui.replay.launch import run_replay
-
-        run_replay(runs, follow=follow, metric=metric)
-    except RunFileError as e:
-        raise fail(str(e)) from None
-    finally:
-        for rf in runs:
-            rf.close()
+    replay_files(run_files, follow, metric, print_only)
 
 
 def main() -> None:

@@ -66,3 +66,20 @@ def test_help(snap_compare):
     assert snap_compare(
         app_for(fake_run(**RUNNING)), terminal_size=(80, 24), run_before=settle("question_mark")
     )
+
+
+def test_user_run(snap_compare):
+    """A user's own loop that never called run.watch: unknown totals, no per-layer probes, its own
+    scalar under the chart, its own epoch metrics in the log."""
+    from fake_events import user_run
+
+    events = user_run(steps=250, finish=None)
+    assert snap_compare(app_for(events), terminal_size=(80, 24), run_before=settle())
+
+
+def test_user_run_watched_own_scalar(snap_compare):
+    """The same loop with run.watch: its own tensors' bars, and the chart on its own key (``a``)."""
+    from fake_events import user_run
+
+    events = user_run(steps=250, finish=None, probes=True)
+    assert snap_compare(app_for(events), terminal_size=(200, 60), run_before=settle("a"))

@@ -277,6 +277,13 @@ class HeatmapPanel(Vertical):
             subtitle=f"{n}/{len(history.layers)} tensors"
             + (" (bias/norm hidden)" if view.hide_bias_norm else ""),
         )
+        if not history.has_grad:  # no axis, scale or legend for a map that is not there
+            set_titles(self, subtitle="")
+            if self._head_text or self._legend_text:
+                self._head_text = self._legend_text = ""
+                self.head.update("")
+                self.legend.update("")
+            return
         width = self.rows.content_width
         name_w = self.rows.name_width(width)
         mw = self.rows.map_width(width)

@@ -222,10 +222,14 @@ def test_epoch_metrics_test_metrics_and_config(fitted: dict[str, Any]) -> None:
         assert rf.user_config["lr"] == 0.2
 
 
-def test_info_reads_the_file(fitted: dict[str, Any]) -> None:
+def test_info_and_replay_read_the_file(fitted: dict[str, Any]) -> None:
     p = tt("info", str(fitted["out"]), timeout=60)
     assert p.returncode == 0, p.stdout + p.stderr
     assert "completed" in p.stdout and "Tiny" in p.stdout, p.stdout
+    assert "Lightning" in p.stdout and "weight_sum" in p.stdout, p.stdout  # the source, its own metric
+    p = tt("replay", str(fitted["out"]), "--print", timeout=60)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "Final metrics" in p.stdout and "Tiny" in p.stdout, p.stdout
 
 
 def test_an_error_in_training_step_fails_the_run_with_its_text(tmp_path: Path) -> None:
@@ -410,7 +414,11 @@ def test_lbfgs_probes_the_gradient_at_the_steps_start_and_the_whole_update(tmp_p
     assert assert_probes_match(out, ref) == list(range(t.global_step)) == list(range(N_TRAIN // BATCH))
 
 
+# A user's Lightning script: `python lit.py [EPOCHS [SLEEP]]` (SLEEP seconds a step, for live tests).
 SCRIPT = """
+import sys
+import time
+
 import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
@@ -435,6 +443,7 @@ class Net(pl.LightningModule):
         return loss
 
     def training_step(self, batch, i):
+        time.sleep(SLEEP)
         return self.step(batch, "train")
 
     def validation_step(self, batch, i):
@@ -447,12 +456,14 @@ class Net(pl.LightningModule):
         return torch.optim.SGD(self.parameters(), lr=self.hparams.lr)
 
 
+EPOCHS = int(sys.argv[1]) if len(sys.argv) > 1 else 2
+SLEEP = float(sys.argv[2]) if len(sys.argv) > 2 else 0.0
 torch.manual_seed(0)
 x, y = torch.randn(40, 6), torch.randint(0, 3, (40,))
 train = DataLoader(TensorDataset(x[:32], y[:32]), batch_size=8)
 val = DataLoader(TensorDataset(x[32:], y[32:]), batch_size=8)
 trainer = pl.Trainer(
-    accelerator="cpu", max_epochs=2, callbacks=[TuitrainCallback()], logger=False,
+    accelerator="cpu", max_epochs=EPOCHS, callbacks=[TuitrainCallback()], logger=False,
     enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
 )
 model = Net()

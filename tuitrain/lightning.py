@@ -12,8 +12,9 @@ Where each hook comes in, and why there:
   and, under AMP, after ``GradScaler.unscale_``, so the gradients are the real, unscaled ones (and
   before gradient clipping: the probe shows what backward produced). It closes at
   ``on_train_batch_end``, after ``optimizer.step()``, and only on a batch that stepped: with gradient
-  accumulation the other batches only add their loss to the step's mean. The step index is
-  ``trainer.global_step``, Lightning's count of optimizer steps.
+  accumulation the other batches only add their loss to the step's mean. One row per optimizer
+  step, so the file's step is ``trainer.global_step`` (for a fit resumed from a Lightning
+  checkpoint, the new file counts from 0).
 - Per step nothing is read from the device: the loss is logged as the tensor Lightning hands back
   (``outputs["loss"]``, undone of Lightning's division by ``accumulate_grad_batches``), read in
   batches at the monitor's flush.
@@ -347,9 +348,9 @@ def _scalars(metrics: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def metric_key(key: str) -> str:
-    """A name Lightning allows as a name a run file's metric may have: ``/`` (``val/f1``, common in
-    Lightning) becomes ``.``, a name tuitrain keeps for itself (``epoch``, ``step``, ``time``, ...)
-    gets ``logged_`` before it, and a name is cut to 64 bytes."""
+    """A logged name as a run file's metric name: ``/`` (``val/f1``, common in Lightning) becomes
+    ``.``, a column tuitrain keeps itself (``step``, ``time``, ...) becomes ``logged_<name>``, and a
+    name is cut to 64 bytes."""
     key = key.replace("/", ".").replace("\0", "") or "unnamed"
     if key in RESERVED_STEP_KEYS:
         key = f"logged_{key}"

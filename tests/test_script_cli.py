@@ -196,3 +196,36 @@ def test_a_loop_that_says_nothing_of_its_length_runs_headless(tmp_path: Path) ->
     (made,) = (tmp_path / "runs").glob("bare-*.h5")  # the script's default name, no --out
     with h5py.File(made, "r") as f:
         assert f.attrs["status"] == "completed" and f["steps/step"].shape[0] == 6
+
+
+def test_the_console_shows_what_a_loop_logged_and_leaves_out_what_it_did_not() -> None:
+    import io
+
+    import numpy as np
+    from rich.console import Console
+
+    from tuitrain.events import STEP_SCALARS, EpochEnd, RunFinished, RunStarted, StepBatch, TestResult
+    from tuitrain.train.sinks import ConsoleSink, epoch_line, start_lines
+
+    started = RunStarted("mine", "", "Net", params=1234, source="script", step_scalars=(*STEP_SCALARS, "f1"))
+    assert start_lines(started) == ["[bold]mine[/]: Net, 1.23K params"]  # no dataset, epochs, batch: unknown
+    epoch = EpochEnd(0, 3, val_loss=0.5, metrics={"f1": 0.25}, seconds=1.0)
+    assert epoch_line(epoch, 0, own=True) == "epoch 1  val loss 0.5000  f1 0.25  1.0 s"
+
+    out = io.StringIO()
+    sink = ConsoleSink(Console(file=out, width=100, force_terminal=False))
+    scalars = np.full((3, len(started.step_scalars)), np.nan)
+    scalars[:, 0] = [2.0, 1.5, 1.0]  # loss only: no acc, lr or samples/s
+    for event in (
+        started,
+        StepBatch(np.arange(3), np.zeros(3, np.int32), scalars, started.step_scalars),
+        epoch,
+        TestResult(acc=0.75, metrics={"f1": 0.5}),
+        RunFinished("completed", 3),
+    ):
+        sink.emit(event)
+    text = out.getvalue()
+    assert "epoch 1  val loss 0.5000  f1 0.25" in text and "run completed after 3 steps" in text
+    row = next(ln for ln in text.splitlines() if ln.startswith("mine "))  # the final table's row
+    assert "0.5000" in row and "75.00" in row and "nan" not in row  # not logged: "-", never nan
+    assert "f1 0.5" in text  # the loop's own test metric, after the table

@@ -327,3 +327,18 @@ def test_config_keys_that_differ_between_user_loops_and_none_against_a_preset():
         {"lr": "0.5", "opt.rho": "0.95", "amp": "true"},
     ]
     assert run_config_diff([a, (CONFIG_TOML, "")]) == ([], [{}, {}])  # nothing in common to compare
+
+
+def test_stats_under_the_chart_leave_out_a_validation_the_loop_never_logged():
+    from tuitrain.events import EpochEnd
+    from tuitrain.ui.view_state import ViewState
+    from tuitrain.ui.widgets.chart_stats import stats_markup
+
+    h = History()
+    h.extend([e for e in user_run(steps=150, finish=None) if not isinstance(e, EpochEnd)])
+    text = stats_markup(h, ViewState(), 80)
+    assert "val" not in text and "—" not in text, text
+    assert text.splitlines()[1].startswith("[b]grad_scale[/]")  # no accuracy: its own first key
+    preset = History()
+    preset.extend(fake_run(finish=None, stop_after=50))  # a preset before its first epoch: val —
+    assert "val[/] [b]—" in stats_markup(preset, ViewState(), 80)

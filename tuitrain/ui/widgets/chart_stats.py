@@ -155,6 +155,10 @@ def stats_markup(history: History, view: ViewState, width: int) -> str:
         full = f"{hl}{label}[/] [b]{f(latest)}[/] [$text-muted]ema[/] {f(sm)} [$text-muted]{'max' if pct else 'min'}[/] {f(best)}  [$warning]val[/] [b]{f(vlast)}[/] [$text-muted]best[/] {f(vbest)}"
         short = f"{hl}{label}[/] [b]{f(latest)}[/] [$text-muted]ema[/] {f(sm)} [$warning]val[/] [b]{f(vlast)}[/] [$text-muted]best[/] {f(vbest)}"
         tiny = f"{hl}{label}[/] [b]{f(latest)}[/] [$warning]val[/] {f(vlast)} [$text-muted]best[/] {f(vbest)}"
+        if vlast is None and vbest is None and history.run is not None and history.run.source != "preset":
+            # a user's loop that logs no validation for it: no empty "val — best —" to read
+            full = f"{hl}{label}[/] [b]{f(latest)}[/] [$text-muted]ema[/] {f(sm)} [$text-muted]{'max' if pct else 'min'}[/] {f(best)}"
+            short = tiny = f"{hl}{label}[/] [b]{f(latest)}[/] [$text-muted]ema[/] {f(sm)}"
         for cand in (full, short, tiny):
             if _plain_len(cand) <= width:
                 lines.append(cand)

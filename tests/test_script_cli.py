@@ -40,7 +40,7 @@ def test_script_runs_headless_with_its_own_arguments(completed) -> None:
     assert "Traceback" not in text
     assert f"steps {2 * STEPS_PER_EPOCH}" in p.stdout  # the script's own print: its args reached it
     assert [ln.split()[1] for ln in p.stdout.splitlines() if ln.startswith("epoch ")] == ["1/2", "2/2"]
-    assert "Final metrics" in p.stdout and "val_error" in p.stdout  # the table, then its own metrics
+    assert "Final metrics" in p.stdout and "last epoch: val_error" in p.stdout  # the table, its own metrics
     assert "0 epochs" not in p.stdout and "(0 classes)" not in p.stdout  # nothing unknown shown as 0
     with h5py.File(out, "r") as f:
         assert f.attrs["status"] == "completed"
@@ -228,4 +228,4 @@ def test_the_console_shows_what_a_loop_logged_and_leaves_out_what_it_did_not() -
     assert "epoch 1  val loss 0.5000  f1 0.25" in text and "run completed after 3 steps" in text
     row = next(ln for ln in text.splitlines() if ln.startswith("mine "))  # the final table's row
     assert "0.5000" in row and "75.00" in row and "nan" not in row  # not logged: "-", never nan
-    assert "f1 0.5" in text  # the loop's own test metric, after the table
+    assert "last epoch: f1 0.25" in text and "test: f1 0.5" in text  # its own metrics, after the table

@@ -192,12 +192,9 @@ class ConsoleSink:
             return  # the command says it once, as bad input (exit 2)
         if self.started is not None and (self.last_epoch is not None or self.test is not None):
             c.print(final_table([final_row(self.started, self.last_epoch, self.test)]))
-            extra = {
-                **(self.last_epoch.metrics if self.last_epoch else {}),
-                **(self.test.metrics if self.test else {}),
-            }
-            if extra:  # a user loop's own metrics: after the standard table, one line
-                c.print(_metrics_text(extra), highlight=False, soft_wrap=True)
+            for label, ev in (("last epoch", self.last_epoch), ("test", self.test)):
+                if ev is not None and ev.metrics:  # a user loop's own metrics, after the standard table
+                    c.print(f"{label}: {_metrics_text(ev.metrics)}", highlight=False, soft_wrap=True)
         style = {"completed": "green", "stopped": "yellow", "failed": "bold red"}.get(f.status, "")
         c.print(f"run [{style}]{f.status}[/] after {f.step} steps", highlight=False)
         if f.error:

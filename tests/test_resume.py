@@ -233,3 +233,36 @@ def test_watch_resumes_a_watched_run_in_the_dashboard(tmp_path: Path) -> None:
         assert status == "completed" and n_epochs == epochs and steps.tolist() == list(range(8 * epochs))
     assert said == [f"resumed from {out.with_suffix('.pt')} at step 16, epoch 3"]
     assert log.read_text().count("run completed after") == 2  # one log, both runs
+
+
+def test_a_run_stopped_inside_an_epoch_resumes_at_the_start_of_that_epoch(tmp_path: Path) -> None:
+    out = tmp_path / "s.h5"
+    proc = subprocess.Popen(
+        [*tuitrain_cmd(), "run", TOY, "--no-ui", "--epochs", "1000", "--set", "data.train_size=20000", "--out", str(out)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**cli_env(), "OMP_NUM_THREADS": "1"}, cwd=REPO,
+    )  # fmt: skip
+    try:
+        per_epoch = 157  # 20,000 samples in batches of 128
+
+        def mid_epoch() -> bool:
+            if not out.exists():
+                return False
+            with open_run(out) as rf:
+                return rf.n_steps > per_epoch + 10
+
+        wait_until(mid_epoch, 120, "a step inside the second epoch")
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=60) == 130
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    status, steps, _, closed, _ = history(out)
+    assert status == "stopped" and closed >= 1
+    run("--resume", str(out), "--epochs", str(closed + 1), "--no-ui")
+    status, steps, _, epochs, said = history(out)
+    assert status == "completed" and epochs == closed + 1 and steps.tolist() == list(range(len(steps)))
+    with open_run(out) as rf:
+        epoch_of_step = rf.steps()["epoch"]
+    assert (epoch_of_step[-per_epoch:] == closed).all()  # the unfinished epoch, trained whole again
+    assert said and f"epoch {closed + 1}" in said[0]

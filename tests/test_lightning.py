@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import math
 import signal
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -414,7 +416,8 @@ def test_lbfgs_probes_the_gradient_at_the_steps_start_and_the_whole_update(tmp_p
     assert assert_probes_match(out, ref) == list(range(t.global_step)) == list(range(N_TRAIN // BATCH))
 
 
-# A user's Lightning script: `python lit.py [EPOCHS [SLEEP]]` (SLEEP seconds a step, for live tests).
+# A user's Lightning script: `python lit.py [EPOCHS [SLEEP [notest]]]` (SLEEP seconds a step, for live
+# tests; notest: no trainer.test after the fit).
 SCRIPT = """
 import sys
 import time
@@ -468,7 +471,8 @@ trainer = pl.Trainer(
 )
 model = Net()
 trainer.fit(model, train, val)
-trainer.test(model, val)
+if sys.argv[3:] != ["notest"]:
+    trainer.test(model, val)
 print("lightning steps", trainer.global_step)
 """
 
@@ -494,3 +498,24 @@ def test_a_lightning_script_runs_under_tuitrain_run(tmp_path: Path) -> None:
         ]
         assert rf.epochs()["val_acc"].shape == (2,) and not math.isnan(rf.epochs()["val_loss"][1])
         assert math.isfinite(rf.test()["loss"])
+
+
+def test_a_script_without_trainer_test_completes_its_run_when_it_exits(tmp_path: Path) -> None:
+    """The run stays open after fit for a test that may follow; the script's exit completes it, in
+    the default place (runs/<module class>-<time>.h5 under the script's working directory)."""
+    script = tmp_path / "lit.py"
+    script.write_text(SCRIPT)
+    p = subprocess.run(
+        [sys.executable, str(script), "1", "0", "notest"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**cli_env(), "OMP_NUM_THREADS": "1"},
+    )
+    assert p.returncode == 0, p.stdout + p.stderr
+    (out,) = (tmp_path / "runs").glob("Net-*.h5")
+    with open_run(out) as rf:
+        assert rf.status == "completed"
+        assert len(rf.steps()["step"]) == 4 and rf.epochs()["epoch"].tolist() == [0]
+        assert math.isnan(rf.test()["loss"])

@@ -120,6 +120,8 @@ def worker_main(
     except Exception as e:  # noqa: BLE001 - the UI shows it from RunFinished; the exit code says failed
         print(f"error: {e}", flush=True)
         sys.exit(1)
+    finally:
+        _drain(events, live, parent_pid)
 
 
 def _take_log_and_signals(
@@ -188,10 +190,25 @@ def script_worker_main(
         status = "stopped" if end.interrupted else "failed"
         live.emit(RunFinished(status, 0, error=why, traceback="" if end.interrupted else end.traceback))
     live.close()
+    _drain(events, live, parent_pid)
     with contextlib.suppress(OSError, ValueError):
         results.send(end.summary())
     print(f"tuitrain: {script} exited with code {end.code}", flush=True)
     sys.exit(end.code)
+
+
+def _drain(events: Any, live: SwitchableSink, parent_pid: int, seconds: float = 2.0) -> None:
+    """Stay until the dashboard has read the last events (at most ``seconds``): were this process gone
+    first, the dashboard, on a busy machine, could take it for dead before they arrive and say
+    "training process died" of a run that ended well (a short script's run ends within a second)."""
+    if not live.enabled or os.getppid() != parent_pid:  # nobody reads the queue any more
+        return
+    with contextlib.suppress(Exception):
+        events.close()
+        events.join_thread()  # everything put is in the pipe now
+        deadline = time.monotonic() + seconds
+        while not events.empty() and time.monotonic() < deadline and os.getppid() == parent_pid:
+            time.sleep(0.02)
 
 
 def _drop_reservation(log_path: Path) -> None:

@@ -167,6 +167,9 @@ def test_a_script_run_that_is_refused_its_out_is_bad_input(completed, tmp_path: 
     out, _ = completed  # exists: refused before the script starts, as for a preset
     p = tt("run", str(MNIST), "--no-ui", "--out", str(out), env=env())
     assert_clean_error(p, str(out), "--overwrite")
+    # the script's own tuitrain.init(out=...) refused it: the same one paragraph, exit 2, no traceback
+    p = tt("run", str(MNIST), "--no-ui", "--", "--epochs", "1", "--out", str(out), env=env())
+    assert_clean_error(p, "mnist_like.py: --out", "already exists", "--overwrite")
 
 
 SCRIPT_WITHOUT_PROGRESS = textwrap.dedent(

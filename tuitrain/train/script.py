@@ -27,6 +27,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from tuitrain.config import is_bad_input
 from tuitrain.events import Event, RunFinished, RunStarted
 
 
@@ -103,6 +104,8 @@ class ScriptEnd:
         where = f"; its output is in {log}" if log else ""
         if self.interrupted:
             return f"{self.script} was stopped before it called tuitrain.init(){where}"
+        if is_bad_input(self.error):  # met by tuitrain.init (an --out that holds a run): exit 2
+            return f"{self.script}: {self.error.removeprefix('ConfigError: ')}{where}"
         if self.error:
             return f"{self.script} failed before tuitrain.init() started a run: {self.error}{where}"
         if self.code:
@@ -158,7 +161,8 @@ def run_script(script: Path, args: list[str], host: Any, outcomes: Outcomes) -> 
         end.traceback = "".join(traceback.format_exception(type(e), e, tb))
         started = bool(host.runs or outcomes.runs)
         _end_runs(e)
-        if not (end.interrupted and not started):  # a Ctrl-C before any run: nothing to say
+        quiet = (end.interrupted and not started) or is_bad_input(end.error)  # said in one line instead
+        if not quiet:  # (a Ctrl-C before any run: nothing to say; bad input: no traceback)
             sys.excepthook(type(e), e, tb)  # prints it, as the interpreter would
     finally:
         sys.argv = saved_argv

@@ -158,11 +158,11 @@ def run_script(script: Path, args: list[str], host: Any, outcomes: Outcomes) -> 
         end.interrupted = not isinstance(e, Exception)  # KeyboardInterrupt, StopRun, Terminated
         tb = _script_frames(e.__traceback__, script)
         e = e.with_traceback(tb)
-        end.traceback = "".join(traceback.format_exception(type(e), e, tb))
         started = bool(host.runs or outcomes.runs)
         _end_runs(e)
         quiet = (end.interrupted and not started) or is_bad_input(end.error)  # said in one line instead
         if not quiet:  # (a Ctrl-C before any run: nothing to say; bad input: no traceback)
+            end.traceback = "".join(traceback.format_exception(type(e), e, tb))
             sys.excepthook(type(e), e, tb)  # prints it, as the interpreter would
     finally:
         sys.argv = saved_argv

@@ -23,6 +23,7 @@ from tuitrain.ui.replay.compare import (
     EPOCH_METRICS,
     LABELS,
     PERCENT,
+    file_divergence,
     hex_rgb,
     rich_config_table,
     rich_table,
@@ -38,6 +39,9 @@ def series(rf: RunFile, metric: str, columns: int) -> tuple[np.ndarray, np.ndarr
     if metric in EPOCH_METRICS:
         ep = rf.epochs()
         x, y = ep["step"].astype(np.float64), ep[metric].astype(np.float64)
+    elif metric not in rf.step_scalars:  # a user loop's own epoch metric (run.log_epoch), or none
+        steps, _, values = rf.metrics("epoch").get(metric, (np.zeros(0), None, np.zeros(0)))
+        x, y = steps.astype(np.float64), values.astype(np.float64)
     else:
         n = rf.n_steps
         stride = max(1, -(-n // (8 * columns)))
@@ -70,7 +74,7 @@ def chart(
     last = 0.0
     for i, (rf, name) in enumerate(zip(runs, names, strict=True)):
         x, y = series(rf, metric, max(8, width - 12))
-        bad = rf.first_nonfinite(metric)
+        bad = file_divergence(rf, metric)
         if bad is not None:  # a vertical line where the values stopped being finite (drawn: none)
             plt.vline(bad, hex_rgb(colors[i]) if color else "default")
             n = rf.n_steps
@@ -82,7 +86,7 @@ def chart(
             if color
             else {"marker": MARKERS[i % len(MARKERS)]}
         )
-        if metric in EPOCH_METRICS and color:
+        if (metric in EPOCH_METRICS or metric not in rf.step_scalars) and color:
             kw["marker"] = "●" if x.size == 1 else "braille"
         plt.plot(x.tolist(), y.tolist(), label=name, **kw)
         drawn += 1
@@ -109,7 +113,7 @@ def nonfinite_notes(runs: Sequence[RunFile], names: Sequence[str], metric: str) 
     """One line per run whose ``metric`` went non-finite: from which step (the chart's vertical line)."""
     notes = []
     for rf, name in zip(runs, names, strict=True):
-        bad = rf.first_nonfinite(metric)
+        bad = file_divergence(rf, metric)
         if bad is not None:
             notes.append(
                 f"{name}: {metric} is not finite (nan/inf) from step {bad:,}: │ in the chart, not drawn"

@@ -87,6 +87,7 @@ def test_info_of_a_user_loop_without_probes_or_totals(tmp_path):
         assert col in head, out
     row = out[out.index("Run ") :].splitlines()[2]
     assert "nan" not in row  # no accuracy measured: '-', never nan
+    assert row.split()[1:8] == ["0.1639", "0.4667", "-", "-", "0.3100", "91.20", "-"], row  # no params
     assert "0.9910" in row and "0.9050" in row
     assert "# config of this run (tuitrain.init(config=...), as JSON)" in out
 
@@ -122,7 +123,7 @@ async def test_replay_of_a_user_loop_file_shows_its_scalars_totals_and_metrics(t
         h = app.history
         assert await until(pilot, lambda: h.is_finished)
         assert h.user_scalars == USER_KEYS and not h.has_grad
-        assert app.metric_cycle() == ("loss", *USER_KEYS)
+        assert app.metric_cycle() == ("loss", *USER_KEYS, "val_top5", "val_f1")
         app.redraw(force=True)
         await pilot.pause()
         text = screen_text(app)
@@ -149,3 +150,14 @@ async def test_replay_of_a_user_loop_file_shows_its_scalars_totals_and_metrics(t
         for col in ("val_top5", "val_f1", "test_f1", "test_top5"):
             assert col in head, head
         assert "nan" not in table.text_rows()[1]
+
+
+def test_replay_print_charts_a_loops_own_epoch_metric(tmp_path):
+    path = write_events(tmp_path / "u.h5", user_run(steps=300))
+    p = tt("replay", str(path), "--print", "--metric", "val_f1")
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "val_f1 · 1 run" in p.stdout and "0.900" in p.stdout and "0.700" in p.stdout
+    sparse = write_events(tmp_path / "s.h5", user_run(steps=300, log_every=10))
+    p = tt("replay", str(sparse), "--print", "--metric", "top5")
+    assert p.returncode == 0 and "top5 · 1 run" in p.stdout, p.stdout + p.stderr
+    assert "not finite" not in p.stdout  # logged every tenth step: gaps, not a divergence

@@ -153,11 +153,11 @@ async def test_metric_key_cycles_loss_then_the_loops_own_scalars_and_charts_thei
     app = make_app(user_run(steps=300, finish=None))
     async with app.run_test(size=WIDE) as pilot:
         await settled(pilot, 300)
-        # the loop logs no accuracy: the cycle skips it
-        assert app.metric_cycle() == ("loss", *USER_KEYS)
+        # the loop logs no accuracy: the cycle skips it; its own epoch metrics come last
+        assert app.metric_cycle() == ("loss", *USER_KEYS, "val_top5", "val_f1")
         chart, panel = app.screen.query_one(LossChart), app.screen.query_one(LossPanel)
         seen = []
-        for _ in range(3):
+        for _ in range(5):
             await pilot.press("a")
             app.redraw(force=True)
             await pilot.pause()
@@ -173,7 +173,11 @@ async def test_metric_key_cycles_loss_then_the_loops_own_scalars_and_charts_thei
                 want = user_values(np.arange(300))["top5"]
                 assert abs(float(chart.spec.raw_y.max()) - want.max()) < 1e-9
                 assert "top5" in str(panel.border_title)
-        assert seen == ["grad_scale", "top5", "loss"]
+            if app.view.metric == "val_f1":  # one point per epoch, at the epoch's last step
+                assert chart.spec.val_x.tolist() == [99.0, 199.0, 299.0]
+                assert np.allclose(chart.spec.val_y, [0.7, 0.8, 0.9])
+                assert "val_f1 (epochs)" in str(panel.border_title)
+        assert seen == ["grad_scale", "top5", "val_top5", "val_f1", "loss"]
 
 
 async def test_a_preset_still_swaps_loss_and_accuracy():
@@ -195,7 +199,7 @@ async def test_compare_view_overlays_a_user_scalar_of_two_runs():
     app = TuitrainApp(None, runs=runs, replay=True, mode="compare", cpu_budget=None)
     async with app.run_test(size=WIDE) as pilot:
         assert await until(pilot, lambda: all(h.is_finished for h in runs.histories))
-        assert app.metric_cycle() == ("loss", *USER_KEYS)
+        assert app.metric_cycle() == ("loss", *USER_KEYS, "val_top5", "val_f1")
         await pilot.press("a")  # loss -> grad_scale
         app.redraw(force=True)
         await pilot.pause()

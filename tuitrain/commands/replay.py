@@ -14,14 +14,14 @@ def replay_files(run_files: list[Path], follow: bool, metric: str, print_only: b
     with ``print_only`` or no terminal on stdout, the printed report (after they finish, when
     following). A file that is not a run file is bad input (exit 2)."""
     from tuitrain.runfile.reader import RunFileError, open_run
-    from tuitrain.ui.replay.compare import check_metric
+    from tuitrain.ui.replay.compare import check_metric, declared_metrics
 
     runs = []
     try:
         for path in run_files:
             runs.append(open_run(path))
-        try:  # a per-step scalar the files declare (a user loop's own key) is a metric too
-            check_metric(metric, [k for rf in runs for k in rf.step_scalars])
+        try:  # a per-step scalar or epoch metric the files declare (a user loop's own key) too
+            check_metric(metric, declared_metrics(runs))
         except ValueError as e:
             raise fail(str(e)) from None
         if print_only or not sys.stdout.isatty():

@@ -23,7 +23,7 @@ import math
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Protocol
 
 import numpy as np
@@ -99,12 +99,19 @@ class LogEntry:
 @dataclass
 class EpochTable:
     rows: list[EpochEnd] = field(default_factory=list)
+    keys: dict[str, None] = field(default_factory=dict)  # a user loop's own epoch metrics, first-seen order
 
     def __len__(self) -> int:
         return len(self.rows)
 
     def column(self, name: str) -> np.ndarray:
+        """A standard EpochEnd field, or one of the loop's own epoch metrics (NaN where an epoch has none)."""
+        if name in self.keys and name not in _EPOCH_FIELDS:
+            return np.array([r.metrics.get(name, np.nan) for r in self.rows], dtype=np.float64)
         return np.array([getattr(r, name) for r in self.rows], dtype=np.float64)
+
+
+_EPOCH_FIELDS = frozenset(f.name for f in fields(EpochEnd))
 
 
 # The columns every history starts with; a run's own scalars (RunStarted.step_scalars and any new
@@ -273,6 +280,7 @@ class History(HistoryLookups):
 
     def _on_epoch(self, ev: EpochEnd) -> None:
         self.epochs.rows.append(ev)
+        self.epochs.keys.update(dict.fromkeys(ev.metrics))
         total = self.run.epochs if self.run else 0
         preset = self.run is None or self.run.source == "preset"
         level, text = epoch_message(ev, total, preset)

@@ -11,6 +11,7 @@ import numpy as np
 from tuitrain.events import GRAD, STEP_SCALARS, EpochEnd
 from tuitrain.ui.downsample import ema
 from tuitrain.ui.health import health_codes
+from tuitrain.ui.replay.compare import EPOCH_METRICS
 
 if TYPE_CHECKING:
     from collections import deque
@@ -69,12 +70,24 @@ class HistoryLookups:
         """Whether the per-step column ``name`` holds any finite value."""
         return name in self._col and bool(np.isfinite(self.column(name)).any())
 
+    @property
+    def epoch_keys(self) -> tuple[str, ...]:
+        """The loop's own epoch metrics (``run.log_epoch`` keys beyond the standard ones) that are not
+        also per-step scalars: each is charted one point per epoch."""
+        return tuple(k for k in self.epochs.keys if k not in self._col)
+
     def metric_cycle(self) -> tuple[str, ...]:
-        """What the chart's metric key steps through: loss and accuracy, then the run's own scalars.
-        A user's loop shows only what it logged (loss always, as the way back)."""
+        """What the chart's metric key steps through: loss and accuracy, then the run's own per-step
+        scalars, then its own epoch metrics. A user's loop shows only what it logged (loss always, as
+        the way back)."""
         if self.run is None or self.run.source == "preset":
-            return ("loss", "acc", *self.user_scalars)
-        return tuple(m for m in ("loss", "acc", *self.user_scalars) if m == "loss" or self.has_values(m))
+            return ("loss", "acc", *self.user_scalars, *self.epoch_keys)
+        steps = tuple(m for m in ("loss", "acc", *self.user_scalars) if m == "loss" or self.has_values(m))
+        return (*steps, *self.epoch_keys)
+
+    def is_epoch_metric(self, name: str) -> bool:
+        """Whether ``name`` is charted per epoch here: a standard epoch metric or one of the loop's own."""
+        return name in EPOCH_METRICS or name in self.epoch_keys
 
     def column(self, name: str) -> np.ndarray:
         """A per-step column (:attr:`columns`); all NaN for a name this run does not have."""

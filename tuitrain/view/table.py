@@ -81,11 +81,15 @@ def unmeasured_missing(
     metrics: Mapping[str, float | None], source: str, diverged: bool
 ) -> dict[str, float | None]:
     """A user loop's row: a standard number it did not measure (NaN) is missing (None), not a
-    divergence; only its training loss, when its step loss diverged, stays NaN. Presets unchanged."""
+    divergence; only its training loss, when its step loss diverged, stays NaN; a parameter count of
+    0 is unknown. Presets unchanged."""
     if source == "preset":
         return dict(metrics)
     keep = ("train_loss",) if diverged else ()
-    return {k: None if v is not None and math.isnan(v) and k not in keep else v for k, v in metrics.items()}
+    out = {k: None if v is not None and math.isnan(v) and k not in keep else v for k, v in metrics.items()}
+    if out.get("params") == 0:  # a loop that never called run.watch: no parameter count, not zero
+        out["params"] = None
+    return out
 
 
 def extra_keys(rows: Sequence[FinalRow]) -> list[str]:

@@ -255,15 +255,33 @@ def rows_from_histories(
     return rows, keys
 
 
-def file_divergence(rf: RunFile) -> int | None:
-    """The first step of a run file's divergence: the first non-finite training loss of a preset, a
-    user loop's by the rule for sparse logging (:mod:`tuitrain.view.divergence`)."""
+def file_divergence(rf: RunFile, metric: str = "loss") -> int | None:
+    """The first step from which a run file's ``metric`` is not finite (the training loss: where the
+    run diverged). A preset's: the first NaN or Inf. A user loop's, whose NaN may be a step or epoch
+    it did not log: by the rule for sparse logging (:mod:`tuitrain.view.divergence`); its own epoch
+    metrics (``run.log_epoch``) hold only what it logged: the first non-finite one."""
+    import numpy as np
+
     from tuitrain.view.divergence import first_divergence
 
+    if metric not in EPOCH_METRICS and metric not in rf.step_scalars:  # a user loop's own epoch metric
+        steps, _, values = rf.metrics("epoch").get(metric, (np.zeros(0), None, np.zeros(0)))
+        return first_divergence(steps, values)
     if str(getattr(rf, "source", "preset")) == "preset":
-        return rf.first_nonfinite("loss")
+        return rf.first_nonfinite(metric)
+    if metric in EPOCH_METRICS:
+        ep = rf.epochs()
+        return first_divergence(ep["step"], ep[metric], dense=False)
     n = rf.n_steps
-    return first_divergence(rf.scalar("step", 0, n), rf.scalar("loss", 0, n), dense=False)
+    return first_divergence(rf.scalar("step", 0, n), rf.scalar(metric, 0, n), dense=False)
+
+
+def declared_metrics(runs: Sequence[RunFile]) -> list[str]:
+    """What ``--metric`` may name for these files besides :data:`METRICS`: their declared per-step
+    scalars and their own epoch metrics (a user loop's keys), in first-seen order."""
+    names = [k for rf in runs for k in rf.step_scalars]
+    names += [k for rf in runs for k in rf.metrics("epoch")]
+    return list(dict.fromkeys(names))
 
 
 def file_config(rf: RunFile) -> tuple[str, str]:

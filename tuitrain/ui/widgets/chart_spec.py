@@ -100,15 +100,22 @@ def epoch_series(history: History, metric: str) -> tuple[np.ndarray, np.ndarray]
     return x[ok], y[ok]
 
 
+def per_epoch(metric: str, histories: Sequence[History]) -> bool:
+    """Whether ``metric`` is drawn one point per epoch: a standard epoch metric, or an epoch metric of
+    a user's loop (``run.log_epoch``) in any of the runs."""
+    return metric in EPOCH_METRICS or any(h.is_epoch_metric(metric) for h in histories)
+
+
 def data_extent(histories: Sequence[History], metric: str) -> tuple[float, float] | None:
     """(first, last) x of what the chart can show for ``metric`` over every run."""
     lo, hi = [], []
+    epochs = per_epoch(metric, histories)
     for h in histories:
-        x = epoch_series(h, metric)[0] if metric in EPOCH_METRICS else h.column("step")
+        x = epoch_series(h, metric)[0] if epochs else h.column("step")
         if x.shape[0]:
             lo.append(float(x[0]))
             hi.append(float(x[-1]))
-    if metric in EPOCH_METRICS and lo:  # epochs start at step 0 even if the first ends later
+    if epochs and lo:  # epochs start at step 0 even if the first ends later
         lo = [min(lo + [0.0])]
     return (min(lo), max(hi)) if lo else None
 
@@ -144,7 +151,7 @@ def build_spec(history: History, view: ViewState, columns: int) -> ChartSpec:
     """The chart's data for one run and the current view."""
     metric = view.metric
     spec = ChartSpec()
-    if metric in EPOCH_METRICS:
+    if per_epoch(metric, [history]):
         return _epoch_spec(history, view, metric)
     x = history.column("step")
     if x.shape[0] == 0:
@@ -212,11 +219,12 @@ def build_overlay_spec(
     scale = scale_of(metric)
     skip = 0.0
     order = [i for i in range(len(histories)) if i != view.selected] + [view.selected]
+    epochs = per_epoch(metric, histories)
     for i in order:
         if i >= len(histories):
             continue
         h, color = histories[i], colors[i]
-        if metric in EPOCH_METRICS:
+        if epochs:
             x, y = epoch_series(h, metric)
             sel = (x >= lo) & (x <= hi)
             x, y, points = x[sel], y[sel] * scale, True

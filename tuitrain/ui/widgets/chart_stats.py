@@ -25,6 +25,9 @@ def value_at(history: History, metric: str, step: int | None) -> float | None:
     if metric in EPOCH_METRICS:
         ep = history.epoch_at(step)
         return float(getattr(ep, metric)) if ep is not None else None
+    if history.is_epoch_metric(metric):  # a user loop's own epoch metric
+        ep = history.epoch_at(step)
+        return float(ep.metrics[metric]) if ep is not None and metric in ep.metrics else None
     row = history.scalars_at(step)
     return float(row[metric]) if row is not None and metric in row else None
 

@@ -35,7 +35,7 @@ from textual_plotext import PlotextPlot
 
 from tuitrain.ui.fmt import fmt_si
 from tuitrain.ui.history import History
-from tuitrain.ui.replay.compare import EPOCH_METRICS, LABELS, hex_rgb
+from tuitrain.ui.replay.compare import LABELS, hex_rgb
 from tuitrain.ui.view_state import ViewState
 from tuitrain.ui.widgets.chart_raster import Series, rasterize
 from tuitrain.ui.widgets.chart_spec import (
@@ -45,6 +45,7 @@ from tuitrain.ui.widgets.chart_spec import (
     data_extent,
     distinct_labels,
     nice_ticks,
+    per_epoch,
     step_label,
 )
 from tuitrain.ui.widgets.chart_stats import legend_markup, stats_markup
@@ -382,9 +383,10 @@ class LossPanel(Vertical):
         return False
 
     def _set_title(self, histories: list[History], view: ViewState, n_runs: int) -> None:
-        name = LABELS.get(view.metric, view.metric)
+        epochs = per_epoch(view.metric, histories)
+        name = LABELS.get(view.metric, f"{view.metric} (epochs)" if epochs else view.metric)
         parts = [name] + ([f"{n_runs} runs"] if self.overlay else [])
-        if view.metric not in EPOCH_METRICS:
+        if not epochs:
             parts.append(f"EMA {view.smoothing:.3g}")
         if view.log_y:
             parts.append("log y")
@@ -404,15 +406,15 @@ class LossPanel(Vertical):
                 parts.append("[$accent]panned[/]; f follows")
         set_titles(self, title=" · ".join(parts))
         if self.overlay:
-            sub = "● one per epoch" if view.metric in EPOCH_METRICS else "━ ema, one colour per run"
-        elif view.metric in EPOCH_METRICS:
+            sub = "● one per epoch" if epochs else "━ ema, one colour per run"
+        elif epochs:
             sub = "[$warning]●[/] per epoch"
         elif view.metric in ("loss", "acc"):
             sub = "[$primary]━[/] ema [$primary-muted]·[/] raw [$warning]●[/] val"
         else:
             sub = "[$primary]━[/] ema [$primary-muted]·[/] raw"
         nan_step = histories[0].nan_step if len(histories) == 1 else None
-        if nan_step is not None and view.metric not in EPOCH_METRICS:
+        if nan_step is not None and not epochs:
             sub += f" [b $error]┊ nan from step {nan_step:,}[/]"
         set_titles(self, subtitle=sub)
 

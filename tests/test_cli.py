@@ -108,7 +108,7 @@ def test_headless_run_writes_a_complete_run_file(tmp_path: Path) -> None:
         assert f.attrs["status"] == "completed"
         n = f["steps/step"].shape[0]
         assert n == f.attrs["steps_per_epoch"] * 2
-        assert f["probes/grad_norm"].shape == (n, f["layers/name"].shape[0])
+        assert f["probes/grad/grad_norm"].shape == (n, f["layers/name"].shape[0])
         assert f["epochs/val_acc"].shape == (2,)
     assert out.with_suffix(".pt").exists()
     info = tt("info", str(out), "--json")

@@ -65,8 +65,8 @@ def test_run_nproc_per_node_2_writes_one_complete_file(tmp_path: Path) -> None:
         n = f["steps/step"].shape[0]
         assert n == 2 * TOY_STEPS_PER_EPOCH
         assert np.array_equal(f["steps/step"][:], np.arange(n))
-        assert f["probes/grad_norm"].shape == (n, f["layers/name"].shape[0])
-        assert np.isfinite(f["probes/grad_norm"][:]).all()
+        assert f["probes/grad/grad_norm"].shape == (n, f["layers/name"].shape[0])
+        assert np.isfinite(f["probes/grad/grad_norm"][:]).all()
         assert list(f["epochs/epoch"][:]) == [0, 1]
         assert np.isfinite(f["epochs/val_loss"][:]).all() and np.isfinite(f["epochs/train_loss"][:]).all()
         assert math.isfinite(f["test"].attrs["loss"]) and 0 <= f["test"].attrs["acc"] <= 1

@@ -127,7 +127,7 @@ def test_story_vgg38_stays_at_chance_and_says_its_gradients_vanish(story: dict) 
         with h5py.File(cwd / "runs" / f"{name}.h5", "r", swmr=True) as f:
             assert f.attrs["status"] == "completed"
             acc[name] = float(f["epochs/val_acc"][-1])
-            first[name] = float(np.median(f["probes/grad_mean_abs"][:, 0]))
+            first[name] = float(np.median(f["probes/grad/grad_mean_abs"][:, 0]))
             loss = f["epochs/train_loss"][-1]
         if name == "vgg38":
             assert abs(loss - math.log(10)) < 0.01

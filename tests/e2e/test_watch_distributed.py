@@ -47,4 +47,4 @@ def test_watch_two_ranks_live_pause_and_stop(tmp_path: Path) -> None:
         assert f.attrs["status"] == "stopped"
         assert f.attrs["device"] == "2 x cpu (gloo)"
         n = f["steps/step"].shape[0]
-        assert n > paused_at and f["probes/grad_norm"].shape[0] == n
+        assert n > paused_at and f["probes/grad/grad_norm"].shape[0] == n

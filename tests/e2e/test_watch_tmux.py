@@ -33,4 +33,4 @@ def test_watch_live_pause_and_quit_and_stop(tmp_path: Path) -> None:
     with h5py.File(out, "r") as f:
         assert f.attrs["status"] == "stopped"
         n = f["steps/step"].shape[0]
-        assert n > paused_at and f["probes/grad_norm"].shape[0] == n
+        assert n > paused_at and f["probes/grad/grad_norm"].shape[0] == n

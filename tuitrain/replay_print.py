@@ -25,6 +25,7 @@ from tuitrain.ui.replay.compare import (
     PERCENT,
     file_divergence,
     hex_rgb,
+    own_metric,
     rich_config_table,
     rich_table,
     rows_from_files,
@@ -39,9 +40,12 @@ def series(rf: RunFile, metric: str, columns: int) -> tuple[np.ndarray, np.ndarr
     if metric in EPOCH_METRICS:
         ep = rf.epochs()
         x, y = ep["step"].astype(np.float64), ep[metric].astype(np.float64)
-    elif metric not in rf.step_scalars:  # a user loop's own epoch metric (run.log_epoch), or none
-        steps, _, values = rf.metrics("epoch").get(metric, (np.zeros(0), None, np.zeros(0)))
+    elif metric not in rf.step_scalars:  # a user loop's key in /metrics (a later step key, an epoch one)
+        steps, values = own_metric(rf, metric)
         x, y = steps.astype(np.float64), values.astype(np.float64)
+        if x.shape[0] > columns:
+            both = bucket_mean(np.stack([x, y], axis=1), columns)
+            x, y = both[:, 0], both[:, 1]
     else:
         n = rf.n_steps
         stride = max(1, -(-n // (8 * columns)))
@@ -86,7 +90,7 @@ def chart(
             if color
             else {"marker": MARKERS[i % len(MARKERS)]}
         )
-        if (metric in EPOCH_METRICS or metric not in rf.step_scalars) and color:
+        if (metric in EPOCH_METRICS or metric in rf.metrics("epoch")) and color:
             kw["marker"] = "●" if x.size == 1 else "braille"
         plt.plot(x.tolist(), y.tolist(), label=name, **kw)
         drawn += 1

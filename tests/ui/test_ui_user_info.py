@@ -161,3 +161,21 @@ def test_replay_print_charts_a_loops_own_epoch_metric(tmp_path):
     p = tt("replay", str(sparse), "--print", "--metric", "top5")
     assert p.returncode == 0 and "top5 · 1 run" in p.stdout, p.stdout + p.stderr
     assert "not finite" not in p.stdout  # logged every tenth step: gaps, not a divergence
+
+
+def test_a_key_first_logged_after_the_start_is_charted_from_the_file(tmp_path):
+    """RunStarted declared grad_scale only; top5 arrived later: the file keeps it in /metrics."""
+    from tuitrain.events import STEP_SCALARS, RunStarted
+
+    events = user_run(steps=300)
+    assert isinstance(events[0], RunStarted)
+    events[0].step_scalars = (*STEP_SCALARS, "grad_scale")
+    path = write_events(tmp_path / "late.h5", events)
+    from tuitrain.runfile import open_run
+
+    with open_run(path) as rf:
+        assert "top5" not in rf.step_scalars and "top5" in rf.metrics("step")
+    p = tt("replay", str(path), "--print", "--metric", "top5")
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "top5 · 1 run" in p.stdout and "no finite top5" not in p.stdout
+    assert "not finite" not in p.stdout

@@ -260,12 +260,11 @@ def file_divergence(rf: RunFile, metric: str = "loss") -> int | None:
     run diverged). A preset's: the first NaN or Inf. A user loop's, whose NaN may be a step or epoch
     it did not log: by the rule for sparse logging (:mod:`tuitrain.view.divergence`); its own epoch
     metrics (``run.log_epoch``) hold only what it logged: the first non-finite one."""
-    import numpy as np
 
     from tuitrain.view.divergence import first_divergence
 
-    if metric not in EPOCH_METRICS and metric not in rf.step_scalars:  # a user loop's own epoch metric
-        steps, _, values = rf.metrics("epoch").get(metric, (np.zeros(0), None, np.zeros(0)))
+    if metric not in EPOCH_METRICS and metric not in rf.step_scalars:  # a user loop's own key in /metrics
+        steps, values = own_metric(rf, metric)
         return first_divergence(steps, values)
     if str(getattr(rf, "source", "preset")) == "preset":
         return rf.first_nonfinite(metric)
@@ -276,11 +275,24 @@ def file_divergence(rf: RunFile, metric: str = "loss") -> int | None:
     return first_divergence(rf.scalar("step", 0, n), rf.scalar(metric, 0, n), dense=False)
 
 
+def own_metric(rf: RunFile, metric: str) -> tuple[Any, Any]:
+    """(steps, values) of a user loop's key that the file keeps in /metrics: a per-step key first
+    logged after the run started, else an epoch metric (``run.log_epoch``); empty when neither."""
+    import numpy as np
+
+    for scope in ("step", "epoch"):
+        got = rf.metrics(scope).get(metric)
+        if got is not None:
+            return got[0], got[2]
+    return np.zeros(0, np.int64), np.zeros(0)
+
+
 def declared_metrics(runs: Sequence[RunFile]) -> list[str]:
     """What ``--metric`` may name for these files besides :data:`METRICS`: their declared per-step
-    scalars and their own epoch metrics (a user loop's keys), in first-seen order."""
+    scalars, the per-step keys first logged later and their own epoch metrics (a user loop's keys),
+    in first-seen order."""
     names = [k for rf in runs for k in rf.step_scalars]
-    names += [k for rf in runs for k in rf.metrics("epoch")]
+    names += [k for rf in runs for scope in ("step", "epoch") for k in rf.metrics(scope)]
     return list(dict.fromkeys(names))
 
 

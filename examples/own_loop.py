@@ -81,7 +81,7 @@ def main() -> None:
         num_classes=10,
     )
     run.watch(model, optimizer)  # per-tensor probes at every optimizer step: no other change to the loop
-    for _ in range(args.epochs):
+    for _epoch in range(args.epochs):
         for x, y in train_loader:
             optimizer.zero_grad()
             out = model(x)

@@ -43,6 +43,9 @@ NOT_HERE = {
 }
 
 
+OWN_LOOP = "tuitrain run examples/own_loop.py --no-ui"  # the block of "Your own training loop"
+
+
 def bash_blocks() -> list[str]:
     return re.findall(r"```bash\n(.*?)```", README, flags=re.S)
 
@@ -74,6 +77,7 @@ def sh(cmd: str, cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess
 
 def user_dir(tmp: Path) -> Path:
     (tmp / "presets").symlink_to(REPO / "presets")
+    (tmp / "examples").symlink_to(REPO / "examples")
     return tmp
 
 
@@ -96,6 +100,7 @@ def test_every_readme_command_is_run_or_says_why_not() -> None:
     covered.update(block_with("tuitrain info runs/vgg38.h5"))
     covered.update(block_with("tuitrain replay runs/vgg38.h5 --print"))
     covered.update(c for c in block_with("--device cpu --nproc-per-node 2") if c not in NOT_HERE)
+    covered.update(block_with(OWN_LOOP))
     setup = [c for b in bash_blocks() for c in commands(b) if c.startswith("python3 -m venv")]
     assert len(setup) == 2
     found = {c for b in bash_blocks() for c in commands(b) if not c.startswith("python3 -m venv")}
@@ -160,8 +165,12 @@ def test_replay_commands_as_written(story: dict) -> None:
             assert "vgg38" in p.stdout
 
 
+def python_blocks(text: str) -> list[str]:
+    return [b for b in re.findall(r"```python\n(.*?)```", README, flags=re.S) if text in b]
+
+
 def test_python_snippet_reads_a_run_file(story: dict) -> None:
-    (snippet,) = re.findall(r"```python\n(.*?)```", README, flags=re.S)
+    (snippet,) = python_blocks("h5py.File")
     p = subprocess.run(
         [sys.executable, "-c", snippet + "\nprint(grad.shape, len(names))"],
         cwd=story["cwd"],
@@ -216,3 +225,55 @@ def test_quick_start_watch_shows_the_pathology(tmp_path: Path) -> None:
     (run,) = (cwd / "runs").glob("vgg38-*.h5")
     with h5py.File(run, "r", swmr=True) as f:
         assert f.attrs["status"] == "stopped"
+
+
+def code_lines(block: str) -> list[str]:
+    return [
+        ln.split("  #")[0].strip()
+        for ln in block.splitlines()
+        if ln.strip() and not ln.strip().startswith("#")
+    ]
+
+
+def test_own_loop_snippets_are_the_examples_lines() -> None:
+    """The README's snippets show what the examples really do: every tuitrain line of them is there."""
+    (loop,) = python_blocks("tuitrain.init(")
+    example = (REPO / "examples" / "own_loop.py").read_text()
+    shown = [ln for ln in code_lines(loop) if "run." in ln and not ln.startswith("run = ")]
+    assert len(shown) == 4 and all(ln in example for ln in shown), shown
+    (lit,) = python_blocks("TuitrainCallback")
+    assert "from tuitrain.lightning import TuitrainCallback" in code_lines(lit)
+    assert (
+        "from tuitrain.lightning import TuitrainCallback"
+        in (REPO / "examples" / "lightning_loop.py").read_text()
+    )
+
+
+def test_own_loop_commands_as_written(tmp_path: Path) -> None:
+    """The block of "Your own training loop", in order: headless, on its own, info, attach, watch (no
+    terminal here, so it trains headless and says so), then the Lightning example the README links."""
+    cwd = user_dir(tmp_path)
+    out = {}
+    for cmd in block_with(OWN_LOOP):
+        p = sh(cmd, cwd, timeout=300)
+        assert p.returncode == 0, f"{cmd}\n{p.stdout}\n{p.stderr}"
+        out[cmd.split()[1] if cmd.startswith("tuitrain") else "python"] = p.stdout + p.stderr
+    assert "run completed after 32 steps" in out["run"], out["run"]
+    with h5py.File(cwd / "runs" / "mnist.h5", "r") as f:
+        assert f.attrs["status"] == "completed" and f.attrs["source"] == "script"
+        assert list(f["layers/name"].asstr()[:4]) == [
+            "conv1.weight",
+            "conv1.bias",
+            "conv2.weight",
+            "conv2.bias",
+        ]
+        assert f["probes/grad/grad_norm"].shape == (32, 8) and f["epochs/val_acc"].shape == (1,)
+    assert "source your own loop" in out["info"] and "probe grad" in out["info"], out["info"]
+    assert "Train Loss" in out["watch"] and "run completed after 96 steps" in out["watch"], out["watch"]
+    p = sh(
+        "tuitrain run examples/lightning_loop.py --no-ui -- --epochs 1 --out runs/lit.h5", cwd, timeout=300
+    )
+    assert p.returncode == 0, p.stdout + p.stderr
+    with h5py.File(cwd / "runs" / "lit.h5", "r") as f:
+        assert f.attrs["status"] == "completed" and f.attrs["source"] == "lightning"
+        assert f["epochs/val_acc"].shape == (1,) and np.isfinite(f["test"].attrs["loss"])

@@ -20,7 +20,7 @@ def presets_dir() -> Path:
 def cli_env() -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONUNBUFFERED"] = "1"
-    env.setdefault("COLUMNS", "120")
+    env["COLUMNS"] = "120"  # the same width everywhere (pytest-xdist workers inherit other widths)
     return env
 
 

@@ -65,7 +65,11 @@ def whole(token: str, text: str) -> bool:
 def table_block(out: str) -> str:
     lines = out.splitlines()
     start = next(i for i, ln in enumerate(lines) if ln.startswith("Final metrics"))
-    end = next((i for i in range(start + 1, len(lines)) if not lines[i].strip()), len(lines))
+    # the table ends at a blank line or at the lines that follow it ("run completed ...", "run file: ...")
+    end = next(
+        (i for i in range(start + 1, len(lines)) if not lines[i].strip() or lines[i].startswith("run ")),
+        len(lines),
+    )
     return "\n".join(lines[start:end])
 
 

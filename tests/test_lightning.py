@@ -334,7 +334,7 @@ def test_epoch_and_test_metric_names() -> None:
         "val_f1": t(0.25),
         "value": t(7.0),
         "lr-SGD": 0.1,
-        "train/f1": t(0.3),  # "/" names an HDF5 group: stored as "train.f1"
+        "train/f1": t(0.3),  # kept as it is (the run file escapes "/" in its dataset names)
         "time": 3.0,  # a column tuitrain keeps itself: stored as "logged_time"
         "hist": t([1.0, 2.0]),  # not one number: not a metric
     }
@@ -346,11 +346,11 @@ def test_epoch_and_test_metric_names() -> None:
         "val_f1": 0.25,
         "value": 7.0,
         "lr-SGD": 0.1,
-        "train.f1": pytest.approx(0.3),
+        "train/f1": pytest.approx(0.3),
         "logged_time": 3.0,
     }
     stale = epoch_metrics(logged, val_ran=False)  # no validation this epoch: its values are old
-    assert sorted(stale) == ["logged_time", "lr-SGD", "train.f1", "train_loss", "value"]
+    assert sorted(stale) == ["logged_time", "lr-SGD", "train/f1", "train_loss", "value"]
     tm = summary_metrics({"test_loss": t(1.0), "test/accuracy": t(0.75), "test_f1": 0.5})
     assert {k: float(v) for k, v in tm.items()} == {"loss": 1.0, "acc": 0.75, "test_f1": 0.5}
     assert not math.isnan(float(tm["acc"]))

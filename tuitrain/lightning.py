@@ -348,10 +348,12 @@ def _scalars(metrics: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def metric_key(key: str) -> str:
-    """A logged name as a run file's metric name: ``/`` (``val/f1``, common in Lightning) becomes
-    ``.``, a column tuitrain keeps itself (``step``, ``time``, ...) becomes ``logged_<name>``, and a
-    name is cut to 64 bytes."""
-    key = key.replace("/", ".").replace("\0", "") or "unnamed"
+    """A logged name as a run file's metric name: kept as it is (``val/f1`` too), except that a column
+    tuitrain keeps itself (``step``, ``time``, ...) becomes ``logged_<name>``, NUL and surrounding spaces
+    are dropped, and a name is cut to 64 bytes."""
+    key = key.replace("\0", "").strip() or "unnamed"
+    if key in (".", ".."):
+        key = f"logged_{key}"
     if key in RESERVED_STEP_KEYS:
         key = f"logged_{key}"
     raw = key.encode()

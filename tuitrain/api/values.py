@@ -71,16 +71,17 @@ def _plain(value: Any, where: str) -> Any:
 
 
 def check_key(key: Any, where: str = "run.log") -> str:
-    """A logged key, checked the first time it is seen: a non-empty string without ``/`` (it names an
-    HDF5 dataset), at most 64 bytes, not one of the columns tuitrain keeps itself."""
+    """A logged key, checked the first time it is seen: a non-empty string without NUL, at most 64 bytes
+    (``/`` is fine: ``train/loss`` is stored as one column), not one of the columns tuitrain keeps
+    itself."""
     if not isinstance(key, str) or not key:
         raise TypeError(
             f"{where}: the key {key!r} is not a non-empty string; keys name columns, e.g. 'loss'."
         )
-    if "/" in key or "\0" in key or len(key.encode()) > MAX_KEY_BYTES:
+    if "\0" in key or key != key.strip() or key in (".", "..") or len(key.encode()) > MAX_KEY_BYTES:
         raise ValueError(
-            f"{where}: the key {key!r} cannot name a column: keys must not contain '/' and are at most "
-            f"{MAX_KEY_BYTES} bytes."
+            f"{where}: the key {key!r} cannot name a column: keys have no NUL, no surrounding spaces, are "
+            f"not '.' or '..', and are at most {MAX_KEY_BYTES} bytes (e.g. 'loss', 'train/f1')."
         )
     if key in RESERVED_STEP_KEYS:
         raise ValueError(

@@ -60,9 +60,9 @@ def name_problem(name: object, what: str) -> str | None:
     declared step-scalar names (a user loop's keys): one HDF5 name each, never a path."""
     if not isinstance(name, str) or not name:
         return f"{what} {name!r} is not a non-empty string"
-    if "/" in name or name in (".", "..") or name != name.strip() or "\x00" in name:
-        return f"{what} {name!r} cannot be a dataset name (no '/', NUL, surrounding spaces, '.' or '..')"
-    if len(name.encode("utf-8")) > S.NAME_MAX_BYTES:
+    if name in (".", "..") or name != name.strip() or "\x00" in name:  # "/" is escaped (schema.path)
+        return f"{what} {name!r} cannot be a dataset name (no NUL, surrounding spaces, '.' or '..')"
+    if len(S.escape(name).encode("utf-8")) > S.NAME_MAX_BYTES:
         return f"{what} {name!r} is longer than {S.NAME_MAX_BYTES} UTF-8 bytes"
     return None
 

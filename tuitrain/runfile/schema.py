@@ -200,9 +200,18 @@ INT_ATTR_RANGES: dict[str, tuple[int, int]] = {
 }
 
 
+def escape(name: str) -> str:
+    """A name as one HDF5 link name: ``%`` as ``%25`` and ``/`` as ``%2F``, so a user's key such as
+    ``train/loss`` (common in other trackers) is one dataset, ``/steps/train%2Floss``; every other
+    character, and so every name tuitrain itself uses, is kept as it is. The declaration keeps the
+    real name."""
+    return name.replace("%", "%25").replace("/", "%2F")
+
+
 def path(*parts: str) -> str:
-    """Dataset path inside the file, e.g. ``path(STEPS, "loss") == "steps/loss"``."""
-    return "/".join(parts)
+    """Dataset path inside the file, e.g. ``path(STEPS, "loss") == "steps/loss"``: the first part is a
+    group path, every later part one name (:func:`escape`d)."""
+    return "/".join([parts[0], *(escape(p) for p in parts[1:])])
 
 
 __all__ = [

@@ -197,6 +197,14 @@ def test_a_script_that_never_calls_finish_completes_at_exit(tmp_path: Path) -> N
         assert rf.status == "completed"
         assert rf.n_steps == 12
         assert math.isfinite(rf.test()["loss"])
+    # sys.exit(3) without finish(): the script failed, and the file says so (the exit status is 3)
+    code = f"import sys, tuitrain; run = tuitrain.init(out={str(tmp_path / 'x3.h5')!r}); run.log({{'loss': 1.0}}); sys.exit(3)"
+    p = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, env=cli_env(), capture_output=True, text=True
+    )
+    assert p.returncode == 3, p.stderr
+    with open_run(tmp_path / "x3.h5") as rf:
+        assert rf.status == "failed" and "exited with 3" in rf.attr("error")
 
 
 # ---- in-process: the API's own rules ------------------------------------------------------------

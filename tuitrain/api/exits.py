@@ -15,6 +15,9 @@ hooks, installed once and chained to what was there before, end the open runs:
   blocks run and the process exits 143, as an unhandled SIGTERM would. Hosted scripts keep the host's
   handler (the worker's).
 * SIGINT keeps Python's behaviour (``KeyboardInterrupt``), where Python's own handler is installed.
+* ``sys.exit``, wrapped to remember the code it was called with: a script that ends with
+  ``sys.exit(1)`` has failed, and the interpreter's exit status is the only other trace of it, which no
+  atexit handler can read (a ``raise SystemExit(1)`` of its own is not seen: it ends ``completed``).
 
 Either signal arriving while tuitrain's own code runs (a flush writing the run file) waits until that
 code is done (:data:`guard`), a few milliseconds: the run file's columns are never left half-appended.
@@ -49,6 +52,8 @@ _open: list[_Ending] = []
 _installed = False
 _terminated = False  # a SIGTERM arrived: the runs that end now were stopped
 _previous_hook: Any = None
+_exit_code: list[Any] = []  # the code of the last sys.exit() call, if any
+_original_exit: Any = None
 
 
 def outcome(exc: BaseException | None) -> tuple[str, str, str]:
@@ -115,6 +120,7 @@ def _install() -> None:
     _installed = True
     _previous_hook = sys.excepthook
     sys.excepthook = _excepthook
+    _wrap_sys_exit()
     if threading.current_thread() is threading.main_thread():
         with contextlib.suppress(ValueError, OSError):
             if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
@@ -132,8 +138,20 @@ def _excepthook(exc_type: type[BaseException], exc: BaseException, trace: Any) -
     (_previous_hook or sys.__excepthook__)(exc_type, exc, trace)
 
 
+def _wrap_sys_exit() -> None:
+    global _original_exit
+    _original_exit = sys.exit
+
+    def exit_remembering_the_code(code: Any = None) -> None:  # what sys.exit is while tuitrain runs
+        _exit_code[:] = [code]
+        _original_exit(code)
+
+    sys.exit = exit_remembering_the_code
+
+
 def _at_exit() -> None:
-    end_runs(None)
+    code = _exit_code[0] if _exit_code else None
+    end_runs(SystemExit(code) if code not in (None, 0) else None)
 
 
 def _on_sigterm(signum: int, frame: Any) -> None:

@@ -357,6 +357,19 @@ def info(
 
 
 @app.command()
+def diagnose(
+    run_files: Annotated[
+        list[Path], typer.Argument(help="Run files (.h5) written by tuitrain.", metavar="RUN.h5...")
+    ],
+    as_json: Annotated[bool, typer.Option("--json", help="A JSON list of the findings.")] = False,
+) -> None:
+    """Say what is wrong with a run: one line per finding (where, since when, evidence, fix)."""
+    from tuitrain.commands.diagnose import diagnose_files
+
+    diagnose_files(run_files, as_json)
+
+
+@app.command()
 def replay(
     run_files: Annotated[
         list[Path],

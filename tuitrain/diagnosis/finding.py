@@ -1,0 +1,110 @@
+"""The finding record and the few helpers every rule shares: episodes of a condition over steps (so a
+finding that stops holding is closed, not repeated) and rolling means over a window of steps.
+
+Pure numpy: the same code runs live, in replay and offline (``tuitrain diagnose``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+SEVERITIES: tuple[str, ...] = ("error", "warning", "info")  # worst first
+SEVERITY_RANK: dict[str, int] = {s: i for i, s in enumerate(SEVERITIES)}
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One problem the rules found: what (``kind``), how bad, where (a layer or module; "" for the run
+    as a whole), from which step to which (``last_step`` None: it still held at the end of the data),
+    on what evidence (numbers, by name), and what usually fixes it."""
+
+    kind: str
+    severity: str  # "info" | "warning" | "error"
+    layer: str
+    first_step: int
+    last_step: int | None
+    evidence: dict[str, float] = field(default_factory=dict)
+    message: str = ""
+    suggestion: str = ""
+
+    def __post_init__(self) -> None:
+        if self.severity not in SEVERITY_RANK:
+            raise ValueError(f"severity {self.severity!r}; allowed: {', '.join(SEVERITIES)}")
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "kind": self.kind,
+            "severity": self.severity,
+            "layer": self.layer,
+            "first_step": self.first_step,
+            "last_step": self.last_step,
+            "evidence": dict(self.evidence),
+            "message": self.message,
+            "suggestion": self.suggestion,
+        }
+
+
+class Skipped(Exception):
+    """Raised by a rule whose data the run does not have; the message says which data and why."""
+
+
+def episodes(holds: np.ndarray, open_after: int = 1, close_after: int = 1) -> list[tuple[int, int | None]]:
+    """Index ranges ``(first, last)`` where ``holds`` is true: an episode opens once the condition held
+    for ``open_after`` rows in a row (``first`` is the first of them) and closes once it failed for
+    ``close_after`` rows in a row (``last`` is the last row it held); ``last`` is None when it still
+    held, or had not failed long enough to close, at the end. Hysteresis keeps a flapping condition one
+    finding instead of many."""
+    h = np.asarray(holds, dtype=bool)
+    out: list[tuple[int, int | None]] = []
+    run_start, fails, start, last = -1, 0, -1, -1
+    for i, v in enumerate(h.tolist()):
+        if start < 0:
+            if v:
+                run_start = i if run_start < 0 else run_start
+                if i - run_start + 1 >= open_after:
+                    start, last, fails = run_start, i, 0
+            else:
+                run_start = -1
+        elif v:
+            last, fails = i, 0
+        else:
+            fails += 1
+            if fails >= close_after:
+                out.append((start, last))
+                start, run_start, fails = -1, -1, 0
+    if start >= 0:
+        out.append((start, None if fails < close_after else last))
+    return out
+
+
+def rolling_mean(x: np.ndarray, n: int) -> np.ndarray:
+    """Mean of the last ``n`` values at each index over the finite values only; NaN for the first
+    ``n - 1`` indices (no full window yet) and where the window holds no finite value."""
+    x = np.asarray(x, dtype=np.float64)
+    out = np.full(x.shape, np.nan)
+    if n < 1 or x.size < n:
+        return out
+    ok = np.isfinite(x)
+    c = np.concatenate([[0.0], np.cumsum(np.where(ok, x, 0.0))])
+    k = np.concatenate([[0], np.cumsum(ok)])
+    cnt = k[n:] - k[:-n]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out[n - 1 :] = np.where(cnt > 0, (c[n:] - c[:-n]) / np.maximum(cnt, 1), np.nan)
+    return out
+
+
+def rows_for(steps: np.ndarray, window_steps: int) -> int:
+    """How many probe rows cover ``window_steps`` steps, given the rows' spacing (at least 1)."""
+    s = np.asarray(steps)
+    gap = float(np.median(np.diff(s))) if s.size > 1 else 1.0
+    return max(1, int(np.ceil(window_steps / max(gap, 1.0))))
+
+
+def fmt(v: float) -> str:
+    """A number for a finding's line: short, exact enough to compare."""
+    if not np.isfinite(v):
+        return str(v)
+    if v == int(v) and abs(v) < 1e6:
+        return str(int(v))
+    return f"{v:.3g}"

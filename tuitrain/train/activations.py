@@ -1,0 +1,376 @@
+"""The forward-signal probe ``"act"`` (issue 11): per module, what its output looked like in a training
+forward pass. A plugin through :class:`~tuitrain.train.probe_protocol.Probe`; not wired into the engine
+or the API yet (the module table of the run file comes first).
+
+Why: a gradient bar says *that* a first layer does not learn; the forward signal says *why*. Plain VGG38
+at PyTorch's default init scales the variance of its signal by about 1/6 per conv + leaky ReLU, so the
+activation std falls by orders of magnitude within its first stage (the signal-propagation plots of
+Brock et al., 2021); with BatchNorm it stays near 1. A ReLU layer after too large a learning rate has
+units that are zero for every sample (dead units, 002); a sigmoid stack pins its outputs at 0 and 1.
+
+What is probed (:func:`probed_modules`), in the order their outputs are produced, named as
+``model.named_modules()`` names them (wrappers of ``torch.compile`` / DDP unwrapped):
+- every leaf module but ``nn.Identity`` and empty containers (their output is their input, or they are
+  never called), and
+- every *block*: a non-leaf module whose class name contains ``Block``, ``Bottleneck``, ``Residual``,
+  ``EncoderLayer`` or ``DecoderLayer`` (torchvision's BasicBlock/Bottleneck, timm's Block, tuitrain's
+  ProcessingBlock, ReductionBlock, BasicBlock, MixerBlock, ``nn.TransformerEncoderLayer``), or that has
+  a direct child named ``shortcut``, ``downsample`` or ``skip``. Whether the skip is on is not asked:
+  plain VGG38's ProcessingBlock is the same unit as the residual one, and its output is where the
+  story is. Pass ``is_block(name, module)`` to decide otherwise. The root module is not probed (its
+  output is the head's), unless it is itself a leaf.
+A block comes after the modules inside it (post-order): its output is produced after theirs.
+
+When (the step must be known before the forward, and the Monitor calls probes only after it): the
+caller calls :meth:`ActivationProbe.before_forward` with the step index just before the forward pass
+of every step (the engine before ``model(x)``; a user loop's monitor when it commits the previous step,
+and at the start). On a probed step (``step % every == 0``) that installs the forward hooks; on the
+others it does nothing, so unprobed steps pay nothing at all. The Monitor's usual ``before_step(step)``
+(just before ``optimizer.step()``, after the forward and backward) then stacks the step's values into
+one row and removes the hooks. Every ``before_step`` gives exactly one row (the Monitor counts on it):
+NaN for a module that did not run, and for every module when ``before_forward`` was not called.
+
+What counts: the *first* call of each module in a training forward of the probed step (a module called
+twice per forward, a second micro-batch of gradient accumulation, a checkpointed recomputation in the
+backward: later calls are not measured). Calls in eval mode (``module.training`` false) and under
+``torch.no_grad()`` / ``inference_mode`` do not count: that is validation or a user's own side pass,
+not the training signal. A tuple or list output is measured by its first floating-point tensor
+(an LSTM's output, an attention's output); an output with no floating-point tensor is skipped (NaN).
+
+What each hook computes, on the output's device, with no host read (a handful of reductions; the hook
+runs under ``no_grad``, so nothing enters the autograd graph):
+- ``mean``, ``std``: over every element (``std`` with correction 0), float32 (half inputs upcast);
+- ``zero_frac``: fraction of exact zeros;
+- ``saturated_frac``: fraction within ``margin`` (0.03) of the bounds, for outputs of ``nn.Sigmoid``,
+  ``nn.Hardsigmoid`` (0, 1), ``nn.Tanh`` (-1, 1) and ``nn.Hardtanh`` (its min_val, max_val); NaN for
+  every other module (a bound is known only for these);
+- ``dead_frac``: fraction of units zero for every sample of the batch: units are channels (dim 1) of
+  the outputs of convolutions, norms and pools and of any output of 4 or more dims (N, C, H, W), and the
+  last dim otherwise (features of (N, F) and of token outputs (B, T, D)); NaN for outputs of < 2 dims.
+  An activation module after a Conv1d ((N, C, L), 3 dims) is read as features on its last dim: a
+  known limitation of deciding by the module alone.
+Counts stay counts on the device; the host divides them at :meth:`ActivationProbe.collect` by the
+sizes it noted in the hook (shapes are host metadata: reading them costs no sync).
+
+Device to host: on CPU (and any device but CUDA) the rows stay device tensors until ``collect()``,
+which stacks them and reads them in one go; on CUDA each row is copied non-blocking into pinned memory
+(:class:`~tuitrain.train.probes.HostReadback`, as the gradient probe) and ``collect()`` returns the rows
+whose copies completed (all with ``force``). No call but ``collect()`` reads a value to the host.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Callable
+from functools import partial
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+from torch.nn.modules.conv import _ConvNd
+from torch.nn.modules.instancenorm import _InstanceNorm
+from torch.nn.modules.pooling import (
+    _AdaptiveAvgPoolNd,
+    _AdaptiveMaxPoolNd,
+    _AvgPoolNd,
+    _LPPoolNd,
+    _MaxPoolNd,
+)
+from torch.utils.hooks import RemovableHandle
+
+from tuitrain.events import ProbeBlock, ProbeSpec, Quantity
+from tuitrain.train.probe_protocol import empty_block, unwrap_model
+from tuitrain.train.probes import HostReadback
+
+__all__ = ["ACT", "ACT_PROBE", "ActivationProbe", "ProbedModule", "default_is_block", "probed_modules"]
+
+ACT = "act"
+ACT_PROBE = ProbeSpec(
+    ACT,
+    "module",
+    (
+        Quantity("mean", "activation mean"),
+        Quantity("std", "activation std"),
+        Quantity("zero_frac", "fraction of exact zeros"),
+        Quantity("saturated_frac", "fraction saturated (sigmoid/tanh)"),
+        Quantity("dead_frac", "fraction of dead units"),
+    ),
+    every=10,
+)
+_N_Q = len(ACT_PROBE.quantities)
+MARGIN = 0.03  # "within 0.03 of the bounds" (issue 11)
+
+_BLOCK_NAME = re.compile(r"block|bottleneck|residual|encoderlayer|decoderlayer", re.IGNORECASE)
+_SKIP_CHILDREN = frozenset({"shortcut", "downsample", "skip"})
+_NEVER = (nn.Identity, nn.ModuleList, nn.ModuleDict, nn.ParameterList, nn.ParameterDict)
+_CHANNEL_FIRST = (
+    _ConvNd,
+    _BatchNorm,
+    _InstanceNorm,
+    nn.GroupNorm,
+    _MaxPoolNd,
+    _AvgPoolNd,
+    _AdaptiveAvgPoolNd,
+    _AdaptiveMaxPoolNd,
+    _LPPoolNd,
+)
+_HALF = (torch.float16, torch.bfloat16)
+
+
+class ProbedModule(NamedTuple):
+    """One column of the probe: the module's name in ``named_modules()``, its class, "leaf" or "block"."""
+
+    name: str
+    type: str
+    kind: str
+
+
+@dataclasses.dataclass(frozen=True)
+class _Target:
+    module: nn.Module
+    bounds: tuple[float, float] | None  # saturation bounds, or None (NaN)
+    channel_first: bool  # units on dim 1 whatever the rank
+
+
+def default_is_block(name: str, module: nn.Module) -> bool:
+    """The block rule of the module docstring: by class name, or by a child named like a shortcut."""
+    if _BLOCK_NAME.search(type(module).__name__):
+        return True
+    return any(child in _SKIP_CHILDREN for child, _ in module.named_children())
+
+
+def _bounds(module: nn.Module) -> tuple[float, float] | None:
+    if isinstance(module, (nn.Sigmoid, nn.Hardsigmoid)):
+        return (0.0, 1.0)
+    if isinstance(module, nn.Tanh):
+        return (-1.0, 1.0)
+    if type(module) is nn.Hardtanh:  # not ReLU6 (a subclass): its lower bound is ReLU's zero
+        return (float(module.min_val), float(module.max_val))
+    return None
+
+
+def _is_leaf(module: nn.Module) -> bool:
+    return next(iter(module.children()), None) is None
+
+
+def probed_modules(
+    model: nn.Module, is_block: Callable[[str, nn.Module], bool] | None = None
+) -> list[tuple[ProbedModule, nn.Module]]:
+    """The modules the probe hooks, post-order (a block after its insides), each shared module once,
+    under the name ``model.named_modules()`` gives it."""
+    is_block = is_block or default_is_block
+    out: list[tuple[ProbedModule, nn.Module]] = []
+    seen: set[int] = set()
+
+    def walk(module: nn.Module, prefix: str, root: bool) -> None:
+        seen.add(id(module))
+        for child_name, child in module.named_children():
+            if id(child) not in seen:
+                walk(child, f"{prefix}.{child_name}" if prefix else child_name, False)
+        if isinstance(module, _NEVER):
+            return
+        leaf = _is_leaf(module)
+        if leaf and isinstance(module, nn.Sequential):
+            return  # an empty Sequential passes its input through
+        if leaf:
+            out.append((ProbedModule(prefix, type(module).__name__, "leaf"), module))
+        elif not root and is_block(prefix, module):
+            out.append((ProbedModule(prefix, type(module).__name__, "block"), module))
+
+    walk(model, "", True)
+    return out
+
+
+def _first_float(output: Any) -> torch.Tensor | None:
+    if isinstance(output, torch.Tensor):
+        return output if output.is_floating_point() else None
+    if isinstance(output, (tuple, list)):
+        for item in output:
+            if isinstance(item, torch.Tensor) and item.is_floating_point():
+                return item
+    return None
+
+
+class ActivationProbe:
+    """The probe ``"act"``: per probed module, mean, std, zero / saturated / dead fractions of its
+    output (:data:`ACT_PROBE`, axis "module", columns :attr:`modules`). See the module docstring for
+    what is hooked, when and how; ``margin`` is the saturation band, ``depth`` the CUDA copies in
+    flight before ``collect`` waits for the oldest."""
+
+    def __init__(
+        self,
+        every: int = ACT_PROBE.every,
+        *,
+        is_block: Callable[[str, nn.Module], bool] | None = None,
+        margin: float = MARGIN,
+        depth: int = 4,
+    ) -> None:
+        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+            raise ValueError(f"the activation probe's `every` must be a whole number >= 1, not {every!r}")
+        self.spec = dataclasses.replace(ACT_PROBE, every=every)
+        self.margin = float(margin)
+        self._is_block = is_block
+        self._depth = depth
+        self._modules: list[ProbedModule] = []
+        self._targets: list[_Target] = []
+        self._bounded = np.zeros(0, dtype=bool)
+        self.device = torch.device("cpu")
+        self.readback: HostReadback | None = None  # CUDA only
+        self._handles: list[RemovableHandle] = []
+        self._armed: int | None = None  # the step whose forward the installed hooks measure
+        self._vals: list[torch.Tensor | None] = []  # this step's (5,) device vector per module
+        self._sizes = np.zeros((2, 0))  # this step's element count and unit count per module (host)
+        self._nan: torch.Tensor | None = None
+        self._rows: list[tuple[int, np.ndarray, torch.Tensor]] = []  # host path: (step, sizes, row)
+        self._ready: list[tuple[tuple, np.ndarray]] = []  # CUDA path: rows back, not yet collected
+        self.attached = False
+
+    # -- what is probed ----------------------------------------------------------------------------
+    @property
+    def modules(self) -> list[ProbedModule]:
+        """The columns, in order: (name, type, kind) per probed module."""
+        return list(self._modules)
+
+    @property
+    def n_modules(self) -> int:
+        return len(self._modules)
+
+    def attach(self, model: nn.Module | None, optimizer: torch.optim.Optimizer | None = None) -> None:
+        """Choose the modules of ``model`` (the optimizer is not needed). Installs no hook yet:
+        :meth:`before_forward` of a probed step does."""
+        if model is None:
+            raise ValueError("the activation probe needs a model to watch")
+        if self.attached:
+            return
+        model = unwrap_model(model)
+        chosen = probed_modules(model, self._is_block)
+        self._modules = [info for info, _ in chosen]
+        self._targets = [_Target(m, _bounds(m), isinstance(m, _CHANNEL_FIRST)) for _, m in chosen]
+        self._bounded = np.array([t.bounds is not None for t in self._targets], dtype=bool)
+        first = next(iter(model.parameters()), None)
+        if first is None:
+            first = next(iter(model.buffers()), None)
+        self.device = first.device if first is not None else torch.device("cpu")
+        self.readback = HostReadback(self.device, self._depth) if self.device.type == "cuda" else None
+        self._nan = torch.full((_N_Q,), float("nan"), device=self.device)
+        self.attached = True
+
+    # -- around the forward and the optimizer step -------------------------------------------------
+    def before_forward(self, step: int) -> None:
+        """Just before the forward pass of ``step``: arm the hooks if ``every`` selects it. Values of
+        an earlier armed forward that no ``before_step`` took are dropped."""
+        self._disarm()
+        if step % self.spec.every or not self.attached:
+            return
+        n = len(self._targets)
+        self._armed = step
+        self._vals = [None] * n
+        self._sizes = np.full((2, n), np.nan)
+        self._handles = [
+            t.module.register_forward_hook(partial(self._hook, i)) for i, t in enumerate(self._targets)
+        ]
+
+    def before_step(self, step: int) -> None:
+        """Just before ``optimizer.step()`` of a probed step: its row (NaN where nothing was measured).
+        Stacks on the device; no host read."""
+        assert self._nan is not None, "attach() the activation probe to a model first"
+        n = len(self._targets)
+        if self._armed == step:
+            vals, sizes = self._vals, self._sizes
+            row = torch.stack([v if v is not None else self._nan for v in vals], dim=1) if n else None
+        else:
+            sizes, row = np.full((2, n), np.nan), None
+        self._disarm()
+        if row is None:
+            row = self._nan[:, None].expand(_N_Q, n)
+        if self.readback is None:
+            self._rows.append((step, sizes, row))
+            return
+        self.readback.push((step, sizes), row)  # non-blocking copy into pinned memory: no sync
+        self._ready += self.readback.pop_ready()
+
+    def after_step(self, step: int) -> None:
+        """Nothing to do: the row was taken before the optimizer step."""
+
+    def _disarm(self) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles = []
+        self._armed = None
+        self._vals = []
+
+    def _hook(self, i: int, module: nn.Module, args: Any, output: Any) -> None:
+        if self._armed is None or self._vals[i] is not None:
+            return  # not armed, or not the module's first call in this step
+        if not module.training or not torch.is_grad_enabled():
+            return  # eval mode, no_grad or inference_mode: not a training forward
+        y = _first_float(output)
+        if y is None or y.numel() == 0:
+            return
+        with torch.no_grad():
+            self._measure(i, y.detach())
+
+    def _measure(self, i: int, y: torch.Tensor) -> None:
+        if y.dtype in _HALF:
+            y = y.float()
+        t = self._targets[i]
+        std, mean = torch.std_mean(y, correction=0)
+        nz = y != 0
+        nnz = nz.sum()
+        if t.bounds is not None:
+            lo, hi = t.bounds
+            sat = torch.logical_or(y <= lo + self.margin, y >= hi - self.margin).sum()
+        else:
+            sat = nnz  # a placeholder: collect() writes NaN for a module without bounds
+        units = 0
+        alive = nnz
+        if y.ndim >= 2:
+            dim = 1 if (t.channel_first or y.ndim >= 4) else y.ndim - 1
+            units = y.shape[dim]
+            alive = nz.any(dim=tuple(d for d in range(y.ndim) if d != dim)).sum()
+        vec = torch.stack([mean, std, nnz, sat, alive])
+        if vec.dtype != torch.float32:
+            vec = vec.float()
+        if vec.device != self.device:
+            vec = vec.to(self.device, non_blocking=True)
+        self._vals[i] = vec
+        self._sizes[0, i] = y.numel()
+        self._sizes[1, i] = units
+
+    # -- to the host -------------------------------------------------------------------------------
+    def collect(self, force: bool = False) -> ProbeBlock:
+        """Every row since the last call, oldest first: ``(m, 5, n_modules)`` float32. The one place
+        values are read to the host (one read for all rows on CPU)."""
+        n = len(self._targets)
+        if self.readback is None:
+            rows, self._rows = self._rows, []
+            if not rows:
+                return empty_block(self.spec, n)
+            steps = [s for s, _, _ in rows]
+            sizes = np.stack([z for _, z, _ in rows])
+            raw = torch.stack([r for _, _, r in rows]).cpu().numpy()
+        else:
+            ready, self._ready = self._ready + self.readback.pop_ready(force=force), []
+            if not ready:
+                return empty_block(self.spec, n)
+            steps = [meta[0] for meta, _ in ready]
+            sizes = np.stack([meta[1] for meta, _ in ready])
+            raw = np.stack([vec.reshape(_N_Q, n) for _, vec in ready])
+        return ProbeBlock(self.spec.name, np.asarray(steps, dtype=np.int64), self._fractions(raw, sizes))
+
+    def _fractions(self, raw: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+        """Counts to fractions: (m, 5, n) raw device values and (m, 2, n) element / unit counts."""
+        out = raw.astype(np.float32, copy=True)
+        numel, units = sizes[:, 0], sizes[:, 1]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            out[:, 2] = 1.0 - raw[:, 2] / numel
+            out[:, 3] = np.where(self._bounded, raw[:, 3] / numel, np.nan)
+            out[:, 4] = np.where(units > 0, 1.0 - raw[:, 4] / units, np.nan)
+        return out
+
+    def detach(self) -> None:
+        """Remove any installed hook; ``collect(force=True)`` still returns what was measured."""
+        self._disarm()

@@ -48,6 +48,7 @@ FLOORS: dict[str, set[str]] = {
     "tuitrain/view": {"torch", "torchvision", "textual", "h5py"},
     "tuitrain/runfile": {"torch", "torchvision", "textual"},
     "tuitrain/config": {"torch", "torchvision", "textual", "h5py"},
+    "tuitrain/diagnosis": {"torch", "torchvision", "textual", "h5py"},
 }
 
 

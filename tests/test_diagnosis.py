@@ -210,6 +210,7 @@ SMALL_IMAGES = ("--data", "synthetic", "--set", "data.image_size=8", "--set", "d
 SMALL_TOY = ("--set", "data.train_size=512", "--set", "data.val_size=128", "--set", "data.test_size=128")
 RUNS: dict[str, tuple[str, ...]] = {
     "vgg38": ("vgg38", *SMALL_IMAGES, "--max-steps", "60"),
+    "deep": ("deep_mlp", "--max-steps", "55"),  # 64 sigmoid layers: one window of 50 steps
     "toy": ("toy2d_mlp",),  # the preset's defaults: 50 epochs, 800 steps
     # 002's ReLU MLP without BatchNorm at lr 1e-5 (SGD: Adam's normalised steps keep the ratio ~1e-4)
     "low_lr": ("mlp_toy2d_lr", "--set", "model.batch_norm=false", "--set", "optim.name=sgd")
@@ -272,6 +273,14 @@ def test_plain_vgg38_vanishing_gradients_naming_its_layers(files: dict[str, Path
     assert p.returncode == 0
     assert "error   vanishing_gradients at " in p.stdout and "since step 0" in p.stdout
     assert "skipped signal_collapse, dead_units, saturation: the run has no activation probe" in p.stdout
+
+
+def test_deep_mlp_vanishing_gradients_begin_at_a_named_depth(files: dict[str, Path]) -> None:
+    (van,) = [r for r in findings_of(files["deep"]) if r["kind"] == "vanishing_gradients"]
+    depth, n = van["evidence"]["depth"], van["evidence"]["weight_layers"]
+    assert n == 65 and 1 < depth < n  # the layers near the output still learn; below them, nothing
+    assert van["layer"] == f"layers.{int(depth) - 1}.linear.weight"
+    assert f"(depth {int(depth)})" in van["message"]
 
 
 def test_toy2d_mlp_at_its_defaults_raises_no_warning_or_error(files: dict[str, Path]) -> None:

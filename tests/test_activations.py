@@ -47,14 +47,15 @@ def expected_stats(y: torch.Tensor, bounds: tuple[float, float] | None, unit_dim
     ]
 
 
+@pytest.mark.parametrize("defer", [True, False])
 @pytest.mark.parametrize("act", ["relu", "sigmoid", "tanh"])
-def test_mlp_values_equal_plain_torch(act: str) -> None:
+def test_mlp_values_equal_plain_torch(act: str, defer: bool) -> None:
     torch.manual_seed(0)
     acts = {"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh}
     model = nn.Sequential(nn.Linear(6, 16), acts[act](), nn.Linear(16, 8), acts[act](), nn.Linear(8, 3))
     with torch.no_grad():
         model[0].weight.mul_(10.0)  # push some outputs into saturation / zero
-    probe = ActivationProbe(every=1)
+    probe = ActivationProbe(every=1, defer=defer)  # both CPU paths: copied and reduced later, or in the hook
     probe.attach(model)
     assert [m.name for m in probe.modules] == ["0", "1", "2", "3", "4"]
     assert [m.type for m in probe.modules] == [type(layer).__name__ for layer in model]
@@ -96,18 +97,47 @@ def test_dead_units_of_a_layer_forced_dead() -> None:
     assert v[Q["std"], 1] == 0.0
 
 
-def test_conv_dead_channels_are_counted_over_batch_and_space() -> None:
-    model = nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 25, 2))
+@pytest.mark.parametrize("defer", [True, False])
+def test_conv_dead_channels_are_counted_over_batch_and_space(defer: bool) -> None:
+    model = nn.Sequential(
+        nn.Conv2d(2, 4, 3, padding=1), nn.ReLU(inplace=True), nn.Flatten(), nn.Linear(4 * 25, 2)
+    )
     with torch.no_grad():
         model[0].bias[:] = torch.tensor([-1e3, 0.0, 0.0, -1e3])
-    probe = ActivationProbe(every=1)
+    probe = ActivationProbe(every=1, defer=defer)
     probe.attach(model)
     x = torch.randn(8, 2, 5, 5)
     probed_step(probe, model, x)
     v = probe.collect().values[0]
     assert v[Q["dead_frac"], 1] == pytest.approx(0.5)  # channels 0 and 3 of 4
-    want = expected_stats(model[1](model[0](x)), None, 1)
+    conv = model[0](x)
+    # the conv's output as it was, before the in-place ReLU overwrote it
+    np.testing.assert_allclose(v[:, 0], expected_stats(conv, None, 1), rtol=1e-4, atol=1e-6, equal_nan=True)
+    want = expected_stats(torch.relu(conv), None, 1)
     np.testing.assert_allclose(v[:, 1], want, rtol=1e-4, atol=1e-6, equal_nan=True)
+
+
+def test_cpu_copies_past_their_memory_budget_are_reduced_in_the_hook(monkeypatch) -> None:  # noqa: ANN001
+    import tuitrain.train.activations as activations
+
+    monkeypatch.setattr(activations, "_DEFER_ELEMS", 100)  # outputs of 64, 64, 32 elements
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 8))
+    probe = ActivationProbe(every=1)
+    probe.attach(model)
+    xs = [torch.randn(4, 6) for _ in range(3)]
+    for step, x in enumerate(xs):
+        probed_step(probe, model, x, step)
+        assert probe._held_elems <= 100
+    held = [type(v).__name__ for v in probe._rows[-1][2]]
+    assert held == ["ndarray", "tuple", "ndarray"]  # copied (then reduced early), in the hook, copied
+    block = probe.collect()
+    for k, x in enumerate(xs):
+        y = x
+        for j, layer in enumerate(model):
+            y = layer(y)
+            want = expected_stats(y, None, 1)
+            np.testing.assert_allclose(block.values[k, :, j], want, rtol=1e-4, atol=1e-6, equal_nan=True)
 
 
 def test_probes_only_every_steps_and_installs_hooks_only_then() -> None:
@@ -290,7 +320,8 @@ def test_values_reach_the_host_only_in_collect() -> None:
         for step in range(3):
             probed_step(cpu_probe, cpu_model, torch.randn(2, 3, 8, 8), step)
     assert mode.ops and not [op for op in mode.ops if "_local_scalar_dense" in op]
-    assert all(isinstance(row, torch.Tensor) for _, _, row in cpu_probe._rows)
+    waiting = [v for _, _, vals in cpu_probe._rows for v in vals]  # copies or device scalars, no numbers
+    assert waiting and all(isinstance(v, (torch.Tensor, tuple)) for v in waiting)
     assert len(cpu_probe.collect()) == 3
 
 

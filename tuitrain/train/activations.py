@@ -118,6 +118,9 @@ _CHANNEL_FIRST = (
     _LPPoolNd,
 )
 _HALF = (torch.float16, torch.bfloat16)
+# CPU: outputs of a probed step are copied (one op each) and reduced at collect() with numpy, up to this
+# many elements waiting (16 MB); past it a module is reduced in its hook with torch ops (see _measure).
+_DEFER_ELEMS = 1 << 22
 
 
 class ProbedModule(NamedTuple):
@@ -207,6 +210,7 @@ class ActivationProbe:
         is_block: Callable[[str, nn.Module], bool] | None = None,
         margin: float = MARGIN,
         depth: int = 4,
+        defer: bool | None = None,
     ) -> None:
         if isinstance(every, bool) or not isinstance(every, int) or every < 1:
             raise ValueError(f"the activation probe's `every` must be a whole number >= 1, not {every!r}")
@@ -214,6 +218,9 @@ class ActivationProbe:
         self.margin = float(margin)
         self._is_block = is_block
         self._depth = depth
+        self._defer_opt = defer
+        self.defer = False  # copy in the hook, reduce at collect (CPU; see _DEFER_ELEMS)
+        self._held_elems = 0  # elements of the copies waiting for collect()
         self._modules: list[ProbedModule] = []
         self._targets: list[_Target] = []
         self._bounded = np.zeros(0, dtype=bool)
@@ -221,10 +228,11 @@ class ActivationProbe:
         self.readback: HostReadback | None = None  # CUDA only
         self._handles: list[RemovableHandle] = []
         self._armed: int | None = None  # the step whose forward the installed hooks measure
-        self._vals: list[torch.Tensor | None] = []  # this step's (5,) device vector per module
+        # this step's values per module: 5 device scalars, or (deferred) a copy of the output
+        self._vals: list[tuple[torch.Tensor, ...] | torch.Tensor | None] = []
         self._sizes = np.zeros((2, 0))  # this step's element count and unit count per module (host)
-        self._nan: torch.Tensor | None = None
-        self._rows: list[tuple[int, np.ndarray, torch.Tensor]] = []  # host path: (step, sizes, row)
+        self._nan: tuple[torch.Tensor, ...] = ()
+        self._rows: list[tuple[int, np.ndarray, list]] = []  # host path: (step, sizes, per-module values)
         self._ready: list[tuple[tuple, np.ndarray]] = []  # CUDA path: rows back, not yet collected
         self.attached = False
 
@@ -255,13 +263,20 @@ class ActivationProbe:
             first = next(iter(model.buffers()), None)
         self.device = first.device if first is not None else torch.device("cpu")
         self.readback = HostReadback(self.device, self._depth) if self.device.type == "cuda" else None
-        self._nan = torch.full((_N_Q,), float("nan"), device=self.device)
+        cpu = self.device.type == "cpu"
+        if self._defer_opt and not cpu:
+            raise ValueError(f"the activation probe defers only on CPU, not on {self.device.type}")
+        self.defer = cpu if self._defer_opt is None else self._defer_opt
+        nan = torch.full((), float("nan"), device=self.device)
+        self._nan = (nan,) * _N_Q
         self.attached = True
 
     # -- around the forward and the optimizer step -------------------------------------------------
     def before_forward(self, step: int) -> None:
         """Just before the forward pass of ``step``: arm the hooks if ``every`` selects it. Values of
         an earlier armed forward that no ``before_step`` took are dropped."""
+        if self._armed is not None:  # its copies are dropped with it
+            self._held_elems -= sum(v.numel() for v in self._vals if isinstance(v, torch.Tensor))
         self._disarm()
         if step % self.spec.every or not self.attached:
             return
@@ -276,19 +291,22 @@ class ActivationProbe:
     def before_step(self, step: int) -> None:
         """Just before ``optimizer.step()`` of a probed step: its row (NaN where nothing was measured).
         Stacks on the device; no host read."""
-        assert self._nan is not None, "attach() the activation probe to a model first"
+        assert self._nan, "attach() the activation probe to a model first"
         n = len(self._targets)
-        if self._armed == step:
-            vals, sizes = self._vals, self._sizes
-            row = torch.stack([v if v is not None else self._nan for v in vals], dim=1) if n else None
-        else:
-            sizes, row = np.full((2, n), np.nan), None
+        nan = self._nan
+        vals = self._vals if self._armed == step else [None] * n
+        sizes = self._sizes if self._armed == step else np.full((2, n), np.nan)
         self._disarm()
-        if row is None:
-            row = self._nan[:, None].expand(_N_Q, n)
-        if self.readback is None:
-            self._rows.append((step, sizes, row))
+        if self.readback is None:  # host memory (or meta): what the hooks left, reduced at collect()
+            self._rows.append((step, sizes, vals))
+            if 2 * self._held_elems > _DEFER_ELEMS:  # reduce now, so that later steps defer again
+                self._reduce_held()
             return
+        row = torch.stack([s for v in vals for s in (v if isinstance(v, tuple) else nan)]) if n else None
+        if row is None:  # (n * 5,): module-major; collect() turns it to (5, n)
+            row = nan[0].expand(0)
+        elif row.dtype != torch.float32:
+            row = row.float()
         self.readback.push((step, sizes), row)  # non-blocking copy into pinned memory: no sync
         self._ready += self.readback.pop_ready()
 
@@ -310,33 +328,48 @@ class ActivationProbe:
         y = _first_float(output)
         if y is None or y.numel() == 0:
             return
+        if self.defer and y.device.type == "cpu" and self._held_elems + y.numel() <= _DEFER_ELEMS:
+            # One op in the step (a step's ops cost several times their tight-loop price); the
+            # arithmetic waits for collect(), when caches are warm. A copy: an in-place op later in
+            # the forward (ReLU(inplace=True)) must not change what was measured.
+            self._vals[i] = y.detach().to(torch.float32, copy=True)
+            self._held_elems += y.numel()
+            self._sizes[0, i] = y.numel()
+            self._sizes[1, i] = y.shape[self._unit_dim(i, y)] if y.ndim >= 2 else 0
+            return
         with torch.no_grad():
             self._measure(i, y.detach())
 
+    def _unit_dim(self, i: int, y: torch.Tensor) -> int:
+        return 1 if (self._targets[i].channel_first or y.ndim >= 4) else y.ndim - 1
+
     def _measure(self, i: int, y: torch.Tensor) -> None:
+        # Each op here costs its fixed dispatch price (several us on CPU) more than its arithmetic on
+        # a small model, so: one op per number where one exists, no stack per module (the row is
+        # stacked once in before_step), and the divisions left to the host. (std_mean alone cost
+        # ~50 us on a 128 x 32 CPU tensor; mean, a subtraction and a norm cost ~10.)
         if y.dtype in _HALF:
             y = y.float()
         t = self._targets[i]
-        std, mean = torch.std_mean(y, correction=0)
-        nz = y != 0
-        nnz = nz.sum()
+        mean = y.mean()
+        norm = torch.linalg.vector_norm(y - mean)  # sqrt(sum (y - mean)^2): std * sqrt(numel)
+        nnz = torch.count_nonzero(y)
         if t.bounds is not None:
             lo, hi = t.bounds
-            sat = torch.logical_or(y <= lo + self.margin, y >= hi - self.margin).sum()
+            mid, half = (lo + hi) / 2, (hi - lo) / 2
+            sat = torch.count_nonzero((y - mid).abs_() >= half - self.margin)
         else:
             sat = nnz  # a placeholder: collect() writes NaN for a module without bounds
         units = 0
         alive = nnz
         if y.ndim >= 2:
-            dim = 1 if (t.channel_first or y.ndim >= 4) else y.ndim - 1
+            dim = self._unit_dim(i, y)
             units = y.shape[dim]
-            alive = nz.any(dim=tuple(d for d in range(y.ndim) if d != dim)).sum()
-        vec = torch.stack([mean, std, nnz, sat, alive])
-        if vec.dtype != torch.float32:
-            vec = vec.float()
-        if vec.device != self.device:
-            vec = vec.to(self.device, non_blocking=True)
-        self._vals[i] = vec
+            alive = torch.count_nonzero(y.abs().amax(dim=tuple(d for d in range(y.ndim) if d != dim)))
+        vals = (mean, norm, nnz, sat, alive)
+        if y.device != self.device:
+            vals = tuple(v.to(self.device, non_blocking=True) for v in vals)
+        self._vals[i] = vals
         self._sizes[0, i] = y.numel()
         self._sizes[1, i] = units
 
@@ -346,26 +379,63 @@ class ActivationProbe:
         values are read to the host (one read for all rows on CPU)."""
         n = len(self._targets)
         if self.readback is None:
+            self._reduce_held()
             rows, self._rows = self._rows, []
             if not rows:
                 return empty_block(self.spec, n)
             steps = [s for s, _, _ in rows]
             sizes = np.stack([z for _, z, _ in rows])
-            raw = torch.stack([r for _, _, r in rows]).cpu().numpy()
+            raw = np.full((len(rows), n, _N_Q), np.nan)
+            where = [
+                (k, i) for k, (_, _, vals) in enumerate(rows) for i, v in enumerate(vals) if v is not None
+            ]
+            scalars = [rows[k][2][i] for k, i in where if isinstance(rows[k][2][i], tuple)]
+            if scalars:  # every value measured on the device, in one read
+                read = iter(torch.stack([x for v in scalars for x in v]).cpu().numpy().reshape(-1, _N_Q))
+            for k, i in where:
+                v = rows[k][2][i]
+                raw[k, i] = next(read) if isinstance(v, tuple) else v
         else:
             ready, self._ready = self._ready + self.readback.pop_ready(force=force), []
             if not ready:
                 return empty_block(self.spec, n)
             steps = [meta[0] for meta, _ in ready]
             sizes = np.stack([meta[1] for meta, _ in ready])
-            raw = np.stack([vec.reshape(_N_Q, n) for _, vec in ready])
+            raw = np.stack([vec.reshape(n, _N_Q) for _, vec in ready])
         return ProbeBlock(self.spec.name, np.asarray(steps, dtype=np.int64), self._fractions(raw, sizes))
 
+    def _reduce_held(self) -> None:
+        """Reduce the deferred copies of the waiting rows now (numpy; host memory: no device read)."""
+        for _, _, vals in self._rows:
+            for i, v in enumerate(vals):
+                if isinstance(v, torch.Tensor):
+                    vals[i] = self._reduce_np(i, v.numpy())
+        self._held_elems = 0
+
+    def _reduce_np(self, i: int, a: np.ndarray) -> np.ndarray:
+        """What :meth:`_measure` computes on the device, for a deferred copy, in float64."""
+        t = self._targets[i]
+        mean = a.mean(dtype=np.float64)
+        d = (a - mean).ravel()
+        nnz = np.count_nonzero(a)
+        sat = nnz
+        if t.bounds is not None:
+            lo, hi = t.bounds
+            sat = np.count_nonzero(np.abs(a - (lo + hi) / 2) >= (hi - lo) / 2 - self.margin)
+        alive = nnz
+        if a.ndim >= 2:
+            dim = 1 if (t.channel_first or a.ndim >= 4) else a.ndim - 1
+            alive = np.count_nonzero(np.abs(a).max(axis=tuple(k for k in range(a.ndim) if k != dim)))
+        return np.array([mean, np.sqrt(np.dot(d, d)), nnz, sat, alive], dtype=np.float64)
+
     def _fractions(self, raw: np.ndarray, sizes: np.ndarray) -> np.ndarray:
-        """Counts to fractions: (m, 5, n) raw device values and (m, 2, n) element / unit counts."""
-        out = raw.astype(np.float32, copy=True)
+        """Raw (m, n, 5) device values (mean, norm of the deviations, counts) and (m, 2, n) element /
+        unit counts to the (m, 5, n) quantities."""
+        raw = raw.transpose(0, 2, 1).astype(np.float64)
+        out = raw.astype(np.float32)
         numel, units = sizes[:, 0], sizes[:, 1]
         with np.errstate(divide="ignore", invalid="ignore"):
+            out[:, 1] = raw[:, 1] / np.sqrt(numel)
             out[:, 2] = 1.0 - raw[:, 2] / numel
             out[:, 3] = np.where(self._bounded, raw[:, 3] / numel, np.nan)
             out[:, 4] = np.where(units > 0, 1.0 - raw[:, 4] / units, np.nan)

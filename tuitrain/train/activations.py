@@ -37,9 +37,9 @@ backward: later calls are not measured). Calls in eval mode (``module.training``
 not the training signal. A tuple or list output is measured by its first floating-point tensor
 (an LSTM's output, an attention's output); an output with no floating-point tensor is skipped (NaN).
 
-What each hook computes, on the output's device, with no host read (a handful of reductions; the hook
-runs under ``no_grad``, so nothing enters the autograd graph):
-- ``mean``, ``std``: over every element (``std`` with correction 0), float32 (half inputs upcast);
+What is measured per output (the hook runs under ``no_grad``: nothing enters the autograd graph):
+- ``mean``, ``std``: over every element (``std`` with correction 0, as the norm of the deviations
+  from the mean over sqrt(numel): one op, where ``std_mean`` cost ~5x more on CPU); half inputs upcast;
 - ``zero_frac``: fraction of exact zeros;
 - ``saturated_frac``: fraction within ``margin`` (0.03) of the bounds, for outputs of ``nn.Sigmoid``,
   ``nn.Hardsigmoid`` (0, 1), ``nn.Tanh`` (-1, 1) and ``nn.Hardtanh`` (its min_val, max_val); NaN for
@@ -49,39 +49,40 @@ runs under ``no_grad``, so nothing enters the autograd graph):
   last dim otherwise (features of (N, F) and of token outputs (B, T, D)); NaN for outputs of < 2 dims.
   An activation module after a Conv1d ((N, C, L), 3 dims) is read as features on its last dim: a
   known limitation of deciding by the module alone.
-Counts stay counts on the device; the host divides them at :meth:`ActivationProbe.collect` by the
-sizes it noted in the hook (shapes are host metadata: reading them costs no sync).
 
-Device to host: on CPU (and any device but CUDA) the rows stay device tensors until ``collect()``,
-which stacks them and reads them in one go; on CUDA each row is copied non-blocking into pinned memory
-(:class:`~tuitrain.train.probes.HostReadback`, as the gradient probe) and ``collect()`` returns the rows
-whose copies completed (all with ``force``). No call but ``collect()`` reads a value to the host.
+Where, and how values reach the host (never a host read before ``collect()``):
+- CUDA (and any device but the CPU): the hook reduces on the device (mean, norm, three counts: a
+  handful of kernels), ``before_step`` stacks the step's row in one op and copies it non-blocking into
+  pinned memory (:class:`~tuitrain.train.probes.HostReadback`, as the gradient probe); ``collect()``
+  returns the rows whose copies completed (all with ``force``).
+- CPU: inside a step every op costs several times its tight-loop price (cold caches), so the hook
+  only copies the output (one op; a copy, because a later in-place op such as ``ReLU(inplace=True)``
+  would change it) and ``collect()`` reduces the copies with numpy at the flush. At most
+  ``_DEFER_ELEMS`` elements wait; past that an output is reduced in its hook, as on CUDA.
+The host divides the counts by the sizes the hook noted (shapes are host metadata: no sync).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import re
 from collections.abc import Callable
 from functools import partial
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
-from torch.nn.modules.batchnorm import _BatchNorm
-from torch.nn.modules.conv import _ConvNd
-from torch.nn.modules.instancenorm import _InstanceNorm
-from torch.nn.modules.pooling import (
-    _AdaptiveAvgPoolNd,
-    _AdaptiveMaxPoolNd,
-    _AvgPoolNd,
-    _LPPoolNd,
-    _MaxPoolNd,
-)
 from torch.utils.hooks import RemovableHandle
 
 from tuitrain.events import ProbeBlock, ProbeSpec, Quantity
+from tuitrain.train.activation_modules import (
+    CHANNEL_FIRST,
+    ProbedModule,
+    Target,
+    default_is_block,
+    probed_modules,
+    saturation_bounds,
+)
 from tuitrain.train.probe_protocol import empty_block, unwrap_model
 from tuitrain.train.probes import HostReadback
 
@@ -103,88 +104,10 @@ ACT_PROBE = ProbeSpec(
 _N_Q = len(ACT_PROBE.quantities)
 MARGIN = 0.03  # "within 0.03 of the bounds" (issue 11)
 
-_BLOCK_NAME = re.compile(r"block|bottleneck|residual|encoderlayer|decoderlayer", re.IGNORECASE)
-_SKIP_CHILDREN = frozenset({"shortcut", "downsample", "skip"})
-_NEVER = (nn.Identity, nn.ModuleList, nn.ModuleDict, nn.ParameterList, nn.ParameterDict)
-_CHANNEL_FIRST = (
-    _ConvNd,
-    _BatchNorm,
-    _InstanceNorm,
-    nn.GroupNorm,
-    _MaxPoolNd,
-    _AvgPoolNd,
-    _AdaptiveAvgPoolNd,
-    _AdaptiveMaxPoolNd,
-    _LPPoolNd,
-)
 _HALF = (torch.float16, torch.bfloat16)
 # CPU: outputs of a probed step are copied (one op each) and reduced at collect() with numpy, up to this
 # many elements waiting (16 MB); past it a module is reduced in its hook with torch ops (see _measure).
 _DEFER_ELEMS = 1 << 22
-
-
-class ProbedModule(NamedTuple):
-    """One column of the probe: the module's name in ``named_modules()``, its class, "leaf" or "block"."""
-
-    name: str
-    type: str
-    kind: str
-
-
-@dataclasses.dataclass(frozen=True)
-class _Target:
-    module: nn.Module
-    bounds: tuple[float, float] | None  # saturation bounds, or None (NaN)
-    channel_first: bool  # units on dim 1 whatever the rank
-
-
-def default_is_block(name: str, module: nn.Module) -> bool:
-    """The block rule of the module docstring: by class name, or by a child named like a shortcut."""
-    if _BLOCK_NAME.search(type(module).__name__):
-        return True
-    return any(child in _SKIP_CHILDREN for child, _ in module.named_children())
-
-
-def _bounds(module: nn.Module) -> tuple[float, float] | None:
-    if isinstance(module, (nn.Sigmoid, nn.Hardsigmoid)):
-        return (0.0, 1.0)
-    if isinstance(module, nn.Tanh):
-        return (-1.0, 1.0)
-    if type(module) is nn.Hardtanh:  # not ReLU6 (a subclass): its lower bound is ReLU's zero
-        return (float(module.min_val), float(module.max_val))
-    return None
-
-
-def _is_leaf(module: nn.Module) -> bool:
-    return next(iter(module.children()), None) is None
-
-
-def probed_modules(
-    model: nn.Module, is_block: Callable[[str, nn.Module], bool] | None = None
-) -> list[tuple[ProbedModule, nn.Module]]:
-    """The modules the probe hooks, post-order (a block after its insides), each shared module once,
-    under the name ``model.named_modules()`` gives it."""
-    is_block = is_block or default_is_block
-    out: list[tuple[ProbedModule, nn.Module]] = []
-    seen: set[int] = set()
-
-    def walk(module: nn.Module, prefix: str, root: bool) -> None:
-        seen.add(id(module))
-        for child_name, child in module.named_children():
-            if id(child) not in seen:
-                walk(child, f"{prefix}.{child_name}" if prefix else child_name, False)
-        if isinstance(module, _NEVER):
-            return
-        leaf = _is_leaf(module)
-        if leaf and isinstance(module, nn.Sequential):
-            return  # an empty Sequential passes its input through
-        if leaf:
-            out.append((ProbedModule(prefix, type(module).__name__, "leaf"), module))
-        elif not root and is_block(prefix, module):
-            out.append((ProbedModule(prefix, type(module).__name__, "block"), module))
-
-    walk(model, "", True)
-    return out
 
 
 def _first_float(output: Any) -> torch.Tensor | None:
@@ -222,7 +145,7 @@ class ActivationProbe:
         self.defer = False  # copy in the hook, reduce at collect (CPU; see _DEFER_ELEMS)
         self._held_elems = 0  # elements of the copies waiting for collect()
         self._modules: list[ProbedModule] = []
-        self._targets: list[_Target] = []
+        self._targets: list[Target] = []
         self._bounded = np.zeros(0, dtype=bool)
         self.device = torch.device("cpu")
         self.readback: HostReadback | None = None  # CUDA only
@@ -256,7 +179,7 @@ class ActivationProbe:
         model = unwrap_model(model)
         chosen = probed_modules(model, self._is_block)
         self._modules = [info for info, _ in chosen]
-        self._targets = [_Target(m, _bounds(m), isinstance(m, _CHANNEL_FIRST)) for _, m in chosen]
+        self._targets = [Target(m, saturation_bounds(m), isinstance(m, CHANNEL_FIRST)) for _, m in chosen]
         self._bounded = np.array([t.bounds is not None for t in self._targets], dtype=bool)
         first = next(iter(model.parameters()), None)
         if first is None:

@@ -14,6 +14,7 @@ INIT_FACTOR = 1.5  # the first loss more than 1.5x (or under 1/1.5x) ln(classes)
 CHANCE_LOSS_TOL = 0.03  # within 3% of ln(classes) is "at chance"
 PLATEAU_GAIN = 0.01  # less than 1% better than the window before: a plateau
 RISING_FACTOR = 1.5  # the rolling loss 1.5x its best so far: diverging
+STUCK_WINDOWS = 4  # stuck_at_chance needs this many windows at chance
 GAP_MILD = 0.07  # 003: a 7-point train-validation accuracy gap reads as mild overfitting
 GAP_STRONG = 0.15
 
@@ -62,11 +63,12 @@ def loss_at_init(d: RunData) -> list[Finding]:
 
 
 def stuck_at_chance(d: RunData) -> list[Finding]:
-    """Over ``window`` steps the mean loss stays within 3% of ln(classes) and, where accuracy is logged,
-    the mean accuracy below 1.5x chance (course report 001: plain VGG38 at 4.61 and 1% for 100 epochs).
-    Error: the model learns nothing."""
+    """Over ``4 x window`` steps (200 at the default ``monitor.alert_steps``) the mean loss stays within
+    3% of ln(classes) and, where accuracy is logged, the mean accuracy below 1.5x chance (course report
+    001: plain VGG38 at 4.61 and 1% for 100 epochs). Error: the model learns nothing. The long window
+    because a healthy run starts at chance too (VGG08 on 8x8 images leaves it after ~60 steps)."""
     loss, ref = _loss(d), _chance(d)
-    w = max(1, d.window)
+    w = max(1, STUCK_WINDOWS * d.window)
     lm = rolling_mean(loss, w)
     with np.errstate(invalid="ignore"):
         holds = np.abs(lm - ref) <= CHANCE_LOSS_TOL * ref

@@ -4,15 +4,19 @@ issue 11 (plain VGG38's signal dies in its first stage; with BatchNorm it does n
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
+import tuitrain
 from tests.recorder import Recorder
-from tuitrain.config import MonitorConfig
+from tuitrain.config import MonitorConfig, load_config
 from tuitrain.train.activations import ACT_PROBE, ActivationProbe
+from tuitrain.train.models import build_model
 from tuitrain.train.models.resnet import ResNet18
 from tuitrain.train.models.vgg import VGG
 from tuitrain.train.monitor import Monitor
@@ -267,22 +271,29 @@ def test_resnet_blocks_are_probed_after_their_insides_and_match_plain_torch() ->
     assert 0.0 <= v[Q["dead_frac"], j] <= 1.0
 
 
-def stage0_std(batch_norm: bool) -> tuple[float, float]:
+PRESETS = Path(tuitrain.__file__).parent / "presets"
+
+
+def stage0_std(preset: str) -> tuple[float, float]:
+    """Activation std at the input conv and at the end of stage 0 of a preset's model, as the registry
+    builds it (PyTorch's default init), at 8 x 8 inputs."""
     torch.manual_seed(0)
-    model = VGG(3, 10, filters=16, stages=3, blocks_per_stage=5, batch_norm=batch_norm)  # VGG38
+    cfg = load_config(PRESETS / preset)
+    model = build_model(cfg.model, (3, 8, 8), 100)
     probe = ActivationProbe(every=1)
     probe.attach(model)
-    probed_step(probe, model, torch.randn(8, 3, 16, 16))
+    probed_step(probe, model, torch.randn(4, 3, 8, 8))
     names = [m.name for m in probe.modules]
     std = probe.collect().values[0, Q["std"]]
     return float(std[names.index("input_conv")]), float(std[names.index("stages.0.reduce")])
 
 
 def test_plain_vgg38_signal_collapses_in_its_first_stage_and_not_with_batchnorm() -> None:
-    first, end_of_stage0 = stage0_std(batch_norm=False)
+    first, end_of_stage0 = stage0_std("vgg38.toml")
     assert end_of_stage0 < first * 1e-3  # orders of magnitude within stage 0 (default init)
-    first, end_of_stage0 = stage0_std(batch_norm=True)
-    assert first * 0.1 < end_of_stage0 < first * 10
+    for fixed in ("vgg38_bn.toml", "vgg38_bn_rc.toml"):
+        first, end_of_stage0 = stage0_std(fixed)
+        assert first * 0.1 < end_of_stage0 < first * 10, fixed
 
 
 class NoReads(TorchDispatchMode):

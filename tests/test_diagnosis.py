@@ -328,3 +328,52 @@ def test_bad_input_is_one_paragraph_exit_2(tmp_path: Path) -> None:
     assert_clean_error(tt("diagnose", str(tmp_path / "missing.h5")), "missing.h5", "no such run file")
     (tmp_path / "x.h5").write_text("not hdf5")
     assert_clean_error(tt("diagnose", str(tmp_path / "x.h5")), "not an HDF5 file")
+
+
+# -- the forward-signal rules on the real activation probe (tuitrain.train.activations) ------------
+
+
+def probed_vgg38(batch_norm: bool, residual: bool, steps: int = 3) -> RunData:
+    """tuitrain's VGG38 (default init, 8x8 inputs) trained a few Adam steps in plain torch with the
+    real ActivationProbe, its rows as the rules read them (as a run file will store them)."""
+    import torch
+
+    from tuitrain.train.activations import ACT_PROBE, ActivationProbe
+    from tuitrain.train.models.vgg import VGG
+
+    torch.manual_seed(0)
+    model = VGG(3, 10, filters=16, stages=3, blocks_per_stage=5, batch_norm=batch_norm, residual=residual)
+    opt = torch.optim.Adam(model.parameters(), 1e-3)
+    probe = ActivationProbe(every=1)
+    probe.attach(model, opt)
+    x, y = torch.randn(4, 3, 8, 8), torch.randint(0, 10, (4,))
+    for step in range(steps):
+        probe.before_forward(step)
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        probe.before_step(step)
+        opt.step()
+        opt.zero_grad()
+        probe.after_step(step)
+    block = probe.collect(force=True)
+    q = {n: block.values[:, i, :].astype(np.float64) for i, n in enumerate(ACT_PROBE.names)}
+    acts = Activations(
+        block.steps,
+        [m.name for m in probe.modules],
+        q["mean"],
+        q["std"],
+        q["zero_frac"],
+        q["saturated_frac"],
+        q["dead_frac"],
+    )
+    probe.detach()
+    return RunData(steps=block.steps, activations=acts, window=steps)
+
+
+def test_plain_vgg38_signal_collapse_in_its_first_stage_and_not_with_bn_rc() -> None:
+    (f,) = signal.signal_collapse(probed_vgg38(batch_norm=False, residual=False))
+    assert f.severity == "error" and f.layer.startswith("stages.0."), f
+    assert f.evidence["std_ratio"] < 1e-2 and f.first_step == 0
+    assert "BatchNorm" in f.suggestion and "residual" in f.suggestion
+    healthy = diagnose(probed_vgg38(batch_norm=True, residual=True))
+    assert [x for x in healthy.findings if x.severity == "error"] == []
+    assert "signal_collapse" not in healthy.skipped

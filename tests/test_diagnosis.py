@@ -286,6 +286,19 @@ def test_deep_mlp_vanishing_gradients_begin_at_a_named_depth(files: dict[str, Pa
     assert f"(depth {int(depth)})" in van["message"]
 
 
+def test_a_long_probe_is_read_thinned_and_says_the_same(
+    files: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tuitrain.diagnosis import data
+
+    monkeypatch.setattr(data, "MAX_PROBE_ROWS", 10)
+    with open_run(files["deep"]) as rf:
+        d = from_runfile(rf)
+    assert d.grads is not None and d.grads.steps.size <= 10 and d.grads.steps[1] > 1
+    (f,) = [f for f in diagnose(d).findings if f.kind == "vanishing_gradients"]
+    assert f.first_step == 0 and f.layer.startswith("layers.")
+
+
 def test_toy2d_mlp_at_its_defaults_raises_no_warning_or_error(files: dict[str, Path]) -> None:
     assert serious(findings_of(files["toy"])) == []
 

@@ -14,6 +14,7 @@ ACT = "act"  # the forward-signal probe of issue 11 (tuitrain.train.activations)
 ACT_QUANTITIES: tuple[str, ...] = ("mean", "std", "zero_frac", "saturated_frac", "dead_frac")
 GRAD_QUANTITIES: tuple[str, ...] = ("grad_norm", "grad_mean_abs", "weight_norm", "update_ratio")
 DEFAULT_WINDOW = 50  # steps; monitor.alert_steps's default, used when the file has no config
+MAX_PROBE_ROWS = 20_000  # longer probes are read thinned (every k-th row): memory stays ~L x 20k floats
 
 
 @dataclass(frozen=True)
@@ -75,19 +76,22 @@ def from_runfile(rf: Any) -> RunData:
     layers = rf.layers
     grads = None
     if rf.has_probe("grad") and rf.probe_rows("grad"):
+        rows = _thinned(rf.probe_rows("grad"))
         grads = Grads(
-            np.asarray(rf.probe_steps(probe="grad"), dtype=np.int64),
-            *(np.asarray(rf.probe(q, probe="grad"), dtype=np.float64) for q in GRAD_QUANTITIES),
+            np.asarray(rf.probe_steps(rows, probe="grad"), dtype=np.int64),
+            *(np.asarray(rf.probe(q, rows, probe="grad"), dtype=np.float64) for q in GRAD_QUANTITIES),
         )
     acts = None
     if rf.has_probe(ACT) and rf.probe_rows(ACT):
         spec = next(p for p in rf.probe_specs if p.name == ACT)
         if set(ACT_QUANTITIES) <= set(spec.names):
-            values = [np.asarray(rf.probe(q, probe=ACT), dtype=np.float64) for q in ACT_QUANTITIES]
+            rows = _thinned(rf.probe_rows(ACT))
+            values = [np.asarray(rf.probe(q, rows, probe=ACT), dtype=np.float64) for q in ACT_QUANTITIES]
             width = values[0].shape[1]
+            # until the run file has its module table (issue 11), the module axis is module_summary's
             names = [str(m.get("name", "")) for m in rf.module_summary]
             names = names if len(names) == width else [f"module {i}" for i in range(width)]
-            acts = Activations(np.asarray(rf.probe_steps(probe=ACT), dtype=np.int64), names, *values)
+            acts = Activations(np.asarray(rf.probe_steps(rows, probe=ACT), dtype=np.int64), names, *values)
     ep = rf.epochs() if rf.n_epochs else {}
     window = DEFAULT_WINDOW
     try:
@@ -112,3 +116,10 @@ def from_runfile(rf: Any) -> RunData:
         window=window,
         activations=acts,
     )
+
+
+def _thinned(n: int) -> slice:
+    """Every row, or every k-th of a probe longer than MAX_PROBE_ROWS (the rules' windows are in steps,
+    converted to rows at the rows' spacing, so they mean the same thinned; steps are then approximate
+    to k)."""
+    return slice(0, n, max(1, -(-n // MAX_PROBE_ROWS)))

@@ -216,16 +216,22 @@ async def test_long_file_opens_as_an_overview_and_reads_the_cursor_from_the_file
 
 
 async def test_follow_a_run_another_process_writes_until_it_finishes(tmp_path):
-    path = tmp_path / "live.h5"
+    path, go = tmp_path / "live.h5", tmp_path / "go"
+    # The writer holds after its first batches until the test has seen the run live (a loaded machine
+    # may take longer to start the app than the whole run takes to write), then writes the rest.
     proc = spawn_writer(
         tmp_path,
         f"""
+        import os
         w = RunFileWriter({str(path)!r}, flush_seconds=0.05)
         for i, ev in enumerate(synthetic_events(steps=1500, batch=100, name="live")):
             w.emit(ev)
             w.flush()
             if i == 1:
                 print("started", flush=True)
+            if i == 3:
+                while not os.path.exists({str(go)!r}):
+                    time.sleep(0.05)
             time.sleep(0.12)
         w.close()
     """,
@@ -236,6 +242,7 @@ async def test_follow_a_run_another_process_writes_until_it_finishes(tmp_path):
         async with app.run_test(size=WIDE) as pilot:
             assert await until(pilot, lambda: app.history.steps_done > 0 and "RUNNING" in screen_text(app))
             assert app.history.steps_done < 1500
+            go.touch()
             assert await until(pilot, lambda: "COMPLETED" in screen_text(app), timeout=30)
             assert app.history.steps_done == 1500 and app.history.test is not None
             assert f"step {1500:,}/{1500:,}" in screen_text(app)

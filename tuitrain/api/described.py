@@ -1,32 +1,15 @@
-"""What a user loop's run says about itself: its device in words, the versions it ran with, its test
-metrics as the :class:`~tuitrain.events.TestResult` the run file stores."""
+"""What a user loop's run says about itself: its device in words and the versions it ran with (the
+engine's own, from :mod:`tuitrain.train.summary`), its test metrics as the
+:class:`~tuitrain.events.TestResult` the run file stores."""
 
 from __future__ import annotations
 
 import math
-import platform
 
-import numpy as np
-import torch
-
-import tuitrain
 from tuitrain.events import TestResult
+from tuitrain.train.summary import device_label, versions
 
-
-def device_label(device: torch.device) -> str:
-    """``cpu``, ``cuda (NVIDIA H200)``, ``mps``: what the header shows (the engine's wording)."""
-    if device.type == "cuda":
-        return f"cuda ({torch.cuda.get_device_name(device)})"
-    return str(device)
-
-
-def versions() -> dict[str, str]:
-    return {
-        "tuitrain": tuitrain.__version__,
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-    }
+__all__ = ["device_label", "test_result", "versions"]  # the first two: tuitrain.train.summary's
 
 
 def test_result(metrics: dict[str, float]) -> TestResult:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import platform
 import time
 import traceback
 from typing import Protocol
@@ -24,7 +23,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-import tuitrain
 from tuitrain.config import ConfigError, RunConfig, error_text, to_toml
 from tuitrain.events import Alert, EpochEnd, RunFinished, RunStarted, Sink, StatusChanged, TestResult
 from tuitrain.runfile.claim import RunFileWriteError
@@ -34,7 +32,7 @@ from tuitrain.train.ending import announce_failed, finish, save_checkpoint
 from tuitrain.train.models import build_model
 from tuitrain.train.monitor import Diverged, Monitor
 from tuitrain.train.resume import checkpoint_state, continue_file, restore
-from tuitrain.train.summary import layer_infos, model_summary
+from tuitrain.train.summary import device_label, layer_infos, model_summary, versions
 from tuitrain.train.threads import Threads
 
 
@@ -232,9 +230,7 @@ def train(
             monitor.step, epochs_done, best_val = resumed.step, resumed.epoch, resumed.best_val
             if job.is_main:
                 continue_file(resumed.source, sinks)
-        device_label, job_versions = job.describe(
-            str(device) if not cuda else f"cuda ({torch.cuda.get_device_name(device)})"
-        )
+        device_words, job_versions = job.describe(device_label(device))
         announced = True  # set first: a file the writer could not create is not tried a second time
         monitor.emit(
             RunStarted(
@@ -242,7 +238,7 @@ def train(
                 config_toml=to_toml(cfg),
                 model_name=cfg.model.name,
                 dataset=data.name,
-                device=device_label,
+                device=device_words,
                 params=sum(p.numel() for p in params),
                 layers=layers,
                 flops=int(flops),
@@ -256,14 +252,7 @@ def train(
                 vanishing=cfg.monitor.vanishing,
                 exploding=cfg.monitor.exploding,
                 probes=monitor.specs,
-                versions={
-                    "tuitrain": tuitrain.__version__,
-                    "torch": torch.__version__,
-                    "python": platform.python_version(),
-                    "numpy": np.__version__,
-                    **job_versions,
-                    **threads.versions(),
-                },
+                versions={**versions(), **job_versions, **threads.versions()},
             )
         )
         monitor.emit(StatusChanged("running", monitor.step))

@@ -8,11 +8,14 @@ counts forward FLOPs with PyTorch's own ``FlopCounterMode``; it is informational
 from __future__ import annotations
 
 import logging
+import platform
 
+import numpy as np
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+import tuitrain
 from tuitrain.events import LayerInfo
 
 log = logging.getLogger(__name__)
@@ -99,3 +102,20 @@ def model_summary(model: nn.Module, input_shape: tuple[int, ...]) -> tuple[int, 
             return 0, []
     finally:
         model.train(was_training)
+
+
+def device_label(device: torch.device) -> str:
+    """``cpu``, ``cuda (NVIDIA H200)``, ``mps``: the device as the header shows it (presets and user loops)."""
+    if device.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(device)})"
+    return str(device)
+
+
+def versions() -> dict[str, str]:
+    """The versions every run records (a preset adds its data-parallel and thread details)."""
+    return {
+        "tuitrain": tuitrain.__version__,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+    }

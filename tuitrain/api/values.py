@@ -15,12 +15,14 @@ from pathlib import Path
 from typing import Any
 
 from tuitrain.events import STEP_SCALARS
+from tuitrain.runfile import schema as S
+from tuitrain.runfile.declaration import name_problem
 
 # Names a step key may not take: the columns beside every step (/steps/step, epoch, time) and the
 # standard scalars the run measures itself. "loss" and "acc" are the standard columns a loop fills;
 # "lr" goes to the lr column.
 RESERVED_STEP_KEYS = frozenset({"step", "epoch", "time", *STEP_SCALARS} - {"loss", "acc", "lr"})
-MAX_KEY_BYTES = 64  # the run file's /metrics keys are S64
+MAX_KEY_BYTES = S.METRIC_FIELDS["key"].itemsize  # a key first logged late goes to /metrics (S64)
 
 
 def script_name() -> str:
@@ -71,17 +73,19 @@ def _plain(value: Any, where: str) -> Any:
 
 
 def check_key(key: Any, where: str = "run.log") -> str:
-    """A logged key, checked the first time it is seen: a non-empty string without NUL, at most 64 bytes
-    (``/`` is fine: ``train/loss`` is stored as one column), not one of the columns tuitrain keeps
-    itself."""
+    """A logged key, checked the first time it is seen: a name the run file can store (the writer's own
+    rule, :func:`~tuitrain.runfile.declaration.name_problem`; ``/`` is fine: ``train/loss`` is one
+    column), at most :data:`MAX_KEY_BYTES`, not one of the columns tuitrain keeps itself."""
     if not isinstance(key, str) or not key:
         raise TypeError(
             f"{where}: the key {key!r} is not a non-empty string; keys name columns, e.g. 'loss'."
         )
-    if "\0" in key or key != key.strip() or key in (".", "..") or len(key.encode()) > MAX_KEY_BYTES:
+    problem = name_problem(key, "the key")
+    if problem is None and len(key.encode()) > MAX_KEY_BYTES:
+        problem = f"the key {key!r} is longer than {MAX_KEY_BYTES} UTF-8 bytes"
+    if problem is not None:
         raise ValueError(
-            f"{where}: the key {key!r} cannot name a column: keys have no NUL, no surrounding spaces, are "
-            f"not '.' or '..', and are at most {MAX_KEY_BYTES} bytes (e.g. 'loss', 'train/f1')."
+            f"{where}: {problem}, so it cannot name a column (keys such as 'loss' or 'train/f1' can)."
         )
     if key in RESERVED_STEP_KEYS:
         raise ValueError(

@@ -78,7 +78,6 @@ class Run:
         self._layers: list = []
         self._params = 0
         self._device = ""
-        self._announced = False
         self._pending: dict[str, Any] = {}  # log(commit=False) values of the open step
         self._seen: set[str] = set()  # keys checked once
         self._lr = math.nan  # the watched optimizer's lr at its last step
@@ -129,7 +128,7 @@ class Run:
         around the step yourself. Call it once, before the first :meth:`log`."""
         if self._finished:
             raise RuntimeError(f"run.watch: the run {self.name!r} has finished; tuitrain.init a new one.")
-        if self._announced or self.step > 0:
+        if (self._monitor is not None and self._monitor.announced) or self.step > 0:
             raise RuntimeError(
                 "run.watch came after the run started logging: call run.watch(model, optimizer) before "
                 "the first run.log, so the run file can declare its layers from the start."
@@ -381,7 +380,6 @@ class Run:
 
     def _announce(self, step_scalars: tuple[str, ...]) -> None:
         """The monitor's first batch is about to go: the run file needs RunStarted first."""
-        self._announced = True
         epochs, steps_per_epoch, batch_size, num_classes = self._shape
         monitor = self._monitor
         monitor.emit(

@@ -78,6 +78,20 @@ GRAD_PROBE = ProbeSpec(
 )
 # The gradient probe's quantities, in the order of its ProbeBlock axis 1 and of /probes/grad/.
 PROBE_NAMES: tuple[str, ...] = GRAD_PROBE.names
+
+ACT = "act"  # the built-in forward-signal probe (tuitrain.train.activations): one column per module
+ACT_PROBE = ProbeSpec(
+    ACT,
+    "module",
+    (
+        Quantity("mean", "activation mean"),
+        Quantity("std", "activation std"),
+        Quantity("zero_frac", "fraction of exact zeros"),
+        Quantity("saturated_frac", "fraction saturated (sigmoid/tanh)"),
+        Quantity("dead_frac", "fraction of dead units"),
+    ),
+    every=10,  # monitor.activations_every's default (the config schema owns it)
+)
 PROBE_LABELS: dict[str, str] = {q.name: q.label for q in GRAD_PROBE.quantities}
 
 # The per-step scalars every run declares (NaN where a run does not measure one), in this order first in
@@ -98,6 +112,16 @@ class LayerInfo:
     kind: str  # "weight" | "bias" | "norm" (BatchNorm/LayerNorm affine params)
     module: str  # owning module path, e.g. "stages.0.blocks.1.conv0"
     module_type: str  # e.g. "Conv2d"
+
+
+@dataclass(frozen=True)
+class ModuleInfo:
+    """One probed module (axis "module" of a probe, RunStarted.modules, /modules), in the order its
+    output is produced: its name in ``model.named_modules()``, its class, and "leaf" or "block"."""
+
+    name: str  # e.g. "stages.0.blocks.1.conv0"
+    type: str  # e.g. "Conv2d"
+    kind: str  # "leaf" | "block"
 
 
 def _monitor_default(name: str) -> float:
@@ -139,6 +163,8 @@ class RunStarted:
     step_scalars: tuple[str, ...] = STEP_SCALARS
     source: str = "preset"  # "preset" | "script" (tuitrain.init) | "lightning"
     config_json: str = ""  # a user loop's config dict as JSON; presets keep theirs in config_toml
+    # The columns of every probe on axis "module" (the activation probe), in model order; [] when none.
+    modules: list[ModuleInfo] = field(default_factory=list)
 
     @property
     def total_steps(self) -> int:
@@ -246,6 +272,61 @@ class Alert:
     time: float = field(default_factory=time.time)
 
 
+SEVERITIES: tuple[str, ...] = ("error", "warning", "info")  # a finding's severity, worst first
+SEVERITY_RANK: dict[str, int] = {s: i for i, s in enumerate(SEVERITIES)}
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One problem the diagnosis rules (:mod:`tuitrain.diagnosis`) found: what (``kind``), how bad,
+    where (a layer or module; "" for the run as a whole), from which step to which (``last_step``
+    None: it still held at the end of the data), on what evidence (numbers, by name), and what
+    usually fixes it.
+
+    Also an event: the training process sends a finding when it opens and once more when it closes
+    (the same ``kind``, ``layer`` and ``first_step``, now with ``last_step``); ``at_step`` is the
+    run's step when that was seen (-1: found offline, by ``tuitrain diagnose``)."""
+
+    kind: str
+    severity: str  # one of SEVERITIES
+    layer: str
+    first_step: int
+    last_step: int | None
+    evidence: dict[str, float] = field(default_factory=dict)
+    message: str = ""
+    suggestion: str = ""
+    at_step: int = -1
+
+    def __post_init__(self) -> None:
+        if self.severity not in SEVERITY_RANK:
+            raise ValueError(f"severity {self.severity!r}; allowed: {', '.join(SEVERITIES)}")
+
+    @property
+    def key(self) -> tuple[str, str, int]:
+        """What stays the same between a finding's opening and its closing."""
+        return (self.kind, self.layer, self.first_step)
+
+    @property
+    def is_open(self) -> bool:
+        return self.last_step is None
+
+    def holds_at(self, step: int) -> bool:
+        """Whether the finding held at ``step`` (as far as it was known then: ``at_step``)."""
+        return self.first_step <= step and (self.last_step is None or step <= self.last_step)
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "kind": self.kind,
+            "severity": self.severity,
+            "layer": self.layer,
+            "first_step": self.first_step,
+            "last_step": self.last_step,
+            "evidence": dict(self.evidence),
+            "message": self.message,
+            "suggestion": self.suggestion,
+        }
+
+
 @dataclass
 class StatusChanged:
     status: str  # one of STATUSES
@@ -263,7 +344,7 @@ class RunFinished:
     time: float = field(default_factory=time.time)
 
 
-Event = RunStarted | StepBatch | EpochEnd | TestResult | Alert | StatusChanged | RunFinished
+Event = RunStarted | StepBatch | EpochEnd | TestResult | Alert | Finding | StatusChanged | RunFinished
 
 
 @dataclass

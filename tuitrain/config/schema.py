@@ -188,6 +188,13 @@ class MonitorConfig:
     # stored before the run stops.
     on_nan: str = "stop"
     nan_patience: int = 0  # on_nan = "stop": consecutive non-finite losses tolerated; 0 stops at the first
+    # The forward-signal probe (per module: activation mean, std, zeros, saturation, dead units) every
+    # N steps; 0 turns it off. Its cost at 10 is in docs/performance.md.
+    activations_every: int = 10
+    # Live diagnosis (tuitrain.diagnosis): the rules run over the run so far about this often (never
+    # costing more than ~1% of the training process's time), and findings go to the dashboard and the
+    # run file; 0 turns live diagnosis off (`tuitrain diagnose RUN.h5` still works on the file).
+    diagnose_seconds: float = 2.0
 
 
 @dataclass
@@ -258,4 +265,6 @@ RANGES: dict[str, tuple[float | None, float | None, bool, bool]] = {
     "monitor.exploding": (0.0, None, False, True),
     "monitor.alert_steps": (1, None, True, True),
     "monitor.nan_patience": (0, None, True, True),
+    "monitor.activations_every": (0, None, True, True),
+    "monitor.diagnose_seconds": (0.0, None, True, True),
 }

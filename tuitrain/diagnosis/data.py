@@ -10,9 +10,10 @@ from typing import Any
 
 import numpy as np
 
-ACT = "act"  # the forward-signal probe of issue 11 (tuitrain.train.activations): axis "module"
-ACT_QUANTITIES: tuple[str, ...] = ("mean", "std", "zero_frac", "saturated_frac", "dead_frac")
-GRAD_QUANTITIES: tuple[str, ...] = ("grad_norm", "grad_mean_abs", "weight_norm", "update_ratio")
+from tuitrain.events import ACT, ACT_PROBE, GRAD_PROBE
+
+ACT_QUANTITIES: tuple[str, ...] = ACT_PROBE.names
+GRAD_QUANTITIES: tuple[str, ...] = GRAD_PROBE.names
 DEFAULT_WINDOW = 50  # steps; monitor.alert_steps's default, used when the file has no config
 MAX_PROBE_ROWS = 20_000  # longer probes are read thinned (every k-th row): memory stays ~L x 20k floats
 

@@ -5,44 +5,12 @@ Pure numpy: the same code runs live, in replay and offline (``tuitrain diagnose`
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import numpy as np
 
-SEVERITIES: tuple[str, ...] = ("error", "warning", "info")  # worst first
-SEVERITY_RANK: dict[str, int] = {s: i for i, s in enumerate(SEVERITIES)}
+# The record is an event too (sent live, stored in the run file): tuitrain.events owns it.
+from tuitrain.events import SEVERITIES, SEVERITY_RANK, Finding  # noqa: E402
 
-
-@dataclass(frozen=True)
-class Finding:
-    """One problem the rules found: what (``kind``), how bad, where (a layer or module; "" for the run
-    as a whole), from which step to which (``last_step`` None: it still held at the end of the data),
-    on what evidence (numbers, by name), and what usually fixes it."""
-
-    kind: str
-    severity: str  # "info" | "warning" | "error"
-    layer: str
-    first_step: int
-    last_step: int | None
-    evidence: dict[str, float] = field(default_factory=dict)
-    message: str = ""
-    suggestion: str = ""
-
-    def __post_init__(self) -> None:
-        if self.severity not in SEVERITY_RANK:
-            raise ValueError(f"severity {self.severity!r}; allowed: {', '.join(SEVERITIES)}")
-
-    def to_dict(self) -> dict[str, object]:
-        return {
-            "kind": self.kind,
-            "severity": self.severity,
-            "layer": self.layer,
-            "first_step": self.first_step,
-            "last_step": self.last_step,
-            "evidence": dict(self.evidence),
-            "message": self.message,
-            "suggestion": self.suggestion,
-        }
+__all__ = ["SEVERITIES", "SEVERITY_RANK", "Finding", "Skipped", "episodes", "fmt", "rolling_mean", "rows_for"]
 
 
 class Skipped(Exception):

@@ -8,7 +8,6 @@ from __future__ import annotations
 import dataclasses
 import re
 from collections.abc import Callable
-from typing import NamedTuple
 
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
@@ -21,6 +20,8 @@ from torch.nn.modules.pooling import (
     _LPPoolNd,
     _MaxPoolNd,
 )
+
+from tuitrain.events import ModuleInfo
 
 __all__ = [
     "CHANNEL_FIRST",
@@ -47,12 +48,7 @@ CHANNEL_FIRST = (
 )
 
 
-class ProbedModule(NamedTuple):
-    """One column of the probe: the module's name in ``named_modules()``, its class, "leaf" or "block"."""
-
-    name: str
-    type: str
-    kind: str
+ProbedModule = ModuleInfo  # one column of the probe (tuitrain.events owns the record)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -74,7 +74,7 @@ import torch
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
-from tuitrain.events import ProbeBlock, ProbeSpec, Quantity
+from tuitrain.events import ACT, ACT_PROBE, ProbeBlock
 from tuitrain.train.activation_modules import (
     CHANNEL_FIRST,
     ProbedModule,
@@ -88,19 +88,6 @@ from tuitrain.train.probes import HostReadback
 
 __all__ = ["ACT", "ACT_PROBE", "ActivationProbe", "ProbedModule", "default_is_block", "probed_modules"]
 
-ACT = "act"
-ACT_PROBE = ProbeSpec(
-    ACT,
-    "module",
-    (
-        Quantity("mean", "activation mean"),
-        Quantity("std", "activation std"),
-        Quantity("zero_frac", "fraction of exact zeros"),
-        Quantity("saturated_frac", "fraction saturated (sigmoid/tanh)"),
-        Quantity("dead_frac", "fraction of dead units"),
-    ),
-    every=10,
-)
 _N_Q = len(ACT_PROBE.quantities)
 MARGIN = 0.03  # "within 0.03 of the bounds" (issue 11)
 

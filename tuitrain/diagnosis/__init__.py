@@ -8,7 +8,7 @@ rules, their thresholds and sources."""
 
 from tuitrain.diagnosis.data import Activations, Grads, RunData, from_runfile
 from tuitrain.diagnosis.engine import RULES, Diagnosis, diagnose, line
-from tuitrain.diagnosis.finding import SEVERITIES, Finding, Skipped, episodes
+from tuitrain.diagnosis.finding import SEVERITIES, Finding, Skipped, current, episodes, ranked
 
 __all__ = [
     "RULES",
@@ -19,8 +19,10 @@ __all__ = [
     "Grads",
     "RunData",
     "Skipped",
+    "current",
     "diagnose",
     "episodes",
     "from_runfile",
     "line",
+    "ranked",
 ]

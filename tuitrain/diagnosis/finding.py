@@ -5,12 +5,25 @@ Pure numpy: the same code runs live, in replay and offline (``tuitrain diagnose`
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import numpy as np
 
 # The record is an event too (sent live, stored in the run file): tuitrain.events owns it.
 from tuitrain.events import SEVERITIES, SEVERITY_RANK, Finding  # noqa: E402
 
-__all__ = ["SEVERITIES", "SEVERITY_RANK", "Finding", "Skipped", "episodes", "fmt", "rolling_mean", "rows_for"]
+__all__ = [
+    "SEVERITIES",
+    "SEVERITY_RANK",
+    "Finding",
+    "Skipped",
+    "current",
+    "episodes",
+    "fmt",
+    "ranked",
+    "rolling_mean",
+    "rows_for",
+]
 
 
 class Skipped(Exception):
@@ -76,3 +89,18 @@ def fmt(v: float) -> str:
     if v == int(v) and abs(v) < 1e6:
         return str(int(v))
     return f"{v:.3g}"
+
+
+def current(findings: Iterable[Finding]) -> list[Finding]:
+    """The latest state of each finding (by :attr:`Finding.key`) of a stream of them: a finding sent
+    when it opened and again when it closed is one finding, closed. Ranked as :func:`ranked`."""
+    latest: dict[tuple[str, str, int], Finding] = {}
+    for f in findings:
+        latest[f.key] = f
+    return ranked(latest.values())
+
+
+def ranked(findings: Iterable[Finding]) -> list[Finding]:
+    """Worst first, newest first among equals, open ones before closed ones: what a person should read
+    first (the Diagnosis panel, ``info``, ``diagnose``)."""
+    return sorted(findings, key=lambda f: (f.last_step is not None, SEVERITY_RANK[f.severity], -f.first_step))

@@ -1,9 +1,11 @@
 """The monitor: turns steps of any PyTorch loop into tuitrain events for a list of sinks.
 
-Two callers, one bookkeeping. The preset engine calls ``before_step()`` / ``after_step(loss, logits,
-targets, lr, epoch)`` around ``optimizer.step()``; a user's own loop (``tuitrain.init``, the Lightning
-callback) calls ``before_step()`` / ``after_optimizer_step()`` from optimizer hooks and ``log(values,
-epoch)`` to commit a step. It holds a list of probes (:mod:`tuitrain.train.probe_protocol`; none is
+Two callers, one bookkeeping. The preset engine calls ``before_forward()`` before its forward and
+``before_step()`` / ``after_step(loss, logits, targets, lr, epoch)`` around ``optimizer.step()``; a
+user's own loop (``tuitrain.init``, the Lightning callback) calls ``before_step()`` /
+``after_optimizer_step()`` from optimizer hooks and ``log(values, epoch)`` to commit a step, and the
+Monitor arms its forward probes itself. It holds a list of probes
+(:mod:`tuitrain.train.probe_protocol`, their bookkeeping in :mod:`tuitrain.train.probe_set`; none is
 valid), buffers committed steps (:mod:`tuitrain.train.steprows`) and every ``monitor.emit_seconds``
 sends one :class:`StepBatch` with every probe's block, then the alerts its rows raised.
 
@@ -28,7 +30,6 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -36,10 +37,10 @@ import torch
 from tuitrain.config import MonitorConfig
 from tuitrain.events import (
     GRAD,
-    PROBE_AXES,
     Alert,
     Event,
     LayerInfo,
+    ModuleInfo,
     ProbeBlock,
     ProbeSpec,
     RunStarted,
@@ -48,16 +49,15 @@ from tuitrain.events import (
 )
 from tuitrain.train.alerts import Diverged, DivergenceGuard, GradientAlerts
 from tuitrain.train.probe_protocol import GradientProbe, Probe
+from tuitrain.train.probe_set import ProbeSet, Slot
 from tuitrain.train.probes import HostReadback
 from tuitrain.train.steprows import (
     Columns,
     EngineRow,
     RowTable,
     UserRow,
-    concat_blocks,
     engine_table,
     kept_logits,
-    split_block,
     user_table,
 )
 
@@ -68,15 +68,6 @@ _MAX_PENDING_ELEMS = 1 << 22
 # Rows waiting for a late probe's rows are sent anyway past this many (a probe that never answers).
 _MAX_HELD_ROWS = 4096
 _NO_PROBES: list = []
-
-
-@dataclass
-class _Slot:
-    """A probe and the Monitor's bookkeeping of it."""
-
-    probe: Probe
-    outstanding: list[int] = field(default_factory=list)  # steps measured, rows not yet collected
-    held: ProbeBlock | None = None  # rows collected for steps not yet sent
 
 
 class Monitor:
@@ -114,8 +105,8 @@ class Monitor:
         self._reduce = reduce
         self._world_size = world_size
         self._announce = announce
-        self._slots: list[_Slot] = []
-        self._armed: list[_Slot] = _NO_PROBES  # probes whose before_step ran for the open step
+        self._probes = ProbeSet()  # the probes and which rows each owes (tuitrain.train.probe_set)
+        self._armed: list[Slot] = _NO_PROBES  # probes whose before_step ran for the open step
         self._stepped = False  # the open step had its optimizer step (user loop)
         self._columns = Columns()  # the scalar names: STEP_SCALARS, then a user loop's keys
         self._rows: list = []  # EngineRow (engine) or UserRow (user loop), oldest first
@@ -156,40 +147,28 @@ class Monitor:
         the run is announced: the run file's layout follows the probes it declares."""
         if self.announced:
             raise RuntimeError("probes must be added before the run starts (its first step is sent)")
-        spec = probe.spec
-        if spec.axis not in PROBE_AXES:
-            raise ValueError(f"probe {spec.name!r}: axis {spec.axis!r}; allowed: {', '.join(PROBE_AXES)}")
-        if not spec.name or any(s.probe.spec.name == spec.name for s in self._slots):
-            raise ValueError(f"probe name {spec.name!r} is empty or already taken by another probe")
-        if "/" in spec.name or spec.every < 1:
-            raise ValueError(
-                f"probe {spec.name!r} (every = {spec.every}); allowed: a name without '/', every >= 1"
-            )
-        if model is not None or optimizer is not None:
-            probe.attach(model, optimizer)
-        if spec.name == GRAD:
-            layers = list(getattr(probe, "layers", []))
-            if not layers:
-                raise ValueError("the gradient probe has no parameter tensors: attach it to a model first")
-            self.alerts = GradientAlerts(layers, self.cfg, every=spec.every)
-        self._slots.append(_Slot(probe))
+        self._probes.add(probe, model, optimizer, self.step)  # a forward probe is armed for the open step
+        if probe.spec.name == GRAD:
+            self.alerts = GradientAlerts(list(probe.layers), self.cfg, every=probe.spec.every)  # type: ignore[attr-defined]
 
     @property
     def probes(self) -> list[Probe]:
-        return [s.probe for s in self._slots]
+        return [s.probe for s in self._probes.slots]
 
     @property
     def specs(self) -> list[ProbeSpec]:
         """What RunStarted.probes declares."""
-        return [s.probe.spec for s in self._slots]
+        return self._probes.specs
+
+    @property
+    def modules(self) -> list[ModuleInfo]:
+        """What RunStarted.modules declares: the activation probe's modules, or [] without one."""
+        return self._probes.modules
 
     @property
     def gradient(self) -> GradientProbe | None:
         """The gradient probe, if there is one (its ``layers`` are RunStarted.layers)."""
-        for s in self._slots:
-            if s.probe.spec.name == GRAD and isinstance(s.probe, GradientProbe):
-                return s.probe
-        return None
+        return self._probes.gradient
 
     @property
     def scalar_names(self) -> tuple[str, ...]:
@@ -224,27 +203,35 @@ class Monitor:
             if self._announce is not None:
                 self._announce(self._columns.names)
 
-    # -- around optimizer.step() -------------------------------------------------------------------
+    # -- around the forward and optimizer.step() ----------------------------------------------------
+    def before_forward(self) -> None:
+        """The engine, right before the forward pass of every training step: the probes that measure
+        the forward (the activation probe) arm their hooks if their ``every`` selects the open step.
+        A user loop need not call it: the Monitor arms them at :meth:`add_probe`, after each optimizer
+        step and at each commit, for the step whose forward comes next."""
+        self._probes.arm_forward(self.step)
+
     def before_step(self) -> None:
         """Just before ``optimizer.step()``: the probes whose ``every`` selects the open step measure.
-        A step that already had its optimizer step is committed first (a row of NaN scalars)."""
+        A step that already had its optimizer step is committed first (a row of NaN scalars); a second
+        call for the same step keeps the first one's measurement (one row per probe and step)."""
         if self._stepped:
             self._commit(UserRow(self.step, self._epoch, [], math.nan, 0, self._tick()))
-        step = self.step
-        armed = self._armed = [s for s in self._slots if step % s.probe.spec.every == 0]
-        for s in armed:
-            s.probe.before_step(step)
+        if self._armed:
+            return
+        self._armed = self._probes.before_step(self.step) or _NO_PROBES
 
     def after_optimizer_step(self) -> None:
-        """Just after ``optimizer.step()`` of a user loop; the step stays open until :meth:`log`."""
+        """Just after ``optimizer.step()`` of a user loop; the step stays open until :meth:`log`. The
+        next forward is the next step's, logged or not: its forward probes are armed now."""
         self._probes_after(self.step)
         self._stepped = True
+        self._probes.arm_forward(self.step + 1)
 
     def _probes_after(self, step: int) -> None:
-        for s in self._armed:
-            s.probe.after_step(step)
-            s.outstanding.append(step)
-        self._armed = _NO_PROBES
+        if self._armed:
+            self._probes.after_step(self._armed, step)
+            self._armed = _NO_PROBES
 
     def after_step(
         self, loss: torch.Tensor, logits: torch.Tensor, targets: torch.Tensor, lr: float, epoch: int
@@ -313,12 +300,14 @@ class Monitor:
         return (now - last) if last is not None else math.nan
 
     def _commit(self, row: UserRow) -> None:
-        if self._armed:  # before_step() without an optimizer step after it: nothing was measured
-            self._armed = _NO_PROBES
+        # before_step() without an optimizer step after it: still one row per armed probe (the probe
+        # protocol's promise), its update ratio that of no update
+        self._probes_after(row.step)
         self._rows.append(row)
         self._epoch = row.epoch
         self.step = row.step + 1
         self._stepped = False
+        self._probes.arm_forward(self.step)
 
     def _raise_if_diverged(self, at_epoch_end: bool = False) -> None:
         # Data-parallel, every rank sees the same reduced losses but flushes on its own clock: the ranks
@@ -340,11 +329,10 @@ class Monitor:
     def _take_rows(self, force: bool) -> list:
         """The rows to send now: all of them, but those a probe has not yet returned rows for."""
         rows = self._rows
-        waiting = [s.outstanding[0] for s in self._slots if s.outstanding]
-        if force or not waiting or not rows or len(rows) > _MAX_HELD_ROWS:
+        frontier = self._probes.frontier()
+        if force or frontier is None or not rows or len(rows) > _MAX_HELD_ROWS:
             self._rows = []
             return rows
-        frontier = min(waiting)
         k = len(rows)
         while k and rows[k - 1].step >= frontier:
             k -= 1
@@ -359,11 +347,7 @@ class Monitor:
             self._commit(UserRow(self.step, self._epoch, [], math.nan, 0, self._tick()))
         if not self._host:
             self._read_back(self.readback.pop_ready(force=force))
-        # Collect first: a probe's outstanding steps decide which rows wait for it.
-        collected = [(s, s.probe.collect(force)) for s in self._slots]
-        for s, got in collected:
-            del s.outstanding[: len(got)]
-            s.held = got if s.held is None else concat_blocks(s.held, got)
+        self._probes.collect(force)  # first: a probe's outstanding steps decide which rows wait for it
         self._last_emit = time.perf_counter()
         rows = self._take_rows(force)
         table: RowTable | None = None
@@ -372,7 +356,7 @@ class Monitor:
             table = engine_table(rows, n) if isinstance(rows[0], EngineRow) else user_table(rows, n)
             self._last_out = int(table.steps[-1])
             self._pending_elems = kept_logits(self._rows)
-        blocks = self._split_held()
+        blocks = self._probes.split_held(self._last_out)
         if table is None and not any(len(b) for b in blocks.values()):
             if force:
                 self._announce_once()
@@ -385,14 +369,6 @@ class Monitor:
             table = RowTable.empty(len(self._columns.names))
         self.emit(StepBatch(table.steps, table.epochs, table.scalars, self._columns.names, blocks))
         self._send_alerts()
-
-    def _split_held(self) -> dict[str, ProbeBlock]:
-        """Every probe's rows for the steps sent so far; rows for later steps stay held."""
-        out: dict[str, ProbeBlock] = {}
-        for s in self._slots:
-            assert s.held is not None
-            out[s.probe.spec.name], s.held = split_block(s.held, self._last_out)
-        return out
 
     def _check(self, table: RowTable, grad: ProbeBlock | None) -> None:
         """Divergence, alerts and the epoch sums of rows just resolved."""

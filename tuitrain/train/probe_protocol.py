@@ -3,7 +3,10 @@
 Why a protocol: the Monitor (``tuitrain.train.monitor``) should not know what a probe measures, only
 when to ask. It calls ``before_step(step)`` just before ``optimizer.step()`` and ``after_step(step)``
 just after it, on the steps the probe's ``spec.every`` selects (``step % every == 0``), and
-``collect(force)`` at each flush (about ten times a second). Whatever a probe measures goes out in
+``collect(force)`` at each flush (about ten times a second). A probe of the forward pass (the
+activation probe) also has ``before_forward(step)``, called before every step's forward: the engine
+calls it right before ``model(x)`` (``Monitor.before_forward``); a user loop's Monitor calls it itself
+for the next step, at ``add_probe``, after each optimizer step and at each commit. Whatever a probe measures goes out in
 one :class:`~tuitrain.events.ProbeBlock` per flush, under its ``spec.name``, and the run file stores
 it as the spec declares (``/probes/<name>/<quantity>``): a reader needs no list of probes of its own.
 
@@ -37,6 +40,11 @@ class Probe(Protocol):
       may be ``None`` when the caller has none to give).
     - ``before_step(step)`` / ``after_step(step)``: just before and just after ``optimizer.step()`` of
       a probed step (``step`` is the Monitor's step index, from 0). Must not read the device.
+    - ``before_forward(step)`` (optional; not part of the protocol's check): before the forward pass
+      of every step, probed or not (see the module docstring for who calls it); a probe arms its
+      forward hooks when ``every`` selects ``step`` and otherwise does no more than that modulo.
+    - A probe whose ``before_step(step)`` ran gives exactly one row for ``step`` once its
+      ``after_step(step)`` ran (NaN where it measured nothing): the Monitor counts rows owed that way.
     - ``collect(force)``: every row measured since the last call, oldest first, as one
       :class:`ProbeBlock` of shape ``(m, len(spec.quantities), n_axis)``; ``force`` (end of an epoch,
       of the run) means every measured row, even one whose device copy is still in flight.

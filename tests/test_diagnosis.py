@@ -193,6 +193,33 @@ def test_dead_units_and_saturation_per_module() -> None:
         signal.saturation(acts_run(np.ones((10, 3))))
 
 
+def test_dead_units_from_the_first_probed_step_are_info_and_units_that_died_are_not() -> None:
+    dead = np.zeros((10, 3))
+    dead[:, 0] = 0.55  # dead as at the first probed step (at init), a little noise: the init's doing
+    dead[5:, 0] = 0.6
+    dead[:, 1] = 0.45  # 45% at init, 65% from step 20: 20 points more, they died in training
+    dead[2:, 1] = 0.65
+    fs = {f.layer: f for f in signal.dead_units(acts_run(np.ones((10, 3)), dead=dead))}
+    assert set(fs) == {"m0", "m1"}
+    assert (fs["m0"].severity, fs["m0"].first_step) == ("info", 0) and "He/Kaiming" in fs["m0"].suggestion
+    assert (fs["m1"].severity, fs["m1"].first_step) == ("warning", 20)
+    assert fs["m1"].evidence["at_first_step"] == pytest.approx(0.45) and "died" in fs["m1"].message
+    assert "learning rate" in fs["m1"].suggestion
+    dead[:, 0] = 0.55
+    dead[3:, 0] = 0.66  # 11 points over the first step's: died too (DEAD_GROWTH = 0.1)
+    assert signal.dead_units(acts_run(np.ones((10, 3)), dead=dead))[0].severity == "warning"
+
+
+def test_signal_collapse_leaves_a_dead_module_to_dead_units() -> None:
+    std = np.tile([1.0, 0.5, 0.0, 0.5], (10, 1))  # module 2 outputs zeros only: its units are dead
+    dead = np.zeros((10, 4))
+    dead[:, 2] = 1.0
+    assert signal.signal_collapse(acts_run(std, dead=dead)) == []
+    dead[:, 2] = 0.8  # most but not nine tenths dead: its std is the signal's own
+    (f,) = signal.signal_collapse(acts_run(std, dead=dead))
+    assert f.layer == "m2"
+
+
 def test_rules_needing_absent_data_skip_and_say_why() -> None:
     r = diagnose(RunData(steps=np.arange(3)))
     assert r.findings == []

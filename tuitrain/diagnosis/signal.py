@@ -11,6 +11,8 @@ from tuitrain.diagnosis.finding import Finding, Skipped, episodes, rows_for
 
 COLLAPSE_FRACTION = 1e-2  # std below 1/100 of the first module's: two orders of magnitude lost
 DEAD_FRACTION = 0.5  # half the units of a module zero for every sample of the batch
+DEAD_GROWTH = 0.1  # died in training: the fraction 10 points or more above the run's first probed row's
+DEAD_ERROR = 0.9  # nine tenths dead: an error, and signal_collapse leaves the module to dead_units
 SATURATED_FRACTION = 0.5  # half the outputs within 0.03 of a sigmoid/tanh bound
 
 
@@ -29,12 +31,14 @@ def signal_collapse(d: RunData) -> list[Finding]:
     a later module, over ``window`` steps; names the first such module. Source: Brock et al. 2021
     ("Characterizing signal propagation to close the performance gap in unnormalized ResNets": the
     signal-propagation plot) and course report 001 (plain VGG38's forward signal dies within its first
-    blocks). Error."""
+    blocks). Error. A module with nine tenths of its units dead (``dead_frac >= 0.9``) is left out: its
+    std is near zero because its units are zero, which is dead_units' finding (002's ReLU MLP at
+    learning rate 1), not a signal that shrinks layer by layer."""
     a = _acts(d)
     std = a.std
     ref = std[:, :1]
     with np.errstate(invalid="ignore", divide="ignore"):
-        low = (std < COLLAPSE_FRACTION * ref) & (ref > 0)
+        low = (std < COLLAPSE_FRACTION * ref) & (ref > 0) & ~(a.dead_frac >= DEAD_ERROR)
     holds = low.any(axis=1)
     n = rows_for(a.steps, d.window)
     out = []
@@ -64,19 +68,39 @@ def signal_collapse(d: RunData) -> list[Finding]:
 def dead_units(d: RunData) -> list[Finding]:
     """Modules where at least half the units (channels, features) were zero for every sample of the
     batch at every probed step of ``window`` steps. Source: course report 002 (ReLU MLPs flat-lining
-    after a learning rate of 1). Warning; error when nine tenths are dead."""
+    after a learning rate of 1: "all the neurons are dead"). Units that died in training (the fraction
+    at least 10 points above the module's first probed value, at the run's first probed step: the
+    model before its first update): warning, error from nine tenths. Units dead from that first row on are the init's doing,
+    not the learning rate's: PyTorch's default init shrinks a plain ReLU stack's signal until the
+    biases decide (55% of the fifth layer of 002's 6-layer MLP without BatchNorm, at init): info, with
+    an init fix, so a run at a tiny learning rate (nothing changes) is not blamed for them."""
     a = _acts(d)
+    frac = a.dead_frac
+    ok = np.isfinite(frac)
+    base = np.where(ok.any(axis=0), frac[ok.argmax(axis=0), np.arange(frac.shape[1])], np.nan)
     with np.errstate(invalid="ignore"):
-        dead = a.dead_frac >= DEAD_FRACTION
+        dead = frac >= DEAD_FRACTION
+        died = dead & ~(frac < base + DEAD_GROWTH)
     return _per_module(
         a,
         d,
-        dead,
-        a.dead_frac,
+        died,
+        frac,
         "dead_units",
-        "{v:.0%} of the units of {m} never fire",
+        "{v:.0%} of the units of {m} never fire ({b:.0%} at the first probed step): they died in training",
         "lower the learning rate, BatchNorm before the activation, or leaky ReLU",
-        0.9,
+        err=DEAD_ERROR,
+        at_init=base,
+    ) + _per_module(
+        a,
+        d,
+        dead & ~died,
+        frac,
+        "dead_units",
+        "{v:.0%} of the units of {m} never fire, as at the first probed step (at init: the init's doing)",
+        "a variance-preserving init (He/Kaiming, zero biases), BatchNorm before the activation, or leaky ReLU",
+        severity="info",
+        at_init=base,
     )
 
 
@@ -96,29 +120,43 @@ def saturation(d: RunData) -> list[Finding]:
         "saturation",
         "{v:.0%} of the outputs of {m} pinned at their bounds",
         "a variance-preserving init (Xavier/Glorot), BatchNorm before the activation, or ReLU",
-        2.0,
     )
 
 
 def _per_module(
-    a: Activations, d: RunData, mask: np.ndarray, value: np.ndarray, kind: str, say: str, fix: str, err: float
+    a: Activations,
+    d: RunData,
+    mask: np.ndarray,
+    value: np.ndarray,
+    kind: str,
+    say: str,
+    fix: str,
+    *,
+    severity: str = "warning",
+    err: float = 2.0,
+    at_init: np.ndarray | None = None,
 ) -> list[Finding]:
-    """One finding per episode of each module's condition (the modules in model order)."""
+    """One finding per episode of each module's condition (the modules in model order): ``severity``,
+    or error when the worst value reaches ``err``; ``at_init`` (per module) goes into the evidence."""
     n = rows_for(a.steps, d.window)
     out = []
     for m in range(mask.shape[1]):
         for s, b in episodes(mask[:, m], n, n):
             end = mask.shape[0] if b is None else b + 1
             v = float(np.nanmax(value[s:end, m]))
+            ev = {"fraction": v, "module_index": float(m)}
+            base = float("nan") if at_init is None else float(at_init[m])
+            if at_init is not None:
+                ev["at_first_step"] = base
             out.append(
                 Finding(
                     kind,
-                    "error" if v >= err else "warning",
+                    "error" if v >= err else severity,
                     a.modules[m],
                     int(a.steps[s]),
                     _end(a.steps, b),
-                    {"fraction": v, "module_index": float(m)},
-                    say.format(v=v, m=a.modules[m]),
+                    ev,
+                    say.format(v=v, m=a.modules[m], b=base),
                     fix,
                 )
             )

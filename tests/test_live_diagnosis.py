@@ -1,0 +1,177 @@
+"""Live diagnosis (tuitrain.diagnosis.live): findings sent as they open and once more as they close,
+never repeated as the data grows or gets thinned, a failing rule skipped without touching the run; and
+on a real run, the findings sent live are what ``tuitrain diagnose`` finds in the finished file."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from tests.recorder import Recorder
+from tuitrain.diagnosis import RULES, current, diagnose
+from tuitrain.diagnosis.data import MAX_PROBE_ROWS
+from tuitrain.diagnosis.finding import Finding
+from tuitrain.diagnosis.live import Diagnosed, Findings, concluded, inner, wrap
+from tuitrain.events import (
+    GRAD_PROBE,
+    STEP_SCALARS,
+    EpochEnd,
+    LayerInfo,
+    RunFinished,
+    RunStarted,
+    StepBatch,
+)
+
+LAYERS = [LayerInfo(f"l{i}.weight", (4, 4), 16, "weight", f"l{i}", "Linear") for i in range(3)]
+
+
+class Clock:
+    """The Diagnosed's clock, moved by the test: every batch is then a pass (none is cheaper)."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def started() -> RunStarted:
+    return RunStarted("live", "", "mlp", layers=LAYERS, num_classes=10, probes=[GRAD_PROBE])
+
+
+def batch(steps: np.ndarray, vanishing: np.ndarray) -> StepBatch:
+    """Steps of a healthy-looking run (loss falling, update ratio 1e-3) whose mean |grad| is 1e-12 in
+    every layer where ``vanishing`` is true."""
+    n, layers = len(steps), len(LAYERS)
+    scalars = np.full((n, len(STEP_SCALARS)), np.nan)
+    scalars[:, 0] = 2.0 * np.exp(-steps / 800.0) + 0.3  # loss, from near ln(10)
+    scalars[:, 2] = 0.1  # lr
+    probes = np.ones((n, 4, layers), np.float32)
+    probes[:, 1] = np.where(vanishing[:, None], 1e-12, 1e-3)  # grad_mean_abs
+    probes[:, 3] = 1e-3  # update_ratio
+    return StepBatch.with_grad(steps, np.zeros(n, np.int32), scalars, steps, probes)
+
+
+def stream(d: Diagnosed, clock: Clock, steps: int, per_batch: int, vanishing) -> None:
+    d.emit(started())
+    for a in range(0, steps, per_batch):
+        s = np.arange(a, min(a + per_batch, steps), dtype=np.int64)
+        clock.now += 10.0
+        d.emit(batch(s, vanishing(s)))
+
+
+def findings(rec: Recorder) -> list[Finding]:
+    return [e for e in rec.events if isinstance(e, Finding)]
+
+
+def assert_no_duplicates(sent: list[Finding]) -> None:
+    """Each finding sent at most as opened, closed (and reopened); no two findings of one kind and
+    layer whose episodes overlap."""
+    latest = current(sent)
+    for a in latest:
+        for b in latest:
+            if a is not b and (a.kind, a.layer) == (b.kind, b.layer):
+                a_end = math.inf if a.last_step is None else a.last_step
+                b_end = math.inf if b.last_step is None else b.last_step
+                assert not (a.first_step <= b_end and b.first_step <= a_end), (a, b)
+
+
+def test_vanishing_opens_once_then_closes_once_over_200_passes() -> None:
+    rec, clock = Recorder(), Clock()
+    d = Diagnosed([rec], window=50, seconds=1.0, clock=clock)
+    stream(d, clock, 2000, 10, lambda s: s < 700)  # vanishing for 700 steps, then it recovers
+    d.emit(RunFinished("completed", 2000))
+    assert d.passes >= 200
+    van = [f for f in findings(rec) if f.kind == "vanishing_gradients"]
+    assert [f.is_open for f in van] == [True, False], van
+    opened, closed = van
+    assert opened.key == closed.key and opened.first_step == 0
+    assert 699 <= closed.last_step <= 760 and closed.at_step > closed.last_step
+    assert opened.at_step < 100  # found live, within a window or two of steps
+    assert_no_duplicates(findings(rec))
+    # every event forwarded in order, findings after the batch they were found in, RunFinished last
+    assert isinstance(rec.events[0], RunStarted) and isinstance(rec.events[-1], RunFinished)
+    assert sum(isinstance(e, StepBatch) for e in rec.events) == 200
+
+
+def test_the_last_pass_is_what_diagnose_finds_on_the_same_data() -> None:
+    rec, clock = Recorder(), Clock()
+    d = Diagnosed([rec], window=50, seconds=1.0, clock=clock)
+    stream(d, clock, 900, 30, lambda s: (s > 300) & (s < 500))
+    d.emit(EpochEnd(0, 900, 0.5, 0.8, 0.6, 0.7, 0.1, 1.0))
+    d.emit(RunFinished("completed", 900))
+    want = {(f.kind, f.layer, f.last_step is None) for f in diagnose(d.run.data()).findings}
+    live = current(findings(rec))
+    assert want <= {(f.kind, f.layer, f.is_open) for f in live}
+    assert {(f.kind, f.layer) for f in live if f.is_open} == {(k, la) for k, la, o in want if o}
+    assert "vanishing_gradients" in {k for k, _, _ in want}
+
+
+def test_thinning_past_max_probe_rows_keeps_one_finding() -> None:
+    """30,000 probed rows: the rows get thinned by 2 past 20,000, the vanishing episode's first row
+    (an odd one, step 1001) is dropped and its first step moves; still one finding, never a second."""
+    rec, clock = Recorder(), Clock()
+    d = Diagnosed([rec], window=50, seconds=1.0, clock=clock)
+    stream(d, clock, 30_000, 1000, lambda s: s >= 1001)
+    assert d.run is not None and d.run.grad is not None
+    assert d.run.grad.n <= MAX_PROBE_ROWS and d.run.grad.stride == 2
+    d.emit(RunFinished("completed", 30_000))
+    van = [f for f in findings(rec) if f.kind == "vanishing_gradients"]
+    assert len(van) == 1 and van[0].is_open and van[0].first_step == 1001, van
+    now = [f for f in diagnose(d.run.data()).findings if f.kind == "vanishing_gradients"]
+    assert [f.first_step for f in now] == [1002]  # moved: matched by overlap, not by key
+    assert_no_duplicates(findings(rec))
+
+
+def test_a_failing_rule_is_skipped_and_said_once(capsys: pytest.CaptureFixture[str]) -> None:
+    def broken(data):
+        raise ZeroDivisionError("a bug in a rule")
+
+    rec, clock = Recorder(), Clock()
+    d = Diagnosed([rec], window=50, seconds=1.0, clock=clock, rules={**RULES, "broken": broken})
+    stream(d, clock, 500, 10, lambda s: s >= 0)
+    d.emit(RunFinished("completed", 500))
+    err = capsys.readouterr().err
+    assert err.count("diagnosis rule broken failed (ZeroDivisionError: a bug in a rule)") == 1
+    assert "vanishing_gradients" in {f.kind for f in findings(rec)}  # the other rules went on
+    assert sum(isinstance(e, StepBatch) for e in rec.events) == 50
+    assert isinstance(rec.events[-1], RunFinished)
+
+
+def test_a_rule_failing_in_one_pass_does_not_close_its_findings() -> None:
+    f = Finding("dead_units", "warning", "l1", 10, None, {}, "m", "s")
+    known = Findings()
+    assert known.diff([f], 20) and not known.diff([], 30, frozen={"dead_units"})
+    closed = known.diff([], 40)  # gone, its rule fine: closed at the last step seen
+    assert [(g.key, g.last_step, g.at_step) for g in closed] == [(f.key, 40, 40)]
+
+
+def test_a_closed_finding_that_holds_again_is_reopened_not_repeated() -> None:
+    known = Findings()
+    a = Finding("saturation", "warning", "l0", 100, None)
+    known.diff([a], 150)
+    known.diff([Finding("saturation", "warning", "l0", 100, 180)], 200)
+    again = known.diff([Finding("saturation", "error", "l0", 104, None)], 250)
+    assert [(g.key, g.is_open, g.severity) for g in again] == [(a.key, True, "error")]
+    later = known.diff(  # that episode ended; a new one began
+        [Finding("saturation", "error", "l0", 104, 300), Finding("saturation", "error", "l0", 600, None)], 650
+    )
+    assert sorted((g.first_step, g.last_step) for g in later) == [(100, 300), (600, None)]
+
+
+def test_wrap_and_the_run_end_see_through_the_wrapper() -> None:
+    from tuitrain.config import MonitorConfig
+
+    rec = Recorder()
+    assert wrap([rec], MonitorConfig(diagnose_seconds=0)) == [rec]
+    assert wrap([], MonitorConfig()) == []
+    (d,) = wrap([rec], MonitorConfig(alert_steps=7))
+    assert isinstance(d, Diagnosed) and d.window == 7 and d.seconds == 2.0
+    assert inner([d]) == [rec]
+    d.emit(started())
+    d.emit(batch(np.arange(100), np.ones(100, bool)))
+    assert not findings(rec)  # the first pass waits diagnose_seconds
+    assert concluded([d]) == [rec]  # the last pass ran: its findings went to the sinks
+    assert "vanishing_gradients" in {f.kind for f in findings(rec)}

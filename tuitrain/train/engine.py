@@ -9,6 +9,15 @@ Data-parallel under torchrun, the same loop runs in every process: :mod:`tuitrai
 joins the process group, shards the data, wraps the model in DDP and reduces the per-step numbers and
 the evaluation sums, so that the monitor of every rank sees global values and only rank 0's sinks hear
 about them; each of those is one line here, and a no-op on a single process.
+
+The forward-signal probe (:mod:`tuitrain.train.activations`, every ``monitor.activations_every``
+steps, 0 = off) hooks the plain model's modules (not DDP's or torch.compile's wrapper) and is armed by
+``monitor.before_forward()`` right before each step's forward. Data-parallel, it runs on rank 0 only:
+its rows go only to rank 0's sinks, so on the other ranks it would measure for nothing, and no
+collective depends on it (each rank's probes are its own business; the ranks meet only in the
+gradient all-reduce, where a slower rank 0 is waited for either way). Its statistics are then those
+of rank 0's share of the global batch. A resumed run of a file written before the probe existed
+continues without it (the appended file keeps the probes it declares).
 """
 
 from __future__ import annotations
@@ -27,6 +36,7 @@ from tuitrain.config import ConfigError, RunConfig, error_text, to_toml
 from tuitrain.events import Alert, EpochEnd, RunFinished, RunStarted, Sink, StatusChanged, TestResult
 from tuitrain.runfile.claim import RunFileWriteError
 from tuitrain.train import distributed
+from tuitrain.train.activations import ActivationProbe
 from tuitrain.train.data import DeviceData, load_data
 from tuitrain.train.ending import announce_failed, finish, save_checkpoint
 from tuitrain.train.models import build_model
@@ -130,6 +140,20 @@ def evaluate(
     return loss_sum.item() / n, correct.item() / n
 
 
+def activations_every(cfg: RunConfig, resumed: object | None) -> int:
+    """``monitor.activations_every``, but 0 for a run resumed from a file written before the probe
+    existed (its stored config has no such key): an appended file keeps the probes it declares."""
+    every = cfg.monitor.activations_every
+    source = getattr(resumed, "source", None)
+    if every and source is not None:
+        import tomllib
+
+        with contextlib.suppress(tomllib.TOMLDecodeError):
+            if "activations_every" not in tomllib.loads(source.config_toml).get("monitor", {}):
+                return 0
+    return every
+
+
 def _wait_if_paused(control: Control | None, monitor: Monitor) -> None:
     if control is None:
         return
@@ -226,6 +250,9 @@ def train(
             reduce=job.reduce_step if job.enabled else None,
             world_size=job.world_size,
         )
+        act_every = activations_every(cfg, resumed)
+        if act_every and job.is_main:  # rank 0 only: see the module docstring
+            monitor.add_probe(ActivationProbe(every=act_every), model)
         if resumed is not None:  # --resume: the next step and epoch; the run file continued (or copied)
             monitor.step, epochs_done, best_val = resumed.step, resumed.epoch, resumed.best_val
             if job.is_main:
@@ -252,6 +279,7 @@ def train(
                 vanishing=cfg.monitor.vanishing,
                 exploding=cfg.monitor.exploding,
                 probes=monitor.specs,
+                modules=monitor.modules,
                 versions={**versions(), **job_versions, **threads.versions()},
             )
         )
@@ -268,6 +296,7 @@ def train(
                 _wait_if_paused(control, monitor)
                 if channels_last:
                     x = x.contiguous(memory_format=torch.channels_last)
+                monitor.before_forward()  # the activation probe's hooks, on the steps it probes
                 with autocast():
                     logits = forward(x)
                 loss = F.cross_entropy(logits.float(), y)

@@ -26,6 +26,7 @@ from tuitrain.ui.screens.dashboard import DashboardScreen
 from tuitrain.ui.screens.dialogs import ConfirmScreen, ErrorScreen, QuitScreen
 from tuitrain.ui.screens.heatmap import HeatmapScreen
 from tuitrain.ui.screens.help import HelpScreen
+from tuitrain.ui.screens.signal import SignalScreen
 from tuitrain.ui.screens.too_small import TooSmallScreen, too_small
 from tuitrain.ui.source import EventsArrived, Source, SourceEnded
 from tuitrain.ui.view_state import ViewState
@@ -58,7 +59,12 @@ class TuitrainApp(App[str | None]):
     TITLE = "tuitrain"
     BINDINGS = app_bindings()
     COMMANDS = App.COMMANDS | {ActionsProvider}
-    MODES = {"dashboard": DashboardScreen, "heatmap": HeatmapScreen, "compare": CompareScreen}
+    MODES = {
+        "dashboard": DashboardScreen,
+        "heatmap": HeatmapScreen,
+        "compare": CompareScreen,
+        "signal": SignalScreen,
+    }
     DEFAULT_MODE = "dashboard"
     REFRESH_SECONDS = 0.1  # at most 10 redraws a second
     LIVENESS_SECONDS = 0.25

@@ -51,6 +51,16 @@ KEYS: tuple[Key, ...] = (
         footer=True,
         display="h",
     ),
+    Key("v", "show_view('signal')", "Signal", "signal view: activation std per module", "Views", footer=True),
+    Key(
+        "v,escape",
+        "show_view('dashboard', 'signal')",
+        "Back",
+        "back to the dashboard",
+        "Views",
+        footer=True,
+        display="v",
+    ),
     Key(
         "c",
         "show_view('compare')",

@@ -46,6 +46,7 @@ from tuitrain.ui.downsample import bucket_mean, ema, log_ticks, minmax_downsampl
 from tuitrain.ui.fmt import fmt_duration, fmt_si
 from tuitrain.ui.health import Thresholds
 from tuitrain.ui.history_lookups import HistoryLookups
+from tuitrain.ui.signal_history import SignalHistory
 from tuitrain.ui.view_state import ViewState
 from tuitrain.view.divergence import DivergenceTracker
 from tuitrain.view.messages import epoch_message, start_message, test_message
@@ -162,6 +163,7 @@ class History(HistoryLookups):
         self.scalars = DecimatingSeries(len(SCALAR_COLUMNS), cap=step_cap)
         self.probes: Ring | None = None
         self.long: LogBuckets | None = None
+        self.signal = SignalHistory(long_cap=long_cap)  # the activation probe's rows (the Signal view)
         self.log: deque[LogEntry] = deque(maxlen=event_cap)
         self.log_total = 0  # entries ever logged (widgets key their caches on it)
         self.steps_done = 0
@@ -237,6 +239,7 @@ class History(HistoryLookups):
         rows = max(256, min(self.probe_rows, self.probe_bytes // row_bytes))
         self.probes = Ring(rows, (len(PROBE_NAMES), L))
         self.long = LogBuckets(self.long_cap, (len(PROBE_NAMES), L))
+        self.signal.start(ev)
         if self.status == "starting":
             self.status = "running"
         self.add_log(0, "info", "start", start_message(ev), ev.started_at)
@@ -277,6 +280,7 @@ class History(HistoryLookups):
             logs[~np.isfinite(probes)] = np.nan
             assert self.long is not None
             self.long.append(ev.probe_steps, logs)
+        self.signal.feed(ev)
 
     def _on_epoch(self, ev: EpochEnd) -> None:
         self.epochs.rows.append(ev)

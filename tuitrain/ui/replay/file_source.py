@@ -90,6 +90,7 @@ class FileSource(Source):
         self.ended = ""  # why delivery ended: "finished", "incomplete", an error; "" while it goes on
         self._cache: OrderedDict[int, tuple[int, np.ndarray]] = OrderedDict()
         self._cache_rows = cache_rows
+        self._probe_cache: OrderedDict[tuple[str, int], tuple[int, np.ndarray]] = OrderedDict()
         self._sent = {"steps": 0, "epochs": 0, "events": 0} | {
             f"probe:{p.name}": 0 for p in self.rf.probe_specs
         }
@@ -304,6 +305,29 @@ class FileSource(Source):
                     self._cache.move_to_end(row)
                 return got
             except (RunFileError, OSError, ValueError):
+                return None
+
+    def probe_at(self, step: int, probe: str) -> tuple[int, np.ndarray] | None:
+        """(probed step, (n_quantities, n_axis) float32) of ``probe``'s last row at or before ``step``,
+        in the file's quantity order; None when there is none (or no such probe). The Signal view's
+        cursor reads the activation probe through this (:mod:`tuitrain.ui.signal_history`)."""
+        with self.lock:
+            if not self.rf.is_open:
+                return None
+            try:
+                row = self.rf.probe_row_at(step, probe)
+                if row is None:
+                    return None
+                key = (probe, row)
+                got = self._probe_cache.get(key)
+                if got is None:
+                    got = self._probe_cache[key] = self.rf.probe_row(row, probe)
+                    if len(self._probe_cache) > self._cache_rows:
+                        self._probe_cache.popitem(last=False)
+                else:
+                    self._probe_cache.move_to_end(key)
+                return got
+            except (RunFileError, OSError, ValueError, KeyError):
                 return None
 
     def scalars_at(self, step: int) -> dict[str, float] | None:

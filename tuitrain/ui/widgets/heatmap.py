@@ -152,30 +152,7 @@ class HeatmapRows(LayerRows):
         segs = self.name_segments(row, name_w)
         segs.append(self.gap)
         lv = self.levels[row] if row < self.levels.shape[0] else np.zeros(0, dtype=np.int16)
-        if lv.size == 0:
-            segs.append(Segment(" " * mw, self.styled(None)))
-        else:
-            # runs of equal colour become one segment
-            cuts = np.flatnonzero(np.diff(lv)) + 1
-            starts = np.concatenate([[0], cuts])
-            ends = np.concatenate([cuts, [lv.size]])
-            c = self.cursor_col if self.cursor_col is not None and self.cursor_col < lv.size else -1
-            if c >= 0:  # the cursor's cell is a run of its own
-                starts = np.unique(np.concatenate([starts, [c, c + 1]]))
-                starts = starts[starts < lv.size]
-                ends = np.append(starts[1:], lv.size)
-            for s, e in zip(starts.tolist(), ends.tolist(), strict=True):
-                v = int(lv[s])
-                if s == c:
-                    segs.append(Segment("┃", self.styled(_cursor_style(v))))
-                elif v == ZERO_LEVEL:
-                    segs.append(Segment("0" * (e - s), self.style("dim")))
-                elif v < 0:
-                    segs.append(Segment("×" * (e - s), self.style("nonfinite")))
-                else:
-                    segs.append(Segment(" " * (e - s), self.styled(STYLES[v])))
-            if lv.size < mw:
-                segs.append(Segment(" " * (mw - lv.size), self.styled(None)))
+        segs.extend(map_segments(self, lv, self.cursor_col, mw))
         segs.append(self.gap)
         vals = self.mean if self.at_cursor is None else self.at_cursor
         m = float(vals[row]) if row < vals.shape[0] else float("nan")
@@ -202,6 +179,36 @@ class HeatmapRows(LayerRows):
             segs.append(Segment(frac_bar(min(1.0, sd), self.SPREAD_W), self.style("dim")))
             segs.append(Segment(f" ±{sd:.2f}", self.style("dim")))
         return segs
+
+
+def map_segments(rows: LayerRows, lv: np.ndarray, cursor_col: int | None, width: int) -> list[Segment]:
+    """One row of a heatmap, ``width`` cells: colour ``levels`` (:func:`color_levels`), runs of equal
+    colour as one segment, the time cursor's cell as a ``┃`` of its own, ``0`` for exact zeros and ``×``
+    for non-finite cells; styled through ``rows`` (the gradient-flow map and the Signal view's map)."""
+    if lv.size == 0:
+        return [Segment(" " * width, rows.styled(None))]
+    segs: list[Segment] = []
+    cuts = np.flatnonzero(np.diff(lv)) + 1
+    starts = np.concatenate([[0], cuts])
+    ends = np.concatenate([cuts, [lv.size]])
+    c = cursor_col if cursor_col is not None and cursor_col < lv.size else -1
+    if c >= 0:  # the cursor's cell is a run of its own
+        starts = np.unique(np.concatenate([starts, [c, c + 1]]))
+        starts = starts[starts < lv.size]
+        ends = np.append(starts[1:], lv.size)
+    for s, e in zip(starts.tolist(), ends.tolist(), strict=True):
+        v = int(lv[s])
+        if s == c:
+            segs.append(Segment("┃", rows.styled(_cursor_style(v))))
+        elif v == ZERO_LEVEL:
+            segs.append(Segment("0" * (e - s), rows.style("dim")))
+        elif v < 0:
+            segs.append(Segment("×" * (e - s), rows.style("nonfinite")))
+        else:
+            segs.append(Segment(" " * (e - s), rows.styled(STYLES[v])))
+    if lv.size < width:
+        segs.append(Segment(" " * (width - lv.size), rows.styled(None)))
+    return segs
 
 
 def stat_header(at_cursor: bool = False) -> str:

@@ -34,6 +34,7 @@ from tuitrain.events import (
     Alert,
     EpochEnd,
     Event,
+    Finding,
     LayerInfo,
     RunFinished,
     RunStarted,
@@ -49,6 +50,8 @@ from tuitrain.ui.history_lookups import HistoryLookups
 from tuitrain.ui.signal_history import SignalHistory
 from tuitrain.ui.view_state import ViewState
 from tuitrain.view.divergence import DivergenceTracker
+from tuitrain.view.finding_text import log_line, log_step
+from tuitrain.view.findings import FindingsStore
 from tuitrain.view.messages import epoch_message, start_message, test_message
 
 __all__ = [  # with the re-exports of the modules split off
@@ -164,6 +167,7 @@ class History(HistoryLookups):
         self.probes: Ring | None = None
         self.long: LogBuckets | None = None
         self.signal = SignalHistory(long_cap=long_cap)  # the activation probe's rows (the Signal view)
+        self.findings = FindingsStore()  # the diagnosis rules' findings (panel, header, log, chart marks)
         self.log: deque[LogEntry] = deque(maxlen=event_cap)
         self.log_total = 0  # entries ever logged (widgets key their caches on it)
         self.steps_done = 0
@@ -193,6 +197,10 @@ class History(HistoryLookups):
                 self._on_epoch(ev)
             elif isinstance(ev, Alert):
                 self._on_alert(ev)
+            elif isinstance(ev, Finding):
+                self.findings.add(ev)
+                level, text = log_line(ev)
+                self.add_log(log_step(ev), level, "finding", text)
             elif isinstance(ev, StatusChanged):
                 self._on_status(ev)
             elif isinstance(ev, RunFinished):
@@ -234,6 +242,7 @@ class History(HistoryLookups):
             self._divergence = DivergenceTracker(dense=False)  # a user's loop may log sparsely
         self.layers = list(ev.layers)
         self.thresholds = Thresholds.of(ev)
+        self.findings.configure(ev)
         L = len(self.layers)
         row_bytes = max(1, len(PROBE_NAMES) * L * 4)
         rows = max(256, min(self.probe_rows, self.probe_bytes // row_bytes))

@@ -41,6 +41,7 @@ class ViewState:
     playing: bool = False  # the cursor advances by itself (space)
     selected: int = 0  # index of the run shown in header, bars, sparklines and heatmap
     run_tag: str = ""  # "■ 2/5" in the run's colour when several runs are shown
+    diagnosis: bool = False  # the Diagnosis panel in the event log's place (key d; tall: both show)
 
     SMOOTHING_STEPS: ClassVar[tuple[float, ...]] = (0.0, 0.5, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 0.999)
 
@@ -60,6 +61,9 @@ class ViewState:
 
     def toggle_log(self) -> None:
         self.log_y = not self.log_y
+
+    def toggle_diagnosis(self) -> None:
+        self.diagnosis = not self.diagnosis
 
     def toggle_bias(self) -> None:
         self.hide_bias_norm = not self.hide_bias_norm

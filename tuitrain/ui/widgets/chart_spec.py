@@ -20,6 +20,7 @@ from tuitrain.ui.fmt import fmt_si
 from tuitrain.ui.history import History
 from tuitrain.ui.replay.compare import EPOCH_METRICS, PERCENT
 from tuitrain.ui.view_state import ViewState
+from tuitrain.ui.widgets import finding_marks
 
 VAL_OF = {"loss": "val_loss", "acc": "val_acc"}  # the epoch series drawn with a per-step metric
 
@@ -46,6 +47,7 @@ class ChartSpec:
     val_y: np.ndarray = field(default_factory=lambda: np.zeros(0))
     lines: list[Line] = field(default_factory=list)  # overlaid runs
     nan_x: float | None = None  # the step where the loss stopped being finite, inside the x window
+    marks: list[tuple[float, str]] = field(default_factory=list)  # (first_step, severity) of findings
     xlim: tuple[float, float] = (0.0, 1.0)
     ylim: tuple[float, float] | None = None
     yticks: list[float] = field(default_factory=list)
@@ -169,6 +171,7 @@ def build_spec(history: History, view: ViewState, columns: int) -> ChartSpec:
         ysr = np.where(np.isfinite(yr), ysr, np.nan)
         if lo <= history.nan_step <= hi:
             spec.nan_x = float(history.nan_step)
+    spec.marks = finding_marks.marks(history, lo, hi)
     scale = scale_of(metric)
     vx, vy = epoch_series(history, VAL_OF[metric]) if metric in VAL_OF else (np.zeros(0), np.zeros(0))
     sel = (vx >= lo) & (vx <= hi)

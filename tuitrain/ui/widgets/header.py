@@ -9,6 +9,7 @@ from textual.widget import Widget
 
 from tuitrain.ui.fmt import fmt_duration
 from tuitrain.ui.history import INCOMPLETE, History
+from tuitrain.view.finding_text import chip
 
 STATUS_STYLE = {
     "starting": "$accent",
@@ -94,6 +95,7 @@ class RunHeader(Widget):
             history.status,
             history.pending,
             self.tag,
+            history.findings.drawn,
         )
         if key == self._key:
             return
@@ -115,6 +117,13 @@ class RunHeader(Widget):
         elif diverged(h):
             badge_style = "$error"
         badge = Content.from_markup(f"[b $text on {badge_style}] {self.status_text(h)} [/]")
+        found = chip(h.findings.open(), press=bool(h.findings.unseen()))  # an open error: never missed
+        if found is not None:
+            sev, text = found
+            badge = Content.assemble(
+                Content.from_markup(f"[b {'$error' if sev == 'error' else '$warning'}]{_esc(text)}[/] "),
+                badge,
+            )
         if h.run is None:
             left1 = Content.from_markup("[b]tuitrain[/]  [$text-muted]waiting for the training process…[/]")
             line2 = Content.from_markup(

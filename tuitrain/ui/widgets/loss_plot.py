@@ -49,6 +49,8 @@ from tuitrain.ui.widgets.chart_spec import (
     step_label,
 )
 from tuitrain.ui.widgets.chart_stats import legend_markup, stats_markup
+from tuitrain.ui.widgets.finding_marks import legend as marks_legend
+from tuitrain.ui.widgets.finding_marks import mark_series
 from tuitrain.ui.widgets.plotext_strips import draw_figure, matrix_strips, raster_segments
 from tuitrain.ui.widgets.titles import set_titles
 
@@ -229,6 +231,7 @@ class LossChart(PlotextPlot):
                 out.append(Series(ln.x, ln.y, rgb, "●", lines=False))
         if spec.raw_x.size:
             out.append(Series(spec.raw_x, spec.raw_y, c["raw"], "·"))
+        out += mark_series(spec.marks, spec.ylim, self.size.height, c)  # findings: over raw, under the EMA
         if spec.sm_x.size:
             out.append(Series(spec.sm_x, spec.sm_y, c["smooth"]))
         if spec.val_x.size:
@@ -416,6 +419,7 @@ class LossPanel(Vertical):
         nan_step = histories[0].nan_step if len(histories) == 1 else None
         if nan_step is not None and not epochs:
             sub += f" [b $error]┊ nan from step {nan_step:,}[/]"
+        sub += marks_legend(histories) if not epochs else ""
         set_titles(self, subtitle=sub)
 
     def _set_stats(self, history: History, view: ViewState, runs: Sequence[tuple[str, str, History]]) -> None:

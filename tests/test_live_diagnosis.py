@@ -4,6 +4,7 @@ on a real run, the findings sent live are what ``tuitrain diagnose`` finds in th
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -175,3 +176,31 @@ def test_wrap_and_the_run_end_see_through_the_wrapper() -> None:
     assert not findings(rec)  # the first pass waits diagnose_seconds
     assert concluded([d]) == [rec]  # the last pass ran: its findings went to the sinks
     assert "vanishing_gradients" in {f.kind for f in findings(rec)}
+
+
+def test_console_prints_a_warning_or_error_finding_once_when_it_opens() -> None:
+    import io
+
+    from rich.console import Console
+
+    from tuitrain.train.sinks import ConsoleSink
+
+    out = io.StringIO()
+    sink = ConsoleSink(Console(file=out, width=80, color_system=None))
+    sink.emit(started())
+    van = Finding(
+        "vanishing_gradients", "error", "l2.weight", 0, None, {"depth": 3.0}, "vanishing", "add [BN]"
+    )
+    for f in (
+        van,
+        Finding("plateau", "info", "", 5, None, {}, "flat", "schedule"),
+        Finding("update_ratio", "warning", "l1.weight", 7, 40, {}, "too low", "raise it"),  # opened, closed
+        dataclasses.replace(van, last_step=90, at_step=95),  # its closing
+    ):
+        sink.emit(f)
+    sink.emit(RunFinished("completed", 100))
+    lines = [x for x in out.getvalue().splitlines() if "since step" in x]
+    assert len(lines) == 2, out.getvalue()
+    assert lines[0].startswith("error   vanishing_gradients at l2.weight since step 0:")
+    assert lines[0].endswith("[depth=3] -> add [BN]")  # markup-like text printed as it is
+    assert "until step 40" in lines[1] and "plateau" not in out.getvalue()

@@ -52,13 +52,22 @@ class Findings:
 
     def __init__(self) -> None:
         self.sent: dict[tuple[str, str, int], Finding] = {}
+        self.last_at = -1  # the step of the last pass
+        self.held = 0  # new findings the last pass kept for the final one
 
-    def diff(self, found: Iterable[Finding], at_step: int, frozen: Iterable[str] = ()) -> list[Finding]:
+    def diff(
+        self, found: Iterable[Finding], at_step: int, frozen: Iterable[str] = (), final: bool = False
+    ) -> list[Finding]:
         """The findings to send after a pass that found ``found`` at ``at_step``: new ones (opened, or
         opened and closed since the last pass), known open ones now closed (or gone: closed at
         ``at_step``), known closed ones open again, and open ones whose severity changed. Sent findings
-        of a kind in ``frozen`` (its rule failed this pass) stay as they are."""
+        of a kind in ``frozen`` (its rule failed this pass) stay as they are.
+
+        A new finding that had already ended by the last pass, which did not see it, is an artifact of
+        a window that grew (plateau's is a tenth of the run) more often than news: it waits for the
+        ``final`` pass, which sends every finding it finds, so the run ends with what ``diagnose`` finds."""
         frozen = set(frozen)
+        before, self.last_at, self.held = self.last_at, at_step, 0
         groups: dict[tuple[str, str], list[Finding]] = {}
         for f in found:
             groups.setdefault((f.kind, f.layer), []).append(f)
@@ -87,6 +96,9 @@ class Findings:
                 pairs.append((f, e))
             for f, e in pairs:
                 if e is None:
+                    if not final and f.last_step is not None and f.last_step < before:
+                        self.held += 1
+                        continue
                     new = dataclasses.replace(f, at_step=at_step)
                     out.append(new)
                     self.sent[new.key] = new
@@ -170,10 +182,10 @@ class Diagnosed:
     def conclude(self) -> None:
         """The last pass, on the final state (if anything arrived since the previous one), its findings
         sent before the run's end: the run file's findings are then what ``tuitrain diagnose`` finds."""
-        if self._off or self.run is None or not self._dirty:
+        if self._off or self.run is None or not (self._dirty or self.findings.held):
             return
         try:
-            changes = self._pass()
+            changes = self._pass(final=True)
         except Exception as e:  # noqa: BLE001 - never into the training loop
             self._broke(e)
             return
@@ -200,7 +212,7 @@ class Diagnosed:
                 return self._pass()
         return []
 
-    def _pass(self) -> list[Finding]:
+    def _pass(self, final: bool = False) -> list[Finding]:
         """Every rule over the run so far; the findings that changed."""
         run = self.run
         assert run is not None
@@ -220,7 +232,7 @@ class Diagnosed:
             except Exception as e:  # noqa: BLE001 - a rule's bug skips that rule, not the run
                 failed.add(name)
                 self._report(f"diagnosis rule {name}", e, "skipped")
-        changes = self.findings.diff(found, max(run.last_step, 0), failed)
+        changes = self.findings.diff(found, max(run.last_step, 0), failed, final)
         end = self.clock()
         self.cost, self.spent, self.passes = end - t0, self.spent + end - t0, self.passes + 1
         self._last_end = end

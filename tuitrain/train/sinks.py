@@ -28,11 +28,13 @@ from rich.progress import (
 from rich.table import Column
 
 from tuitrain.config import is_bad_input
+from tuitrain.diagnosis.engine import line as finding_line
 from tuitrain.events import (
     Alert,
     EpochEnd,
     Event,
     EventBatch,
+    Finding,
     ProbeBlock,
     RunFinished,
     RunStarted,
@@ -91,6 +93,7 @@ class ConsoleSink:
         self.test: TestResult | None = None
         self._epoch_task = self._step_task = 0
         self._loss_ema = math.nan
+        self._told: set[tuple[str, str, int]] = set()  # the findings printed (their keys)
 
     def emit(self, event: Event) -> None:
         if isinstance(event, RunStarted):
@@ -102,6 +105,8 @@ class ConsoleSink:
         elif isinstance(event, Alert):
             style = _LEVEL_STYLE.get(event.level, "")
             self._print(f"[{style}]{event.level}[/]: {event.message}")
+        elif isinstance(event, Finding):
+            self._finding(event)
         elif isinstance(event, StatusChanged) and event.status == "paused":
             self._print("[yellow]paused[/]")
         elif isinstance(event, TestResult):
@@ -114,8 +119,18 @@ class ConsoleSink:
             text, highlight=False, soft_wrap=True
         )
 
+    def _finding(self, f: Finding) -> None:
+        """A warning or error finding, once, when first heard of (opened, or opened and closed between
+        two passes of the live diagnosis); its closing and info findings stay off the console, which
+        stays readable (the run file, the dashboard and ``tuitrain diagnose`` have them all)."""
+        if f.severity == "info" or f.key in self._told:
+            return
+        self._told.add(f.key)
+        self._print(f"[{_LEVEL_STYLE[f.severity]}]{escape(finding_line(f))}[/]")
+
     def _start(self, e: RunStarted) -> None:
         self.started, self.last_epoch, self.test = e, None, None
+        self._told = set()
         self._loss_ema, self._epoch_start = math.nan, 0
         c = self.console
         for line in start_lines(e):

@@ -58,11 +58,11 @@ def reopen(path: Path, ev: RunStarted) -> tuple[h5py.File, Declaration, dict[str
         decl, attrs = _finished_v2(path, f)
         _same_run(path, f, decl, ev)
         new = from_started(ev)
-        n_modules = len(json.loads(attrs["module_summary"] or "[]"))
-        cols = open_columns(f, decl, int(f["layers/name"].shape[0]), n_modules)
+        cols = open_columns(f, decl, int(f["layers/name"].shape[0]), n_modules(f, decl, attrs))
         n = cols["steps/step"].n_file
         last = int(f["steps/step"][n - 1]) if n else int(attrs["last_step"])
-        keep = {"started_at", "out_path", "probes", "step_scalars", "module_summary"}  # the file's own
+        # the file's own: what it holds stays what it declared
+        keep = {"started_at", "out_path", "probes", "step_scalars", "tables", "module_summary"}
         for key, value in run_attrs(
             ev, Declaration(decl.probes, decl.step_scalars, new.source, new.config_json)
         ).items():
@@ -75,6 +75,14 @@ def reopen(path: Path, ev: RunStarted) -> tuple[h5py.File, Declaration, dict[str
     except BaseException:
         f.close()
         raise
+
+
+def n_modules(f: h5py.File, decl: Declaration, attrs: dict) -> int:
+    """Columns of the file's module-axis probes: its /modules rows, or (a file from before the module
+    table) its module_summary rows."""
+    if decl.has_table(S.MODULES):
+        return int(f[S.path(S.MODULES, "name")].shape[0])
+    return len(json.loads(attrs["module_summary"] or "[]"))
 
 
 def _open(path: Path, mode: str) -> h5py.File:

@@ -108,6 +108,11 @@ class RunAttrs:
         return any(p.name == name for p in self._decl.probes)
 
     @property
+    def tables(self) -> tuple[str, ...]:
+        """The optional tables the file declares (``modules``, ``findings``); () for older files."""
+        return self._decl.tables
+
+    @property
     def step_scalars(self) -> tuple[str, ...]:
         """The declared ``/steps`` columns besides step and epoch: STEP_SCALARS, then a user loop's keys."""
         return self._decl.step_scalars

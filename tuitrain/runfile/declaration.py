@@ -1,8 +1,9 @@
-"""What a run file declares it holds: its probes, its step scalars, where it came from, its user config.
+"""What a run file declares it holds: its probes, its step scalars, its optional tables, where it came
+from, its user config.
 
 One owner for the translation between a run's :class:`~tuitrain.events.RunStarted` (the writer's side),
-the root attributes ``probes`` / ``step_scalars`` / ``source`` / ``config_json`` (schema 2, the file's
-side) and the dataset paths both sides use. A reader needs no list of probes or scalars of its own: it
+the root attributes ``probes`` / ``step_scalars`` / ``tables`` / ``source`` / ``config_json`` (schema 2,
+the file's side) and the dataset paths both sides use. A reader needs no list of probes or scalars of its own: it
 reads the declaration and requires only what it names. Files of schema 1 declare nothing; they get
 the one translation :func:`from_attrs` gives them (the gradient probe stored directly under /probes,
 the standard step scalars, source ``preset``).
@@ -30,6 +31,10 @@ class Declaration:
     source: str = "preset"
     config_json: str = ""
     schema_version: int = S.SCHEMA_VERSION
+    tables: tuple[str, ...] = ()  # the optional tables (schema.TABLES) the file holds; () before issue 11
+
+    def has_table(self, name: str) -> bool:
+        return name in self.tables
 
     def probe(self, name: str) -> ProbeSpec:
         for spec in self.probes:
@@ -50,8 +55,9 @@ class Declaration:
 
 
 def axis_size(axis: str, n_layers: int, n_modules: int) -> int:
-    """Columns of a probe's ``(rows, n)`` datasets: one per tensor (/layers), per module (the rows of
-    ``module_summary`` until issue 11 adds a module table), or one for a per-step probe."""
+    """Columns of a probe's ``(rows, n)`` datasets: one per tensor (/layers), per module (/modules, i.e.
+    RunStarted.modules; a file from before the module table: its ``module_summary`` rows), or one for a
+    per-step probe."""
     return {"tensor": n_layers, "module": n_modules, "step": 1}[axis]
 
 
@@ -89,11 +95,24 @@ def from_started(ev: RunStarted) -> Declaration:
     seen: set[str] = set()
     for spec in ev.probes:
         check_probe(spec, seen)
+    on_modules = [p.name for p in ev.probes if p.axis == "module"]
+    if on_modules and not ev.modules:
+        raise ValueError(
+            f"RunStarted declares probe {on_modules[0]!r} on axis 'module' but lists no modules: "
+            "RunStarted.modules names its columns (one ModuleInfo per probed module)"
+        )
+    for i, m in enumerate(ev.modules):
+        if not (isinstance(m.name, str) and isinstance(m.type, str)) or m.kind not in S.MODULE_KINDS:
+            raise ValueError(
+                f"RunStarted.modules[{i}] = {_short(m)}: expected a ModuleInfo with a text name and type "
+                f"and kind one of {', '.join(S.MODULE_KINDS)}"
+            )
     if ev.config_json:
         cfg = json.loads(ev.config_json)
         if not isinstance(cfg, dict):
             raise ValueError("RunStarted.config_json must be a JSON object")
-    return Declaration(tuple(ev.probes), scalars, ev.source, ev.config_json)
+    tables = ((S.MODULES,) if ev.modules else ()) + (S.FINDINGS,)
+    return Declaration(tuple(ev.probes), scalars, ev.source, ev.config_json, S.SCHEMA_VERSION, tables)
 
 
 def check_probe(spec: ProbeSpec, seen: set[str]) -> None:
@@ -172,9 +191,25 @@ def parse_step_scalars(text: str) -> tuple[str, ...]:
     return tuple(data)
 
 
+def parse_tables(text: str) -> tuple[str, ...]:
+    """The ``tables`` attribute: the optional tables this tuitrain knows (:data:`schema.TABLES`) that
+    the file names, in schema order. A name this version does not know is left out (a newer writer's
+    table: never required, never read); anything but a list of distinct names is a ValueError."""
+    data = json.loads(text or "[]")
+    if not isinstance(data, list):
+        raise ValueError("not a JSON list")
+    for name in data:
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"table {_short(name)} is not a non-empty name")
+    if len(set(data)) != len(data):
+        raise ValueError("a table is listed twice")
+    return tuple(t for t in S.TABLES if t in data)
+
+
 def from_attrs(attrs: dict[str, Any]) -> Declaration:
     """The declaration of an opened file whose attributes ``validate`` has checked. Schema 1: the
-    gradient probe (``every`` from the stored config's ``monitor.every``, else 1), STEP_SCALARS."""
+    gradient probe (``every`` from the stored config's ``monitor.every``, else 1), STEP_SCALARS. No
+    ``tables`` attribute (every file from before issue 11): no optional tables."""
     version = int(attrs["schema_version"])
     if version >= 2:
         return Declaration(
@@ -183,6 +218,7 @@ def from_attrs(attrs: dict[str, Any]) -> Declaration:
             str(attrs["source"]),
             str(attrs["config_json"]),
             version,
+            parse_tables(str(attrs.get("tables", "[]"))),
         )
     every = 1
     try:

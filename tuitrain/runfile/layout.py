@@ -1,8 +1,9 @@
-"""The layout of a new run file: root attributes, the fixed ``/layers`` table and every growable
-dataset, all created at once when :class:`~tuitrain.events.RunStarted` arrives (SWMR allows no new
-datasets later). Names, dtypes and chunk sizes are :mod:`tuitrain.runfile.schema`'s; which probes and
-step columns exist is the file's declaration (:mod:`tuitrain.runfile.declaration`); the meaning of
-each is in docs/run-file.md. Split from the writer, which owns when and how rows are written.
+"""The layout of a new run file: root attributes, the fixed ``/layers`` (and ``/modules``) tables and
+every growable dataset, all created at once when :class:`~tuitrain.events.RunStarted` arrives (SWMR
+allows no new datasets later). Names, dtypes and chunk sizes are :mod:`tuitrain.runfile.schema`'s; which
+probes, step columns and optional tables exist is the file's declaration
+(:mod:`tuitrain.runfile.declaration`); the meaning of each is in docs/run-file.md. Split from the
+writer, which owns when and how rows are written.
 
 :func:`growing_datasets` is the one list of appendable datasets: :func:`create_layout` creates them,
 and :func:`open_columns` reopens them to append to a finished file (``RunFileWriter(append=True)``).
@@ -53,6 +54,8 @@ def growing_datasets(decl: Declaration, n_layers: int, n_modules: int) -> dict[s
     ]
     if decl.schema_version >= 2:
         tables.append((S.METRICS, S.METRIC_FIELDS, S.METRIC_CHUNK))
+    if decl.has_table(S.FINDINGS):
+        tables.append((S.FINDINGS, S.FINDING_FIELDS, S.FINDING_CHUNK))
     for group, fields, chunk in tables:
         for name, dt in fields.items():
             out[S.path(group, name)] = Growing(dt, None, chunk)
@@ -89,6 +92,7 @@ def run_attrs(ev: RunStarted, decl: Declaration) -> dict[str, Any]:
         source=decl.source,
         probes=probes_json(decl.probes),
         step_scalars=json.dumps(list(decl.step_scalars)),
+        tables=json.dumps(list(decl.tables)),
         config_json=decl.config_json,
         status="running",
         writer_pid=os.getpid(),
@@ -141,10 +145,15 @@ def create_layout(f: h5py.File, ev: RunStarted, decl: Declaration) -> dict[str, 
         g.create_dataset(
             name, data=np.array(layer_values[name], dtype=dt).reshape(n_layers), dtype=h5dtype(dt)
         )
+    if decl.has_table(S.MODULES):
+        g = f.create_group(S.MODULES)
+        module_values = {name: [getattr(m, name) for m in ev.modules] for name in S.MODULE_FIELDS}
+        for name, dt in S.MODULE_FIELDS.items():
+            g.create_dataset(name, data=np.array(module_values[name], dtype=dt), dtype=h5dtype(dt))
     f.create_group(S.PROBES)  # one group per declared probe inside; none when nothing is watched
 
     cols: dict[str, Column] = {}
-    for p, spec in growing_datasets(decl, n_layers, len(ev.module_summary)).items():
+    for p, spec in growing_datasets(decl, n_layers, len(ev.modules)).items():
         parent = p.rpartition("/")[0]
         grp = f.require_group(parent)
         if spec.width is None:

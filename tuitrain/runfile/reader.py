@@ -29,8 +29,8 @@ from typing import Any
 import h5py
 import numpy as np
 
-from tuitrain.events import GRAD, Event, LayerInfo, RunStarted, StepBatch
-from tuitrain.runfile import replay
+from tuitrain.events import GRAD, Event, Finding, LayerInfo, ModuleInfo, RunStarted, StepBatch
+from tuitrain.runfile import replay, tables
 from tuitrain.runfile import schema as S
 from tuitrain.runfile.attrs import RunAttrs
 from tuitrain.runfile.metrics_read import MetricsView
@@ -118,7 +118,8 @@ class RunFile(RunAttrs):
 
     def _sizes(self) -> tuple[int | str | None, ...]:
         probes = tuple(self.probe_rows(p.name) for p in self._decl.probes)
-        return (self.n_steps, *probes, self.n_epochs, self.n_events, self.n_metrics, self._live_status)
+        tail = (self.n_epochs, self.n_events, self.n_metrics, self.n_findings, self._live_status)
+        return (self.n_steps, *probes, *tail)
 
     def _reopen(self) -> None:
         # Close first: HDF5 shares one file object (and its stale metadata cache) between handles of the
@@ -180,6 +181,23 @@ class RunFile(RunAttrs):
     @property
     def n_layers(self) -> int:
         return int(self._d("layers/name").shape[0])
+
+    @property
+    def modules(self) -> list[ModuleInfo]:
+        """The probed modules (/modules: the columns of axis "module"); [] when the file has no table."""
+        return tables.modules(self._read) if self._decl.has_table(S.MODULES) else []
+
+    # -- findings (/findings: tuitrain.runfile.tables) ------------------------------------------------
+
+    has_findings = property(lambda self: self._decl.has_table(S.FINDINGS))  # the file declares the table
+    n_findings = property(lambda self: self._rows(S.FINDINGS))  # rows: openings and closings; 0 if none
+
+    def findings(self, start: int = 0) -> list[Finding]:
+        """The stored Finding events from row ``start`` on, in order (``tuitrain.diagnosis.current`` gives
+        each one's latest state); [] for a file without the table."""
+        n = self.n_findings
+        with self._guard("/findings"):
+            return tables.findings(self._read, max(0, start), n)
 
     # -- tables ---------------------------------------------------------------------------------
 
@@ -373,7 +391,7 @@ class RunFile(RunAttrs):
 
     def to_events(self, batch_steps: int = 1000) -> Iterator[Event]:
         """Replay the whole run through the live event vocabulary, in recorded order: RunStarted,
-        StepBatches of ``batch_steps`` steps interleaved with EpochEnd/Alert/StatusChanged, then
+        StepBatches of ``batch_steps`` steps interleaved with EpochEnd/Alert/Finding/StatusChanged, then
         TestResult and RunFinished when the run got that far."""
         return replay.to_events(self, batch_steps)
 

@@ -112,6 +112,7 @@ def run_started(rf: RunFile) -> RunStarted:
         step_scalars=rf.step_scalars,
         source=rf.source,
         config_json=rf.config_json,
+        modules=rf.modules,
     )
 
 
@@ -135,7 +136,8 @@ def test_event(rf: RunFile) -> TestResult | None:
 
 
 def to_events(rf: RunFile, batch_steps: int = 1000) -> Iterator[Event]:
-    """Every event of the run in recorded order; see :meth:`RunFile.to_events`."""
+    """Every event of the run in recorded order; see :meth:`RunFile.to_events`. Stored findings follow
+    the batch holding their ``at_step``, after the epoch ends and alerts of that step."""
     if batch_steps < 1:
         raise ValueError(f"batch_steps must be >= 1, got {batch_steps}")
     yield run_started(rf)
@@ -152,6 +154,8 @@ def to_events(rf: RunFile, batch_steps: int = 1000) -> Iterator[Event]:
             side.append((e["step"], StatusChanged(e["message"], e["step"], e["time"])))
         else:
             side.append((e["step"], Alert(e["step"], e["level"], e["kind"], e["message"], e["time"])))
+    for found in rf.findings():  # after the batch holding the step the rules saw it at
+        side.append((found.at_step, found))
     side.sort(key=lambda x: x[0])  # stable: events at the same step keep file order
     k, n = 0, rf.n_steps
     if n:
@@ -230,6 +234,11 @@ def summary(rf: RunFile) -> dict[str, Any]:
         "final": rf.final_metrics(),
         "diverged_at": first_nonfinite(rf, "loss"),  # first step of a NaN/Inf training loss, or None
         "modules": rf.module_summary,
+        "n_modules": len(rf.modules),  # probed modules (/modules); 0 for a file without the table
+        # the stored Finding events in order (openings and closings); None: the file has no table
+        "findings": [{**x.to_dict(), "at_step": x.at_step} for x in rf.findings()]
+        if rf.has_findings
+        else None,
         "config_toml": rf.config_toml,
         "versions": rf.versions,
         "tuitrain_version": rf.tuitrain_version,

@@ -1,7 +1,8 @@
 """Where each value of an event goes in the file, by its declaration: a StepBatch's declared columns to
 ``/steps/<name>`` (NaN for a declared column the batch does not carry), its other keys to ``/metrics``
 (scope ``step``, only the values a step logged), each probe block to ``/probes/<probe>/``; the extra
-metrics of EpochEnd and TestResult to ``/metrics``. Only buffer copies: the writer owns the flushes.
+metrics of EpochEnd and TestResult to ``/metrics``; a Finding to a row of ``/findings`` when the file
+declares that table. Only buffer copies: the writer owns the flushes.
 
 Split from :mod:`tuitrain.runfile.writer` so that the writer keeps to the lifecycle (create, append,
 flush, finish, fail). The per-batch cost stays a few column copies: the mapping from a batch's
@@ -10,12 +11,13 @@ flush, finish, fail). The per-batch cost stays a few column copies: the mapping 
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping
 
 import numpy as np
 
-from tuitrain.events import EpochEnd, StepBatch, TestResult
+from tuitrain.events import EpochEnd, Finding, StepBatch, TestResult
 from tuitrain.runfile import schema as S
 from tuitrain.runfile.columns import Column, fixed_bytes
 from tuitrain.runfile.declaration import Declaration
@@ -112,6 +114,23 @@ class Rows:
         # step: the steps done when it ran (like EpochEnd.step), so /metrics/step never decreases
         return self._metric_dict("test", self.last_step + 1, max(self.last_epoch, 0), ev.metrics)
 
+    @property
+    def keeps_findings(self) -> bool:
+        """Whether the file has a /findings table (a file continued from before issue 11 has none)."""
+        return self.decl.has_table(S.FINDINGS)
+
+    def finding(self, ev: Finding, when: float) -> int:
+        """One /findings row (the caller checks :attr:`keeps_findings`); texts cut to their fields."""
+        c, F = self.cols, S.FINDING_FIELDS
+        c["findings/at_step"].put_one(int(ev.at_step))
+        c["findings/time"].put_one(float(when))
+        c["findings/first_step"].put_one(int(ev.first_step))
+        c["findings/last_step"].put_one(S.FINDING_OPEN if ev.last_step is None else int(ev.last_step))
+        c["findings/evidence"].put_one(evidence_bytes(ev.evidence, F["evidence"]))
+        for name in ("kind", "severity", "layer", "message", "suggestion"):
+            c[S.path(S.FINDINGS, name)].put_one(fixed_bytes(str(getattr(ev, name)), F[name]))
+        return 1900
+
     def _metric_dict(self, scope: str, step: int, epoch: int, metrics: Mapping[str, float]) -> int:
         added = 0
         for key, value in metrics.items():
@@ -130,3 +149,23 @@ class Rows:
         c["metrics/key"].put([fixed_bytes(key, S.METRIC_FIELDS["key"])] * k)
         c["metrics/value"].put(values)
         return 92 * k
+
+
+def evidence_bytes(evidence: Mapping[str, float], dt: np.dtype) -> bytes:
+    """A finding's evidence as a JSON object that fits ``dt``: entries past the field's size are left
+    out whole (the first ones, which the rules put first because they matter most, stay), so the text
+    always parses. Values are floats (NaN and Infinity as Python's json writes them; NaN for a value
+    that is not a number)."""
+    items = [(str(k), _number(v)) for k, v in evidence.items()]
+    while True:
+        raw = json.dumps(dict(items), separators=(",", ":")).encode("utf-8")
+        if len(raw) <= dt.itemsize or not items:
+            return raw if len(raw) <= dt.itemsize else b"{}"
+        items.pop()
+
+
+def _number(v: object) -> float:
+    try:
+        return float(v)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return math.nan  # not a number: stored as NaN rather than failing the run's writer

@@ -28,6 +28,8 @@ FORMAT = "tuitrain-run"
 SCHEMA_VERSION = 2  # bump on any change a reader of this version could misread; see docs/run-file.md
 # Schema 2 (issue 10): the file declares its probes and step scalars (root attributes below), each probe
 # keeps its rows in /probes/<probe>/, and /metrics holds keys a run logged beyond its declared columns.
+# Still schema 2 (issue 11): optional tables (/modules, /findings) that the root attribute `tables` names;
+# a file without the attribute has none, and a reader that predates them never looks at them.
 
 # Statuses after which the writer is gone for good.
 FINAL_STATUSES: tuple[str, ...] = ("completed", "stopped", "failed")
@@ -45,6 +47,10 @@ EPOCHS = "epochs"
 TEST = "test"
 EVENTS = "events"
 METRICS = "metrics"  # schema 2
+# Optional tables (issue 11): a file holds those its root attribute `tables` names (absent: none).
+MODULES = "modules"  # fixed, one row per probed module: the columns of axis "module"
+FINDINGS = "findings"  # growable, one row per Finding event (opening and closing)
+TABLES: tuple[str, ...] = (MODULES, FINDINGS)  # the optional tables this tuitrain knows, in this order
 
 STR = np.dtype(object)  # variable-length UTF-8 (h5py.string_dtype()); only in data written before SWMR
 
@@ -57,6 +63,15 @@ LAYER_FIELDS: dict[str, np.dtype] = {
     "module": STR,
     "module_type": STR,
 }
+
+# --- /modules (declared): one row per probed module (RunStarted.modules), fixed size M --------------
+# The columns of every probe on axis "module" (the activation probe), in the order outputs are produced.
+MODULE_FIELDS: dict[str, np.dtype] = {
+    "name": STR,  # as in model.named_modules(), e.g. "stages.0.blocks.1.conv0"
+    "type": STR,  # the module's class, e.g. "Conv2d"
+    "kind": STR,  # "leaf" | "block"
+}
+MODULE_KINDS: tuple[str, ...] = ("leaf", "block")
 
 # --- /steps: one row per training step ---------------------------------------------------------
 STEP_INDEX: dict[str, np.dtype] = {"step": np.dtype(np.int64), "epoch": np.dtype(np.int32)}
@@ -114,6 +129,24 @@ EVENT_FIELDS: dict[str, np.dtype] = {
 }
 EVENT_CHUNK = 32  # rows of ~580 bytes
 
+# --- /findings (declared): one row per Finding event, when one opens and when it closes -------------
+# Fixed-length UTF-8 like /events (a SWMR reader cannot follow variable-length strings written live);
+# longer text is cut at a character boundary, evidence (a JSON object of numbers) by whole entries.
+FINDING_FIELDS: dict[str, np.dtype] = {
+    "at_step": np.dtype(np.int64),  # the run's step when the rules saw it (-1: found offline)
+    "time": np.dtype(np.float64),  # Unix seconds the writer recorded the row
+    "kind": np.dtype("S32"),  # the rule, e.g. "vanishing_gradients"
+    "severity": np.dtype("S8"),  # "error" | "warning" | "info"
+    "layer": np.dtype("S256"),  # the layer or module it names; "" for the run as a whole
+    "first_step": np.dtype(np.int64),
+    "last_step": np.dtype(np.int64),  # FINDING_OPEN while it holds; the closing row has the last step
+    "evidence": np.dtype("S512"),  # JSON object name -> number (NaN/Infinity as Python's json writes)
+    "message": np.dtype("S512"),
+    "suggestion": np.dtype("S512"),
+}
+FINDING_OPEN = -1  # /findings/last_step of a finding that still held
+FINDING_CHUNK = 16  # rows of ~1.9 KB
+
 # --- root attributes, with the value they hold before the writer knows better ------------------
 NAN = float("nan")
 ROOT_ATTRS: dict[str, object] = {
@@ -162,6 +195,7 @@ OPTIONAL_ROOT_ATTRS: dict[str, object] = {
     "out_path": "",  # where the writer created the file (it may have been moved since)
     "vanishing": None,  # monitor.vanishing: mean |grad| below this is vanishing
     "exploding": None,  # monitor.exploding: grad L2 norm above this is exploding
+    "tables": "[]",  # JSON list of the optional tables (TABLES) the file holds; absent: none (issue 11)
 }
 
 # --- /steps columns added later, absent in older files ----------------------------------------------
@@ -182,7 +216,13 @@ def probe_chunk_rows(n_layers: int) -> int:
 TIME_RANGE = (0.0, 1e10)  # Unix seconds, 1970..2286: outside it a "time" is corruption, not a date
 TIME_ATTRS = ("started_at", "ended_at")
 TIME_ATTRS_UNSET_NAN = ("ended_at",)  # NaN until the run ends; started_at is set when the file is made
-JSON_ATTRS: dict[str, type] = {"versions": dict, "module_summary": list, "probes": list, "step_scalars": list}
+JSON_ATTRS: dict[str, type] = {
+    "versions": dict,
+    "module_summary": list,
+    "probes": list,
+    "step_scalars": list,
+    "tables": list,
+}
 MODULE_SUMMARY_FIELDS: dict[str, type] = {"name": str, "type": str, "params": int}  # and int "flops"
 _I64 = 2**63 - 1
 INT_ATTR_RANGES: dict[str, tuple[int, int]] = {
@@ -219,11 +259,13 @@ __all__ = [
     "EPOCH_FIELDS",
     "EVENT_FIELDS",
     "FINAL_STATUSES",
+    "FINDING_FIELDS",
     "FORMAT",
     "LAYER_FIELDS",
     "LIVE_STATUSES",
     "METRIC_FIELDS",
     "METRIC_SCOPES",
+    "MODULE_FIELDS",
     "OPTIONAL_ROOT_ATTRS",
     "OPTIONAL_STEP_FIELDS",
     "PROBE_NAMES",
@@ -231,6 +273,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "STEP_FIELDS",
     "STEP_SCALARS",
+    "TABLES",
     "TEST_ATTRS",
     "probe_chunk_rows",
 ]

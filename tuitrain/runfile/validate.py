@@ -42,9 +42,16 @@ import h5py
 import numpy as np
 
 from tuitrain.runfile import schema as S
-from tuitrain.runfile.declaration import Declaration, from_attrs, parse_probes, parse_step_scalars
+from tuitrain.runfile.declaration import (
+    Declaration,
+    from_attrs,
+    parse_probes,
+    parse_step_scalars,
+    parse_tables,
+)
 from tuitrain.runfile.layout import growing_datasets
 from tuitrain.runfile.opening import RunFileError, guard, one_line, read_root_attrs
+from tuitrain.runfile.tables import check_findings, check_modules
 
 _SHAPE = re.compile(r"(\d+(x\d+)*)?")
 
@@ -75,16 +82,20 @@ def validate(path: Path, f: h5py.File) -> Checked:
     n_modules = len(json.loads(out["module_summary"] or "[]"))
     specs = _dataset_specs(decl, n_modules)
     _check_links(path, f, decl, specs)  # before any `p in f`, which would follow an external link
-    ds = _check_datasets(path, f, specs)
+    ds = _check_datasets(path, f, specs, decl)
     _check_test(path, f)
     with guard(path, "the small tables"):
         _check_layers(path, ds)
         _check_epochs(path, ds)
         _check_events(path, ds)
+        if decl.has_table(S.MODULES):
+            check_modules(path, ds)
+        if decl.has_table(S.FINDINGS):
+            check_findings(path, ds)
     tables: dict[str, list[str]] = {}
     for p, (_, _, required) in specs.items():
         group = p.rpartition("/")[0]
-        if required and group != S.LAYERS:
+        if required and group not in (S.LAYERS, S.MODULES):  # fixed tables: no rows to count
             tables.setdefault(group, []).append(p)
     return Checked(out, ds, decl, {g: tuple(ps) for g, ps in tables.items()})
 
@@ -100,6 +111,13 @@ def _declaration(path: Path, attrs: dict[str, Any]) -> Declaration:
                     f"{path}: attribute `{name}` does not declare {name.replace('_', ' ')}: {one_line(e)[:120]} "
                     "(a corrupt run file; docs/run-file.md says what it holds)"
                 ) from None
+        try:
+            parse_tables(attrs.get("tables", "[]"))
+        except (ValueError, TypeError, RecursionError) as e:
+            raise RunFileError(
+                f"{path}: attribute `tables` does not name optional tables: {one_line(e)[:120]} "
+                "(a corrupt run file; docs/run-file.md says what it holds)"
+            ) from None
         cfg = attrs["config_json"]
         try:
             ok = cfg == "" or isinstance(json.loads(cfg), dict)
@@ -115,19 +133,27 @@ def _declaration(path: Path, attrs: dict[str, Any]) -> Declaration:
 # -- links ------------------------------------------------------------------------------------------
 
 
-# A dataset spec: (schema dtype, columns per row (None: 1-D; -1: one per /layers row), required).
+# A dataset spec: (schema dtype, columns per row (None: 1-D; -1: one per /layers row, -2: one per
+# /modules row), required).
 Spec = tuple[np.dtype, "int | None", bool]
+PER_LAYER, PER_MODULE = -1, -2
 
 
 def _dataset_specs(decl: Declaration, n_modules: int) -> dict[str, Spec]:
-    """Every dataset the reader may use, by path: /layers, then the declared tables (layout's list)."""
+    """Every dataset the reader may use, by path: /layers, /modules if declared, then the declared
+    growable tables (layout's list). ``n_modules``: a module-axis probe's width in a file without a
+    module table (its module_summary rows)."""
     specs: dict[str, Spec] = {S.path(S.LAYERS, n): (dt, None, True) for n, dt in S.LAYER_FIELDS.items()}
+    if decl.has_table(S.MODULES):
+        specs.update({S.path(S.MODULES, n): (dt, None, True) for n, dt in S.MODULE_FIELDS.items()})
     axes = {decl.probe_group(p.name): p.axis for p in decl.probes}
     for p, g in growing_datasets(decl, -1, n_modules).items():
         group, leaf = p.rpartition("/")[::2]
         width = g.width
         if width is not None and axes.get(group) == "tensor":
-            width = -1  # checked against /layers once it is read
+            width = PER_LAYER  # checked against /layers once it is read
+        elif width is not None and axes.get(group) == "module" and decl.has_table(S.MODULES):
+            width = PER_MODULE  # checked against /modules once it is read
         optional = group == S.STEPS and leaf in S.OPTIONAL_STEP_FIELDS
         specs[p] = (g.dtype, width, not optional)
     return specs
@@ -136,6 +162,7 @@ def _dataset_specs(decl: Declaration, n_modules: int) -> dict[str, Spec]:
 def _check_links(path: Path, f: h5py.File, decl: Declaration, specs: dict[str, Spec]) -> None:
     groups = [S.LAYERS, S.STEPS, S.PROBES, S.EPOCHS, S.TEST, S.EVENTS]
     groups += [S.METRICS] * (decl.schema_version >= 2)
+    groups += list(decl.tables)
     groups += [decl.probe_group(p.name) for p in decl.probes if decl.probe_group(p.name) != S.PROBES]
     holders: dict[str, Any] = {"": f}
     for p in (*groups, *specs):
@@ -276,8 +303,11 @@ def _matches(dt: np.dtype, want: str) -> bool:
     return dt.kind == "f"
 
 
-def _check_datasets(path: Path, f: h5py.File, specs: dict[str, Spec]) -> dict[str, h5py.Dataset]:
+def _check_datasets(
+    path: Path, f: h5py.File, specs: dict[str, Spec], decl: Declaration
+) -> dict[str, h5py.Dataset]:
     n_layers: int | None = None
+    n_mods: int | None = None
     handles: dict[str, h5py.Dataset] = {}
     missing: list[str] = []
     for p, (dt, width, required) in specs.items():
@@ -312,14 +342,33 @@ def _check_datasets(path: Path, f: h5py.File, specs: dict[str, Spec]) -> dict[st
                         f"{path}: /{p} has {obj.shape[0]} rows, /layers/name {n_layers}; expected one row "
                         "per parameter tensor in every /layers column"
                     )
-            if width == -1 and n_layers is not None and obj.shape[1] != n_layers:
+            if p.startswith(S.MODULES + "/"):
+                if n_mods is None:
+                    n_mods = int(obj.shape[0])
+                elif obj.shape[0] != n_mods:
+                    raise RunFileError(
+                        f"{path}: /{p} has {obj.shape[0]} rows, /modules/name {n_mods}; expected one row "
+                        "per probed module in every /modules column"
+                    )
+            if width == PER_LAYER and n_layers is not None and obj.shape[1] != n_layers:
                 raise RunFileError(
                     f"{path}: /{p} has shape {obj.shape}; expected (rows, {n_layers}), a column per layer"
+                )
+            if width == PER_MODULE and n_mods is not None and obj.shape[1] != n_mods:
+                raise RunFileError(
+                    f"{path}: /{p} has shape {obj.shape}; expected (rows, {n_mods}), a column per module"
                 )
             if width is not None and width >= 0 and obj.shape[1] != width:
                 raise RunFileError(f"{path}: /{p} has shape {obj.shape}; expected (rows, {width})")
             handles[p] = obj
     if missing:
+        declared = [t for t in decl.tables if any(m.startswith(f"/{t}/") for m in missing)]
+        if declared:
+            raise RunFileError(
+                f"{path}: the file declares the table /{declared[0]} (root attribute `tables`) but lacks "
+                f"{', '.join(m for m in missing if m.startswith(f'/{declared[0]}/'))[:200]}; "
+                "an incomplete or corrupt run file"
+            )
         raise RunFileError(f"{path}: incomplete or corrupt run file, missing {', '.join(missing[:4])}")
     return handles
 

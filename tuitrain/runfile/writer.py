@@ -38,6 +38,7 @@ from tuitrain.events import (
     Alert,
     EpochEnd,
     Event,
+    Finding,
     RunFinished,
     RunStarted,
     StatusChanged,
@@ -57,8 +58,8 @@ class RunFileWriter:
     """A :class:`~tuitrain.events.Sink` that records a run to one HDF5 file (layout: docs/run-file.md).
 
     ``flush_seconds`` bounds how stale the file may be for readers and how much a SIGKILL can lose
-    (rows: about one period; epochs, alerts, status changes: nothing, each is flushed at once, before
-    the console prints it). ``background`` runs a small thread that flushes pending rows when no emit comes to do it.
+    (rows: about one period; epochs, alerts, findings, status changes: nothing, each is flushed at
+    once, before the console prints it). ``background`` runs a small thread that flushes pending rows when no emit comes to do it.
     ``overwrite``: replace an existing file at ``path`` (else :class:`~tuitrain.runfile.claim.OutTaken`);
     None follows ``--overwrite`` of the command that started this process (``$TUITRAIN_OVERWRITE``).
     ``append``: continue the finished run file at ``path`` (completed, stopped or failed; schema 2, the
@@ -121,8 +122,8 @@ class RunFileWriter:
 
     def emit(self, event: Event) -> None:
         """Record one event. Cheap for StepBatch (a buffer copy); flushes when the period is up, and at
-        once for an end of epoch, alert or status change (the console prints it next: it must not be
-        ahead of the file)."""
+        once for an end of epoch, alert, finding or status change (the console prints it next: it must
+        not be ahead of the file)."""
         with self._lock:
             self._raise_once()
             if self._done:
@@ -328,6 +329,9 @@ class RunFileWriter:
             self._pending_bytes += rows.epoch(event)
         elif isinstance(event, Alert):
             self._event_row(event.step, event.time, event.level, event.kind, event.message)
+        elif isinstance(event, Finding):
+            if rows.keeps_findings:  # a file continued from before issue 11 has no table for them
+                self._pending_bytes += rows.finding(event, time.time())
         elif isinstance(event, StatusChanged):
             self._event_row(event.step, event.time, "info", S.KIND_STATUS, event.status)
             self._status = event.status
@@ -398,7 +402,7 @@ class RunFileWriter:
 
 # Events a console or dashboard shows as a line of its own: flushed before the next sink hears of them,
 # so that a SIGKILL never loses what a person saw. Rare (alerts are said once, at a monitor flush).
-_SHOWN = (EpochEnd, Alert, StatusChanged, TestResult)
+_SHOWN = (EpochEnd, Alert, Finding, StatusChanged, TestResult)
 
 
 def _level(status: str) -> str:

@@ -22,7 +22,7 @@ from tuitrain.api.exits import end_runs
 from tuitrain.api.ranks import RankRun, dist_rank
 from tuitrain.api.run import Run
 from tuitrain.api.values import config_json, script_name
-from tuitrain.config import ConfigError
+from tuitrain.config import ConfigError, MonitorConfig
 from tuitrain.hosted import StopRun
 
 __all__ = ["Run", "StopRun", "end_runs", "init"]
@@ -40,6 +40,7 @@ def init(
     batch_size: int = 0,
     num_classes: int = 0,
     every: int = 1,
+    activations_every: int = MonitorConfig.activations_every,
     overwrite: bool = False,
     source: str = "script",
 ) -> Run:
@@ -50,7 +51,8 @@ def init(
     refused (:class:`~tuitrain.runfile.claim.OutTaken`) unless ``overwrite``. ``config``: a dict of
     JSON-able values (or an ``argparse.Namespace``), stored in the run file. ``epochs``,
     ``steps_per_epoch`` (e.g. ``len(loader)``), ``batch_size`` (gives samples/s) and ``num_classes``
-    are what the dashboard shows as progress; 0 = unknown. ``every``: probe every N steps.
+    are what the dashboard shows as progress; 0 = unknown. ``every``: probe the gradients every N
+    steps; ``activations_every``: the forward signal every N steps (0 = off; see :meth:`Run.watch`).
     ``source``: who calls (``"lightning"`` for tuitrain's callback).
 
     Under ``tuitrain watch script.py`` / ``run script.py --no-ui`` the command's ``--out`` and
@@ -65,6 +67,7 @@ def init(
         ("batch_size", batch_size, 0),
         ("num_classes", num_classes, 0),
         ("every", every, 1),
+        ("activations_every", activations_every, 0),
     ):
         if not isinstance(value, int) or isinstance(value, bool) or value < low:
             raise ValueError(f"tuitrain.init({key}={value!r}): {key} must be a whole number, {low} or more.")
@@ -91,6 +94,7 @@ def init(
         batch_size=batch_size,
         num_classes=num_classes,
         every=every,
+        activations_every=activations_every,
         source=source,
     )
     if host is not None:

@@ -61,6 +61,7 @@ class Run:
         num_classes: int,
         every: int,
         source: str,
+        activations_every: int = MonitorConfig.activations_every,
     ) -> None:
         self.name = name
         self._path = path
@@ -69,9 +70,11 @@ class Run:
         self._config_json = config_json
         self._shape = (epochs, steps_per_epoch, batch_size, num_classes)
         self._every = every
+        self._act_every = activations_every
         self._source = source
         self._monitor: Any = None  # tuitrain.train.monitor.Monitor, made at the first watch / log
-        self._probe: Any = None
+        self._probe: Any = None  # the gradient probe, once watched
+        self._act: Any = None  # the activation probe, once watched (unless off)
         self._hooks: list[Any] = []
         self._optimizer: torch.optim.Optimizer | None = None
         self._model_name = ""
@@ -119,13 +122,16 @@ class Run:
         optimizer: torch.optim.Optimizer | None = None,
         *,
         every: int | None = None,
+        activations_every: int | None = None,
     ) -> Run:
         """Probe every trainable parameter tensor of ``model`` every ``every`` steps (default: the
         ``every`` of :func:`tuitrain.init`): grad L2 norm, mean |grad|, weight norm and the update ratio
         of the optimizer step. Layers are named as ``model.named_parameters()`` names them, in that
         order (a ``torch.compile`` or DDP wrapper is looked through). With ``optimizer``, its step
         hooks do the probing; without, call :meth:`before_optimizer_step` / :meth:`after_optimizer_step`
-        around the step yourself. Call it once, before the first :meth:`log`."""
+        around the step yourself. Call it once, before the first :meth:`log`. ``activations_every``
+        (default :func:`tuitrain.init`'s, 10; 0 = off): the forward signal per module (docs/api.md),
+        from the first training-mode forward after each logged or optimizer step."""
         if self._finished:
             raise RuntimeError(f"run.watch: the run {self.name!r} has finished; tuitrain.init a new one.")
         if (self._monitor is not None and self._monitor.announced) or self.step > 0:
@@ -138,8 +144,13 @@ class Run:
                 "run.watch was called twice; watch once, with the module that holds every parameter to probe."
             )
         every = self._every if every is None else every
-        if not isinstance(every, int) or isinstance(every, bool) or every < 1:
-            raise ValueError(f"run.watch(every={every!r}): every must be a whole number of steps, 1 or more.")
+        act_every = self._act_every if activations_every is None else activations_every
+        for key, value, low in (("every", every, 1), ("activations_every", act_every, 0)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < low:
+                raise ValueError(
+                    f"run.watch({key}={value!r}): {key} must be a whole number of steps, {low} or more."
+                )
+        from tuitrain.train.activations import ActivationProbe
         from tuitrain.train.probe_protocol import GradientProbe, unwrap_model
         from tuitrain.train.summary import layer_infos
 
@@ -157,6 +168,9 @@ class Run:
             self._probe = GradientProbe(params, layers, every=every)
             self._layers = layers
             monitor.add_probe(self._probe)
+            if act_every:
+                self._act = ActivationProbe(every=act_every)
+                monitor.add_probe(self._act, net)  # armed for the open step's forward
             if optimizer is not None:
                 self._optimizer = optimizer
                 self._hooks = [
@@ -354,8 +368,9 @@ class Run:
             step = monitor.step if monitor is not None else 0
             finished = finish_sinks(self._sinks, RunFinished(status, step, error=error, traceback=traceback))
             self._status = finished.status
-            if self._probe is not None:
-                self._probe.detach()
+            for probe in (self._probe, self._act):
+                if probe is not None:
+                    probe.detach()
 
     @property
     def status(self) -> str:
@@ -396,7 +411,8 @@ class Run:
                 num_classes=num_classes,
                 out_path=str(self._path),
                 versions=versions(),
-                probes=list(monitor.specs),  # the gradient probe with its `every`, or none
+                probes=list(monitor.specs),  # the gradient and activation probes with their `every`, or none
+                modules=monitor.modules,  # the activation probe's columns, or []
                 step_scalars=tuple(step_scalars),
                 source=self._source,
                 config_json=self._config_json,

@@ -172,11 +172,19 @@ def acts_run(std: np.ndarray, dead: np.ndarray | None = None, sat: np.ndarray | 
 
 
 def test_signal_collapse_names_the_first_module_below_a_hundredth() -> None:
-    std = np.tile([1.0, 0.5, 1e-3, 1e-6], (10, 1))
+    std = np.tile([1.0, 0.5, 1e-3, 1e-7], (10, 1))
     std[6:] = 1.0  # recovers at row 6 (step 60)
     (f,) = signal.signal_collapse(acts_run(std))
     assert (f.severity, f.layer, f.first_step, f.last_step) == ("error", "m2", 0, 50)
+    assert f.evidence["min_std_ratio"] == pytest.approx(1e-7) and "at m3" in f.message
     assert "BatchNorm" in f.suggestion and "residual" in f.suggestion
+
+
+def test_signal_collapse_needs_six_orders_of_magnitude() -> None:
+    # VGG08 at default init: its std falls to ~1e-4 of the first module's and it trains anyway
+    assert signal.signal_collapse(acts_run(np.tile([1.0, 0.1, 1e-2, 1e-4, 3e-5], (10, 1)))) == []
+    (f,) = signal.signal_collapse(acts_run(np.tile([1.0, 0.1, 1e-2, 1e-4, 9e-7], (10, 1))))
+    assert f.layer == "m3"  # the first below 1e-2; COLLAPSE_DEPTH = 1e-6 reached at m4
 
 
 def test_dead_units_and_saturation_per_module() -> None:

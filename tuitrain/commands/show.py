@@ -3,6 +3,8 @@ for counting parameters, are imported when a table is drawn)."""
 
 from __future__ import annotations
 
+import math
+import shlex
 import sys
 import textwrap
 from pathlib import Path
@@ -136,7 +138,30 @@ def info_summary(rf: Any) -> dict[str, Any]:
     ]
     s["final"] = unmeasured_missing(s["final"], s.get("source", "preset"), diverged is not None)
     s["final_extra"] = extras_of_file(rf)  # the table's user-metric columns
+    s.update(findings_summary(rf))
     return s
+
+
+def findings_summary(rf: Any) -> dict[str, Any]:
+    """The stored findings for ``info``: ``findings`` (every stored row: openings and closings, in
+    order) and ``findings_current`` (the latest state of each, ranked as the Diagnosis panel ranks them,
+    each with the line ``diagnose`` prints); both None for a file without the table (written before
+    issue 11). Evidence that is not finite is null, as in ``diagnose --json``."""
+    if not rf.has_findings:
+        return {"findings": None, "findings_current": None}
+    from tuitrain.diagnosis import current, line
+
+    stored = rf.findings()
+
+    def row(f: Any, **extra: Any) -> dict[str, Any]:
+        d = {**f.to_dict(), "at_step": f.at_step, **extra}
+        d["evidence"] = {k: v if math.isfinite(v) else None for k, v in d["evidence"].items()}
+        return d
+
+    return {
+        "findings": [row(f) for f in stored],
+        "findings_current": [row(f, line=line(f)) for f in current(stored)],
+    }
 
 
 def print_info(s: dict[str, Any]) -> None:
@@ -188,9 +213,12 @@ def print_info(s: dict[str, Any]) -> None:
     c.print(f"{s['n_steps']} steps, {s['n_epochs']}{of} epochs", soft_wrap=True)
     if source != "preset":  # a preset's probes and scalars are always the standard ones
         _print_declared(c, s)
+    if s.get("n_modules"):
+        c.print(f"{s['n_modules']} probed modules (the activation probe's columns)", soft_wrap=True)
     c.print(f"started {s['started']}, ended {s['ended'] or '-'}", soft_wrap=True)
     if s.get("error"):
         c.print(f"[bold red]error:[/] {escape(str(s['error']))}")
+    _print_findings(c, s)
     extra = s.get("final_extra")
     if extra is None:  # a plain RunFile.summary(): its last epoch's and the test's own metrics
         extra = extra_metrics(s.get("epoch_metrics") or {}, s.get("test_metrics") or {})
@@ -211,6 +239,26 @@ def print_info(s: dict[str, Any]) -> None:
         c.out(config_block(s["config_toml"]), highlight=False)
     else:
         c.out(user_config_block(s.get("user_config") or {}), highlight=False)
+
+
+def _print_findings(c: Any, s: dict[str, Any]) -> None:
+    """The stored findings' latest state, one line each (as ``tuitrain diagnose`` prints them), or that
+    the file stores none (written before findings were stored: ``diagnose`` computes them)."""
+    from rich.markup import escape
+
+    now = s.get("findings_current")
+    if now is None:
+        c.print(
+            escape(f"findings: no findings stored (run `tuitrain diagnose {shlex.quote(str(s['path']))}`)"),
+            soft_wrap=True,
+        )
+    elif not now:
+        c.print("findings: none", soft_wrap=True)
+    else:
+        n_open = sum(1 for f in now if f["last_step"] is None)
+        c.print(f"findings: {len(now)} ({n_open} open)", soft_wrap=True)
+        for f in now:
+            c.print("  " + escape(f["line"]), soft_wrap=True)
 
 
 def _print_declared(c: Any, s: dict[str, Any]) -> None:

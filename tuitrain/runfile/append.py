@@ -13,13 +13,16 @@ attributes that describe the run's plan (config, epochs, max_steps, device, vers
 resumed run's, the status becomes ``running`` (and a ``status`` row says so, for live readers), and
 ``ended_at``/``error``/``traceback`` are cleared until the run ends again. Step columns the new run
 declares that the file lacks cannot be added under SWMR alignment rules: their values go to
-``/metrics`` (scope ``step``), as any undeclared key does.
+``/metrics`` (scope ``step``), as any undeclared key does. A file from before issue 11 gets an empty
+``/findings`` table (a table of its own, so nothing to align) and declares it in ``tables``, so the
+findings of the resumed run are stored; it gets no ``/modules`` (its probes stay what they were).
 """
 
 from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import h5py
@@ -29,7 +32,7 @@ from tuitrain.events import RunStarted
 from tuitrain.runfile import schema as S
 from tuitrain.runfile.columns import Column
 from tuitrain.runfile.declaration import Declaration, from_attrs, from_started
-from tuitrain.runfile.layout import open_columns, run_attrs
+from tuitrain.runfile.layout import create_growing, growing_datasets, open_columns, run_attrs
 from tuitrain.runfile.opening import RunFileError, one_line
 from tuitrain.runfile.validate import validate
 
@@ -58,6 +61,7 @@ def reopen(path: Path, ev: RunStarted) -> tuple[h5py.File, Declaration, dict[str
         decl, attrs = _finished_v2(path, f)
         _same_run(path, f, decl, ev)
         new = from_started(ev)
+        decl = _add_findings(f, decl)
         cols = open_columns(f, decl, int(f["layers/name"].shape[0]), n_modules(f, decl, attrs))
         n = cols["steps/step"].n_file
         last = int(f["steps/step"][n - 1]) if n else int(attrs["last_step"])
@@ -75,6 +79,19 @@ def reopen(path: Path, ev: RunStarted) -> tuple[h5py.File, Declaration, dict[str
     except BaseException:
         f.close()
         raise
+
+
+def _add_findings(f: h5py.File, decl: Declaration) -> Declaration:
+    """A file from before issue 11 gets an empty /findings table (and declares it), so that the resumed
+    run's findings are stored too: a new table of its own has no rows to align with, and the file is
+    not yet in SWMR mode, so it can still get datasets."""
+    if decl.has_table(S.FINDINGS):
+        return decl
+    tables = tuple(t for t in S.TABLES if t in (*decl.tables, S.FINDINGS))
+    plan = growing_datasets(replace(decl, tables=tables), 0, 0)
+    create_growing(f, {p: g for p, g in plan.items() if p.startswith(S.FINDINGS + "/")})
+    f.attrs["tables"] = json.dumps(list(tables))
+    return replace(decl, tables=tables)
 
 
 def n_modules(f: h5py.File, decl: Declaration, attrs: dict) -> int:

@@ -152,8 +152,17 @@ def create_layout(f: h5py.File, ev: RunStarted, decl: Declaration) -> dict[str, 
             g.create_dataset(name, data=np.array(module_values[name], dtype=dt), dtype=h5dtype(dt))
     f.create_group(S.PROBES)  # one group per declared probe inside; none when nothing is watched
 
+    cols = create_growing(f, growing_datasets(decl, n_layers, len(ev.modules)))
+    tg = f.create_group(S.TEST)
+    for key, value in S.TEST_ATTRS.items():
+        tg.attrs[key] = value
+    return cols
+
+
+def create_growing(f: h5py.File, plan: dict[str, Growing]) -> dict[str, Column]:
+    """Create the appendable datasets of ``plan`` (empty; before SWMR) and return their columns."""
     cols: dict[str, Column] = {}
-    for p, spec in growing_datasets(decl, n_layers, len(ev.modules)).items():
+    for p, spec in plan.items():
         parent = p.rpartition("/")[0]
         grp = f.require_group(parent)
         if spec.width is None:
@@ -171,10 +180,6 @@ def create_layout(f: h5py.File, ev: RunStarted, decl: Declaration) -> dict[str, 
                 chunks=(spec.chunk, max(w, 1)),
             )
             cols[p] = Column(ds, spec.dtype, (w,), cap=spec.chunk)
-
-    tg = f.create_group(S.TEST)
-    for key, value in S.TEST_ATTRS.items():
-        tg.attrs[key] = value
     return cols
 
 

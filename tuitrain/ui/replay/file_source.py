@@ -2,7 +2,8 @@
 
 The widgets never see the whole file. A :class:`FileSource` delivers, as ordinary events:
 
-* the run-level events (RunStarted, EpochEnd, alerts and status changes, TestResult, RunFinished);
+* the run-level events (RunStarted, EpochEnd, alerts and status changes, the diagnosis' findings as
+  they were stored (each opening and closing row, at the step it was seen), TestResult, RunFinished);
 * an overview of the steps: every ``step_stride``-th row of /steps (at most ``overview_rows`` rows,
   the same uniform thinning the live history does by itself on long runs) plus the latest row;
 * an overview of each declared probe: every ``probe_stride``-th row (at most ``probe_rows`` rows; a
@@ -91,7 +92,7 @@ class FileSource(Source):
         self._cache: OrderedDict[int, tuple[int, np.ndarray]] = OrderedDict()
         self._cache_rows = cache_rows
         self._probe_cache: OrderedDict[tuple[str, int], tuple[int, np.ndarray]] = OrderedDict()
-        self._sent = {"steps": 0, "epochs": 0, "events": 0} | {
+        self._sent = {"steps": 0, "epochs": 0, "events": 0, "findings": 0} | {
             f"probe:{p.name}": 0 for p in self.rf.probe_specs
         }
         self._started = False
@@ -188,6 +189,11 @@ class FileSource(Source):
                 else:
                     side.append((e["step"], Alert(e["step"], e["level"], e["kind"], e["message"], e["time"])))
             self._sent["events"] = n_ev
+        n_f = rf.n_findings  # the /findings rows: openings and closings (0 for a file without the table)
+        if n_f > self._sent["findings"]:
+            for f in rf.findings(self._sent["findings"])[: n_f - self._sent["findings"]]:
+                side.append((f.at_step if f.at_step >= 0 else f.first_step, f))
+            self._sent["findings"] = n_f
         side.sort(key=lambda x: x[0])
         out.extend(ev for _, ev in side)
         if finished is not None:

@@ -24,6 +24,7 @@ def replay_runs(runs: Sequence[RunFile], *, follow: bool = False, **source_kw: f
         history = History(clock=time.time)
         history.backing = source
         history.row_stride = float(source.step_stride)
+        history.findings.stored = rf.has_findings  # False: a file from before findings were stored
         slots.append(RunSlot(source, history, name=name, path=str(rf.path)))
     return RunSet(slots)
 

@@ -13,6 +13,7 @@ import pytest
 from fake_events import T0, make_batch, run_started, vgg_layers
 from pilot_helpers import screen_text, until
 
+from tests.clirun import tt
 from tuitrain.events import (
     ACT,
     ACT_PROBE,
@@ -225,3 +226,44 @@ def test_history_reads_quantities_by_name_and_answers_the_cursor():
     assert old is not None and not old.exact and old.step <= 15
     assert np.isnan(old.dead_frac).all() and np.isfinite(old.std).all()
     assert h.signal.at(-1) is None
+
+
+@pytest.fixture(scope="module")
+def vgg38_file(tmp_path_factory) -> Path:
+    """A real run of plain VGG38 (default init, 8x8 synthetic images): its forward signal dies by orders
+    of magnitude within the first stage (the story of 001 and Brock et al. 2021)."""
+    path = tmp_path_factory.mktemp("signal") / "vgg38.h5"
+    small = ("--data", "synthetic", "--set", "data.image_size=8", "--set", "data.train_size=200")
+    p = tt("run", "vgg38", *small, "--max-steps", "21", "--no-ui", "--out", str(path), timeout=180)
+    assert p.returncode == 0, p.stdout + p.stderr
+    return path
+
+
+async def test_real_vgg38_run_shows_its_signal_collapse(vgg38_file):
+    rf = open_run(vgg38_file)
+    mods = rf.modules
+    assert rf.probe_rows(ACT) == 3 and len(mods) > 30  # steps 0, 10, 20
+    app = replay_app([rf], cpu_budget=None)
+    async with app.run_test(size=(80, 24)) as pilot:
+        assert await until(pilot, lambda: app.history.is_finished and app.history.signal.n_rows == 3)
+        await pilot.press("v")
+        bars = app.screen.query_one(SignalBars)
+        assert await until(pilot, lambda: len(bars.names) == len(mods) and bars.row is not None)
+        assert bars.names == [m.name for m in mods] and bars.names[0] == "input_conv"
+        assert bars.row.step == 20
+        std = bars.std
+        lowest = int(np.argmin(std))  # (the head's bias lifts the very last output back up)
+        assert np.isfinite(std).all() and std[0] / std[lowest] > 1e6  # orders of magnitude lost
+        first = int(np.flatnonzero(bars.collapsed)[0])  # where the bars turn to the warning colour
+        assert bars.names[first].startswith("stages.0.")  # within the first stage
+        assert bar_cells(bars, 0) > bar_cells(bars, first) > bar_cells(bars, lowest)
+        assert "◆" in screen_text(app)  # VGG38's processing blocks
+        heat = app.screen.query_one(SignalMap)
+        assert await until(pilot, lambda: heat.levels.shape[0] == len(mods))
+        # 80x24: the panels scroll, and together (a module per row in both)
+        assert bars.max_scroll_y > 0
+        bars.focus()
+        await pilot.press("pagedown")
+        assert await until(pilot, lambda: bars.scroll_y > 0 and heat.scroll_y == bars.scroll_y)
+        await pilot.press("home")
+        assert await until(pilot, lambda: bars.row is not None and bars.row.step == 0)

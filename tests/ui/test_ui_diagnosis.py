@@ -210,6 +210,7 @@ async def test_replay_cursor_lists_what_held_there(run_file):
         )
         assert "at step 0" in str(panel.border_subtitle)
         assert not any("signal_collapse" in t for t in await at_cursor(pilot, 140))  # before first_step
+        assert (await at_cursor(pilot, 120))[0].startswith("nothing found yet by step 120; 1 found later")
         lines = await at_cursor(pilot, 220)
         assert lines[0].startswith("✗ error   signal_collapse") and "since 150" in lines[0]
         assert any("plateau" in t and "since 100" in t for t in lines)  # open, as known at 220

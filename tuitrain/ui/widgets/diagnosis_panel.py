@@ -35,6 +35,11 @@ def empty_text(history: History, cursor: int | None) -> str:
     if history.run is None:
         return "waiting for the run…"
     if cursor is not None and len(store):
+        later = sum(1 for f in store.current if f.holds_at(cursor))  # held here, found after the cursor
+        if later:
+            return (
+                f"nothing found yet by step {cursor:,}; {later} found later held here (rules need a window)"
+            )
         return f"no findings held at step {cursor:,} ({len(store)} in the whole run)"
     if store.stored is False:
         return "no findings stored: this file is from before diagnosis; `tuitrain diagnose FILE` finds them"

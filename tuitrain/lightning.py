@@ -15,6 +15,12 @@ Where each hook comes in, and why there:
   accumulation the other batches only add their loss to the step's mean. One row per optimizer
   step, so the file's step is ``trainer.global_step`` (for a fit resumed from a Lightning
   checkpoint, the new file counts from 0).
+- The forward signal (the activation probe, every ``activations_every`` optimizer steps: 10 by
+  default, 0 = off, a keyword of :func:`tuitrain.init`) hooks the module's submodules. The Monitor
+  arms it after each logged step, for the next one: Lightning's ``training_step`` (the forward, run
+  inside the optimizer's closure) comes after that, so the first batch of each probed step is the
+  one measured (with gradient accumulation, its first micro-batch); validation and the sanity check
+  (eval mode, no grad) never count. No hook of this callback is needed for it.
 - Per step nothing is read from the device: the loss is logged as the tensor Lightning hands back
   (``outputs["loss"]``, undone of Lightning's division by ``accumulate_grad_batches``), read in
   batches at the monitor's flush.
@@ -66,7 +72,7 @@ class TuitrainCallback(pl.Callback):
     """Watch a Lightning run with tuitrain: ``Trainer(callbacks=[TuitrainCallback(out="runs/x.h5")])``.
 
     ``out``, ``name`` and ``every`` (probe every ``every`` optimizer steps) and any other keyword
-    (``overwrite``, ``config``, ``epochs``, ...) go to :func:`tuitrain.init`, where they win over
+    (``activations_every``, ``overwrite``, ``config``, ``epochs``, ...) go to :func:`tuitrain.init`, where they win over
     what the callback reads from the trainer: the config is ``pl_module.hparams``, the name the
     module's class, epochs and optimizer steps per epoch from the trainer's limits and data.
 

@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+from tests.conftest import REPO, cli_env, tuitrain_cmd
 from tests.recorder import Recorder
-from tuitrain.diagnosis import RULES, current, diagnose
+from tuitrain.diagnosis import RULES, current, diagnose, from_runfile
 from tuitrain.diagnosis.data import MAX_PROBE_ROWS
 from tuitrain.diagnosis.finding import Finding
 from tuitrain.diagnosis.live import Diagnosed, Findings, concluded, inner, wrap
@@ -24,6 +27,7 @@ from tuitrain.events import (
     RunStarted,
     StepBatch,
 )
+from tuitrain.runfile import open_run
 
 LAYERS = [LayerInfo(f"l{i}.weight", (4, 4), 16, "weight", f"l{i}", "Linear") for i in range(3)]
 
@@ -204,3 +208,79 @@ def test_console_prints_a_warning_or_error_finding_once_when_it_opens() -> None:
     assert lines[0].startswith("error   vanishing_gradients at l2.weight since step 0:")
     assert lines[0].endswith("[depth=3] -> add [BN]")  # markup-like text printed as it is
     assert "until step 40" in lines[1] and "plateau" not in out.getvalue()
+
+
+# -- real runs ------------------------------------------------------------------------------------
+
+SMALL = ("--data", "synthetic", "--set", "data.image_size=8", "--set", "data.train_size=1000")
+SMALL += ("--set", "data.val_size=100", "--set", "data.test_size=100")
+RUNS = {
+    "vgg38": ("vgg38", *SMALL, "--max-steps", "60", "--set", "monitor.diagnose_seconds=0.2"),
+    "toy": ("toy2d_mlp",),  # its defaults: 50 epochs, 800 steps, live diagnosis every 2 s
+}
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, str]]:
+    """Both runs at once (two processes: the machine's two cores), each file with its console output."""
+    tmp = tmp_path_factory.mktemp("live")
+    procs = {
+        k: subprocess.Popen(
+            [*tuitrain_cmd(), "run", *args, "--no-ui", "--out", str(tmp / f"{k}.h5")],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env={**cli_env(), "OMP_NUM_THREADS": "1"},
+            cwd=REPO,
+        )
+        for k, args in RUNS.items()
+    }
+    out = {}
+    for k, p in procs.items():
+        text, _ = p.communicate(timeout=180)
+        assert p.returncode == 0, text
+        out[k] = (tmp / f"{k}.h5", text)
+    return out
+
+
+def test_plain_vgg38_findings_live_in_the_file_and_on_the_console(runs) -> None:
+    path, console = runs["vgg38"]
+    with open_run(path) as rf:
+        assert rf.has_findings
+        sent, last = rf.findings(), rf.n_steps - 1
+        offline = diagnose(from_runfile(rf)).findings
+    live = current(sent)
+    assert {(f.kind, f.layer) for f in live} == {(f.kind, f.layer) for f in offline}
+    assert {f.kind for f in live if f.severity == "error"} >= {"signal_collapse", "vanishing_gradients"}
+    collapse = next(f for f in live if f.kind == "signal_collapse")
+    assert collapse.layer.startswith("stages.0.") and collapse.at_step < last  # found while it trained
+    assert all(0 <= f.at_step <= last for f in sent)
+    assert len(sent) == len({(f.key, f.last_step) for f in sent})  # nothing sent twice
+    for f in live:  # the console printed each error once, as `tuitrain diagnose` words it
+        assert console.count(f"error   {f.kind} at {f.layer} since step {f.first_step}:") == (
+            f.severity == "error"
+        ), console
+
+
+def test_toy2d_mlp_at_its_defaults_gets_no_warning_or_error(runs) -> None:
+    path, console = runs["toy"]
+    with open_run(path) as rf:
+        sent = rf.findings()
+    assert [f for f in sent if f.severity != "info"] == []
+    assert "since step" not in console  # info findings stay off the console
+
+
+def test_a_user_loop_through_tuitrain_init_is_diagnosed(tmp_path: Path) -> None:
+    """The API's Run (and the Lightning callback, which makes one through tuitrain.init) wraps its sinks:
+    a loop whose loss turns NaN gets its diverging finding in the file by the end of run.finish()."""
+    import tuitrain
+
+    run = tuitrain.init(name="loop", out=tmp_path / "loop.h5", num_classes=10)
+    for i in range(80):
+        run.log({"loss": 2.3 / (1 + 0.01 * i) if i < 60 else math.nan})
+    run.finish()
+    with open_run(tmp_path / "loop.h5") as rf:
+        sent = rf.findings()
+    assert [(f.kind, f.severity, f.first_step, f.is_open) for f in current(sent)] == [
+        ("diverging", "error", 60, True)
+    ]

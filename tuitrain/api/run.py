@@ -31,6 +31,7 @@ from tuitrain.api import exits
 from tuitrain.api.described import device_label, test_result, versions
 from tuitrain.api.values import check_key, check_value, to_float
 from tuitrain.config import MonitorConfig
+from tuitrain.diagnosis.live import wrap as diagnosed
 from tuitrain.events import (
     Alert,
     EpochEnd,
@@ -65,7 +66,7 @@ class Run:
     ) -> None:
         self.name = name
         self._path = path
-        self._sinks = sinks
+        self._sinks = diagnosed(sinks, MonitorConfig())  # live diagnosis, at the config's defaults
         self._control = control
         self._config_json = config_json
         self._shape = (epochs, steps_per_epoch, batch_size, num_classes)

@@ -14,6 +14,7 @@ import torch
 
 import tuitrain
 from tuitrain.config import RunConfig, to_toml
+from tuitrain.diagnosis.live import concluded, inner
 from tuitrain.events import Alert, RunFinished, RunStarted, Sink
 from tuitrain.runfile.claim import companions, save_beside
 from tuitrain.runfile.writer import RunFileWriter
@@ -69,7 +70,7 @@ def announce_failed(cfg: RunConfig, sinks: list[Sink], out_path: str) -> None:
         max_steps=t.max_steps,
         versions={"tuitrain": tuitrain.__version__, "torch": torch.__version__},
     )
-    for sink in sinks:
+    for sink in inner(sinks):  # the sinks themselves, out of the live diagnosis around them
         if isinstance(sink, RunFileWriter):
             with contextlib.suppress(Exception):  # a file that cannot even be created: RunFinished says why
                 sink.emit(started)
@@ -82,6 +83,7 @@ def finish(sinks: list[Sink], finished: RunFinished) -> RunFinished:
     ``stopped``), whatever the loop reached, and the other sinks (console, dashboard) and the exit code
     are told ``failed`` with what went wrong. A failing console or queue changes nothing: they may
     drop, the file may not."""
+    sinks = concluded(sinks)  # live diagnosis's last pass (its findings before the end), then the sinks
     files = [s for s in sinks if isinstance(s, RunFileWriter)]
     for sink in files:
         try:

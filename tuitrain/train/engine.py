@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from tuitrain.config import ConfigError, RunConfig, error_text, to_toml
+from tuitrain.diagnosis.live import wrap as diagnosed
 from tuitrain.events import Alert, EpochEnd, RunFinished, RunStarted, Sink, StatusChanged, TestResult
 from tuitrain.runfile.claim import RunFileWriteError
 from tuitrain.train import distributed
@@ -185,6 +186,7 @@ def train(
     while building the model) still gets a run file holding the error. The returned status is decided
     after the run file was closed: a run whose file could not be completed is ``failed``.
     """
+    sinks = diagnosed(sinks, cfg.monitor)  # live diagnosis (monitor.diagnose_seconds > 0): rank 0's sinks
     monitor: Monitor | None = None
     job = distributed.SINGLE
     checkpoint = ""

@@ -310,10 +310,11 @@ def continue_file(source: ResumeFrom, sinks: list[Any]) -> None:
     (written under a private name beside it and put in place by the claim rules, never over a run
     without ``--overwrite``), then every :class:`~tuitrain.runfile.writer.RunFileWriter` appends to
     its file at RunStarted (:mod:`tuitrain.runfile.append` checks that the file can be continued)."""
+    from tuitrain.diagnosis.live import inner
     from tuitrain.runfile.claim import overwrite_asked, place, private_temp
     from tuitrain.runfile.writer import RunFileWriter
 
-    writers = [s for s in sinks if isinstance(s, RunFileWriter)]
+    writers = [s for s in inner(sinks) if isinstance(s, RunFileWriter)]  # out of the live diagnosis
     if not writers:
         return
     if not all(hasattr(w, "append") for w in writers):  # pragma: no cover - a writer without append

@@ -89,7 +89,7 @@ def from_runfile(rf: Any) -> RunData:
             rows = _thinned(rf.probe_rows(ACT))
             values = [np.asarray(rf.probe(q, rows, probe=ACT), dtype=np.float64) for q in ACT_QUANTITIES]
             width = values[0].shape[1]
-            names = [m.name for m in rf.modules]  # /modules: the columns of axis "module"
+            names = [m.name for m in rf.modules]  # /modules; a file that lost its table: numbered
             names = names if len(names) == width else [f"module {i}" for i in range(width)]
             acts = Activations(np.asarray(rf.probe_steps(rows, probe=ACT), dtype=np.int64), names, *values)
     ep = rf.epochs() if rf.n_epochs else {}

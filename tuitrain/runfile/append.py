@@ -62,7 +62,7 @@ def reopen(path: Path, ev: RunStarted) -> tuple[h5py.File, Declaration, dict[str
         _same_run(path, f, decl, ev)
         new = from_started(ev)
         decl = _add_findings(f, decl)
-        cols = open_columns(f, decl, int(f["layers/name"].shape[0]), n_modules(f, decl, attrs))
+        cols = open_columns(f, decl, int(f["layers/name"].shape[0]), n_modules(f, decl))
         n = cols["steps/step"].n_file
         last = int(f["steps/step"][n - 1]) if n else int(attrs["last_step"])
         # the file's own: what it holds stays what it declared
@@ -94,12 +94,15 @@ def _add_findings(f: h5py.File, decl: Declaration) -> Declaration:
     return replace(decl, tables=tables)
 
 
-def n_modules(f: h5py.File, decl: Declaration, attrs: dict) -> int:
-    """Columns of the file's module-axis probes: its /modules rows, or (a file from before the module
-    table) its module_summary rows."""
+def n_modules(f: h5py.File, decl: Declaration) -> int:
+    """Columns of the file's module-axis probes: its /modules rows, or (no module table) the width
+    their datasets have."""
     if decl.has_table(S.MODULES):
         return int(f[S.path(S.MODULES, "name")].shape[0])
-    return len(json.loads(attrs["module_summary"] or "[]"))
+    for p in decl.probes:
+        if p.axis == "module":
+            return int(f[decl.probe_path(p.name, p.names[0])].shape[1])
+    return 0
 
 
 def _open(path: Path, mode: str) -> h5py.File:

@@ -56,8 +56,7 @@ class Declaration:
 
 def axis_size(axis: str, n_layers: int, n_modules: int) -> int:
     """Columns of a probe's ``(rows, n)`` datasets: one per tensor (/layers), per module (/modules, i.e.
-    RunStarted.modules; a file from before the module table: its ``module_summary`` rows), or one for a
-    per-step probe."""
+    RunStarted.modules), or one for a per-step probe."""
     return {"tensor": n_layers, "module": n_modules, "step": 1}[axis]
 
 

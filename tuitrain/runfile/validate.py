@@ -79,8 +79,7 @@ def validate(path: Path, f: h5py.File) -> Checked:
         if name in attrs:
             out[name] = _attr(path, name, attrs[name], default)
     decl = _declaration(path, out)
-    n_modules = len(json.loads(out["module_summary"] or "[]"))
-    specs = _dataset_specs(decl, n_modules)
+    specs = _dataset_specs(decl)
     _check_links(path, f, decl, specs)  # before any `p in f`, which would follow an external link
     ds = _check_datasets(path, f, specs, decl)
     _check_test(path, f)
@@ -134,20 +133,21 @@ def _declaration(path: Path, attrs: dict[str, Any]) -> Declaration:
 
 
 # A dataset spec: (schema dtype, columns per row (None: 1-D; -1: one per /layers row, -2: one per
-# /modules row), required).
+# /modules row, -3: any number), required).
 Spec = tuple[np.dtype, "int | None", bool]
-PER_LAYER, PER_MODULE = -1, -2
+PER_LAYER, PER_MODULE, ANY_WIDTH = -1, -2, -3
 
 
-def _dataset_specs(decl: Declaration, n_modules: int) -> dict[str, Spec]:
+def _dataset_specs(decl: Declaration) -> dict[str, Spec]:
     """Every dataset the reader may use, by path: /layers, /modules if declared, then the declared
-    growable tables (layout's list). ``n_modules``: a module-axis probe's width in a file without a
-    module table (its module_summary rows)."""
+    growable tables (layout's list). A module-axis probe of a file without a module table (none was
+    written so, but a file can lose its ``tables`` attribute) may have any width: nothing names its
+    columns, and readers then number them."""
     specs: dict[str, Spec] = {S.path(S.LAYERS, n): (dt, None, True) for n, dt in S.LAYER_FIELDS.items()}
     if decl.has_table(S.MODULES):
         specs.update({S.path(S.MODULES, n): (dt, None, True) for n, dt in S.MODULE_FIELDS.items()})
     axes = {decl.probe_group(p.name): p.axis for p in decl.probes}
-    for p, g in growing_datasets(decl, -1, n_modules).items():
+    for p, g in growing_datasets(decl, -1, ANY_WIDTH).items():
         group, leaf = p.rpartition("/")[::2]
         width = g.width
         if width is not None and axes.get(group) == "tensor":

@@ -196,7 +196,7 @@ class SignalPanel(Vertical):
         lo, hi = bars.scale
         sub = f"{n} modules · {BLOCK_MARK} block · {decade_label(lo)}…{decade_label(hi)}" if n else ""
         if n and bars.collapsed.any():
-            sub += f" · yellow: std < {COLLAPSE_FRACTION:g} of the first's"
+            sub += f" · [$warning]■[/] std < {COLLAPSE_FRACTION:g}x the first's"
         set_titles(self, subtitle=sub)
         head = ""
         if n:

@@ -1,20 +1,16 @@
 """The findings engine (tuitrain.diagnosis) and ``tuitrain diagnose``: each rule on synthetic arrays (a
 finding opens, and closes when the condition stops holding), and the stories of issue 11 on real run
-files from real training runs (trained once for the module, tiny and short)."""
+files: tests/test_diagnosis_stories.py."""
 
 from __future__ import annotations
 
-import json
 import math
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from tests.clirun import assert_clean_error, tt
-from tests.conftest import REPO, cli_env
 from tuitrain.diagnosis import (
     RULES,
     Activations,
@@ -23,12 +19,10 @@ from tuitrain.diagnosis import (
     RunData,
     diagnose,
     episodes,
-    from_runfile,
     gradients,
     loss,
     signal,
 )
-from tuitrain.runfile import open_run
 
 # -- episodes -------------------------------------------------------------------------------------
 
@@ -241,187 +235,10 @@ def test_finding_refuses_an_unknown_severity() -> None:
         Finding("x", "fatal", "", 0, None)
 
 
-# -- real runs ------------------------------------------------------------------------------------
-
-SMALL_IMAGES = ("--data", "synthetic", "--set", "data.image_size=8", "--set", "data.train_size=200")
-SMALL_TOY = ("--set", "data.train_size=512", "--set", "data.val_size=128", "--set", "data.test_size=128")
-RUNS: dict[str, tuple[str, ...]] = {
-    "vgg38": ("vgg38", *SMALL_IMAGES, "--max-steps", "60"),
-    "deep": ("deep_mlp", "--max-steps", "55"),  # 64 sigmoid layers: one window of 50 steps
-    "vgg08": ("vgg08", *SMALL_IMAGES, "--max-steps", "60"),  # at chance for these 60 steps, and healthy
-    "toy": ("toy2d_mlp",),  # the preset's defaults: 50 epochs, 800 steps
-    # 002's ReLU MLP without BatchNorm at lr 1e-5 (SGD: Adam's normalised steps keep the ratio ~1e-4)
-    "low_lr": ("mlp_toy2d_lr", "--set", "model.batch_norm=false", "--set", "optim.name=sgd")
-    + ("--set", "optim.lr=1e-5", "--max-steps", "150"),
-    "nan": ("toy2d_mlp", "--set", "model.batch_norm=false", "--set", "optim.lr=1e6", *SMALL_TOY)
-    + ("--max-steps", "200"),
-}
-
-NO_PROBES = """
-import math, sys
-import tuitrain
-run = tuitrain.init(name="plain", out=sys.argv[1])
-for i in range(30):
-    run.log({"loss": 2.0 / (1 + i)})
-run.finish()
-"""
-
-
-@pytest.fixture(scope="module")
-def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    d = tmp_path_factory.mktemp("diagnosis")
-    out = {}
-    for name, args in RUNS.items():
-        path = d / f"{name}.h5"
-        p = tt("run", *args, "--no-ui", "--out", str(path))
-        assert path.exists(), p.stdout + p.stderr
-        out[name] = path
-    script = d / "plain.py"
-    script.write_text(NO_PROBES)
-    path = d / "plain.h5"
-    p = subprocess.run(
-        [sys.executable, str(script), str(path)], capture_output=True, text=True, env=cli_env()
-    )
-    assert p.returncode == 0, p.stderr
-    out["plain"] = path
-    return out
-
-
-def findings_of(path: Path) -> list[dict]:
-    p = tt("diagnose", str(path), "--json")
-    assert p.returncode == 0, p.stdout + p.stderr
-    return json.loads(p.stdout)
-
-
-def serious(rows: list[dict]) -> list[dict]:
-    return [r for r in rows if r["severity"] in ("warning", "error")]
-
-
-def test_plain_vgg38_vanishing_gradients_naming_its_layers(files: dict[str, Path]) -> None:
-    rows = findings_of(files["vgg38"])
-    (van,) = [r for r in rows if r["kind"] == "vanishing_gradients"]
-    with open_run(files["vgg38"]) as rf:
-        names = [x.name for x in rf.layers]
-    assert van["severity"] == "error" and van["layer"] in names and van["first_step"] == 0
-    assert van["evidence"]["vanishing_layers"] == van["evidence"]["weight_layers"] == 38
-    assert "BatchNorm" in van["suggestion"] and "residual" in van["suggestion"]
-    assert rows[0]["severity"] == "error"  # worst first
-    assert not [r for r in rows if r["kind"] == "update_ratio"]  # not blamed on the learning rate
-    p = tt("diagnose", str(files["vgg38"]))  # the text form: one line each, the skipped rules named
-    assert p.returncode == 0
-    assert "error   vanishing_gradients at " in p.stdout and "since step 0" in p.stdout
-    assert "skipped signal_collapse, dead_units, saturation: the run has no activation probe" in p.stdout
-
-
-def test_deep_mlp_vanishing_gradients_begin_at_a_named_depth(files: dict[str, Path]) -> None:
-    (van,) = [r for r in findings_of(files["deep"]) if r["kind"] == "vanishing_gradients"]
-    depth, n = van["evidence"]["depth"], van["evidence"]["weight_layers"]
-    assert n == 65 and 1 < depth < n  # the layers near the output still learn; below them, nothing
-    assert van["layer"] == f"layers.{int(depth) - 1}.linear.weight"
-    assert f"(depth {int(depth)})" in van["message"]
-
-
-def test_a_long_probe_is_read_thinned_and_says_the_same(
-    files: dict[str, Path], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from tuitrain.diagnosis import data
-
-    monkeypatch.setattr(data, "MAX_PROBE_ROWS", 10)
-    with open_run(files["deep"]) as rf:
-        d = from_runfile(rf)
-    assert d.grads is not None and d.grads.steps.size <= 10 and d.grads.steps[1] > 1
-    (f,) = [f for f in diagnose(d).findings if f.kind == "vanishing_gradients"]
-    assert f.first_step == 0 and f.layer.startswith("layers.")
-
-
-def test_toy2d_mlp_at_its_defaults_raises_no_warning_or_error(files: dict[str, Path]) -> None:
-    assert serious(findings_of(files["toy"])) == []
-
-
-def test_vgg08_raises_no_error(files: dict[str, Path]) -> None:
-    assert [r for r in findings_of(files["vgg08"]) if r["severity"] == "error"] == []
-
-
-def test_mlp_at_lr_1e5_update_ratio_too_low(files: dict[str, Path]) -> None:
-    rows = serious(findings_of(files["low_lr"]))
-    (ur,) = [r for r in rows if r["kind"] == "update_ratio"]
-    assert "too low" in ur["message"] and ur["evidence"]["median_update_ratio"] < 1e-5
-    assert [r["kind"] for r in rows] == ["update_ratio"]  # no false alarms
-
-
-def test_nan_run_is_diverging_from_its_first_bad_step(files: dict[str, Path]) -> None:
-    rows = findings_of(files["nan"])
-    with open_run(files["nan"]) as rf:
-        lossv, steps = rf.scalar("loss"), rf.scalar("step")
-    first_bad = int(steps[np.flatnonzero(~np.isfinite(lossv))[0]])
-    (div,) = [r for r in rows if r["kind"] == "diverging" and r["severity"] == "error"]
-    assert div["first_step"] == first_bad
-    assert all(v is None or math.isfinite(v) for r in rows for v in r["evidence"].values())
-
-
-def test_script_run_without_probes_and_schema_1_file(files: dict[str, Path]) -> None:
-    p = tt("diagnose", str(files["plain"]), str(REPO / "tests" / "data" / "run_v1.h5"))
-    assert p.returncode == 0, p.stdout + p.stderr
-    assert (
-        "skipped vanishing_gradients, exploding_gradients, update_ratio: the run has no gradient probe"
-        in (p.stdout)
-    )
-    assert "the number of classes is unknown" in p.stdout
-    assert "run_v1.h5: " in p.stdout
-    with open_run(REPO / "tests" / "data" / "run_v1.h5") as rf:
-        assert diagnose(from_runfile(rf)).skipped.keys() == {"signal_collapse", "dead_units", "saturation"}
+# -- tuitrain diagnose's bad input (the stories on real runs: tests/test_diagnosis_stories.py) ------
 
 
 def test_bad_input_is_one_paragraph_exit_2(tmp_path: Path) -> None:
     assert_clean_error(tt("diagnose", str(tmp_path / "missing.h5")), "missing.h5", "no such run file")
     (tmp_path / "x.h5").write_text("not hdf5")
     assert_clean_error(tt("diagnose", str(tmp_path / "x.h5")), "not an HDF5 file")
-
-
-# -- the forward-signal rules on the real activation probe (tuitrain.train.activations) ------------
-
-
-def probed_vgg38(batch_norm: bool, residual: bool, steps: int = 3) -> RunData:
-    """tuitrain's VGG38 (default init, 8x8 inputs) trained a few Adam steps in plain torch with the
-    real ActivationProbe, its rows as the rules read them (as a run file will store them)."""
-    import torch
-
-    from tuitrain.train.activations import ACT_PROBE, ActivationProbe
-    from tuitrain.train.models.vgg import VGG
-
-    torch.manual_seed(0)
-    model = VGG(3, 10, filters=16, stages=3, blocks_per_stage=5, batch_norm=batch_norm, residual=residual)
-    opt = torch.optim.Adam(model.parameters(), 1e-3)
-    probe = ActivationProbe(every=1)
-    probe.attach(model, opt)
-    x, y = torch.randn(4, 3, 8, 8), torch.randint(0, 10, (4,))
-    for step in range(steps):
-        probe.before_forward(step)
-        torch.nn.functional.cross_entropy(model(x), y).backward()
-        probe.before_step(step)
-        opt.step()
-        opt.zero_grad()
-        probe.after_step(step)
-    block = probe.collect(force=True)
-    q = {n: block.values[:, i, :].astype(np.float64) for i, n in enumerate(ACT_PROBE.names)}
-    acts = Activations(
-        block.steps,
-        [m.name for m in probe.modules],
-        q["mean"],
-        q["std"],
-        q["zero_frac"],
-        q["saturated_frac"],
-        q["dead_frac"],
-    )
-    probe.detach()
-    return RunData(steps=block.steps, activations=acts, window=steps)
-
-
-def test_plain_vgg38_signal_collapse_in_its_first_stage_and_not_with_bn_rc() -> None:
-    (f,) = signal.signal_collapse(probed_vgg38(batch_norm=False, residual=False))
-    assert f.severity == "error" and f.layer.startswith("stages.0."), f
-    assert f.evidence["std_ratio"] < 1e-2 and f.first_step == 0
-    assert "BatchNorm" in f.suggestion and "residual" in f.suggestion
-    healthy = diagnose(probed_vgg38(batch_norm=True, residual=True))
-    assert [x for x in healthy.findings if x.severity == "error"] == []
-    assert "signal_collapse" not in healthy.skipped

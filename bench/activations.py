@@ -9,10 +9,10 @@ shared machine slows both alike:
       ``monitor.after_step(...)``: the real :class:`~tuitrain.train.monitor.Monitor` as the engine
       builds it (``Monitor.for_model``: the gradient probe at the preset's ``monitor.every``), no sinks;
 (act) the same, plus an :class:`~tuitrain.train.activations.ActivationProbe` at ``--every`` (10)
-      added to that Monitor, and the loop's ``probe.before_forward(monitor.step)`` before each forward
-      (the call the engine will make once the probe is wired in).
-No sinks in either: the run file has no module table yet (the next step of issue 11), and sinks cost
-both variants the same. The ratio (act)/(e) is the median of the per-round ratios (a slow drift in
+      added to that Monitor. Both call ``monitor.before_forward()`` before each forward, as the
+      engine does (it arms the probe's hooks on the steps it probes).
+No sinks in either: this measures the probe alone; ``bench/overhead.py`` (e)/(b) measures it with
+the run file and the live queue, as the engine runs it. The ratio (act)/(e) is the median of the per-round ratios (a slow drift in
 the machine's load affects that far less than a ratio of medians), on the wall clock and on this
 process's CPU time. Targets (issue 11): VGG38 and ResNet18 <= 1.03, tiny MLP <= 1.05; printed, never
 the exit status (this script measures, the lead judges).
@@ -92,13 +92,12 @@ class Loop:
             self.monitor.add_probe(self.act, self.model)
 
     def block(self, batches: list[tuple[torch.Tensor, torch.Tensor]], steps: int) -> tuple[float, float]:
-        model, opt, monitor, act = self.model, self.opt, self.monitor, self.act
+        model, opt, monitor = self.model, self.opt, self.monitor
         sync(self.device)
         t0, c0 = time.perf_counter(), time.process_time()
         for i in range(steps):
             x, y = batches[i % len(batches)]
-            if act is not None:
-                act.before_forward(monitor.step)
+            monitor.before_forward()
             logits = model(x)
             loss = F.cross_entropy(logits.float(), y)
             opt.zero_grad(set_to_none=True)

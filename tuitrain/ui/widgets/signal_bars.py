@@ -132,9 +132,10 @@ class SignalBars(ModuleRows):
     def render_row(self, row: int, width: int) -> list[Segment]:
         v = float(self.std[row]) if row < self.std.shape[0] else math.nan
         bar_w = self.bar_width(width)
-        if not math.isfinite(v):
-            st = self.style("nonfinite" if self.row is not None and self.row.exact else "dim")
-            bar = ("×" if self.row is not None and self.row.exact else "").ljust(bar_w)
+        if math.isnan(v):  # not measured (the module did not run in that forward), or NaN itself
+            st, bar = self.style("dim"), " " * bar_w
+        elif not math.isfinite(v):
+            st, bar = self.style("nonfinite"), "×".ljust(bar_w)
         else:
             st = self.style(
                 "vanishing" if row < self.collapsed.shape[0] and self.collapsed[row] else "normal"

@@ -49,7 +49,8 @@ class SignalMap(ModuleRows):
         if key == self._key:
             return
         self._key = key
-        self.set_modules(history)
+        if self.set_modules(history):  # the bars above say why there is nothing; the map only this
+            self.empty_text = "the map fills in as probed steps arrive" if history.signal.has_probe else ""
         sig = history.signal
         steps, logs = sig.std_long()
         mw = self.map_width(width)

@@ -12,10 +12,11 @@ import time
 from pathlib import Path
 
 import pytest
-from fake_events import T0, fake_run
+from fake_events import T0, fake_run, user_run_started
 from pilot_helpers import screen_text, until
 
 from tests.test_replay import Collector, spawn_writer, synthetic_events
+from tuitrain.config import RunConfig, to_toml
 from tuitrain.events import Finding, StepBatch
 from tuitrain.runfile import RunFileWriter, open_run
 from tuitrain.ui.app import TuitrainApp
@@ -23,7 +24,7 @@ from tuitrain.ui.history import History
 from tuitrain.ui.replay.file_source import FileSource
 from tuitrain.ui.replay.launch import replay_app
 from tuitrain.ui.source import ListSource
-from tuitrain.ui.widgets.diagnosis_panel import DiagnosisPanel, panel_lines
+from tuitrain.ui.widgets.diagnosis_panel import DiagnosisPanel, empty_text, panel_lines
 from tuitrain.ui.widgets.event_log import EventLog
 from tuitrain.ui.widgets.header import RunHeader
 from tuitrain.ui.widgets.loss_plot import LossChart
@@ -110,6 +111,24 @@ def test_panel_lines_error_first_with_its_evidence_and_fix():
     many = [collapse(first=i, at_step=i) for i in range(10)]
     cut = panel_lines(many, 78, 3)
     assert len(cut) == 3 and cut[-1][2].startswith("+8 more")
+
+
+def test_empty_panel_says_why():
+    h = History()
+    assert empty_text(h, None) == "waiting for the run…"
+    cfg = RunConfig(name="off")
+    cfg.monitor.diagnose_seconds = 0.0
+    h.extend([next(iter(synthetic_events(steps=10, batch=10)))])
+    assert empty_text(h, None) == "no findings"
+    assert empty_text(h, 5) == "no findings at step 5"
+    off = History()
+    started = next(iter(synthetic_events(steps=10, batch=10)))
+    started.config_toml = to_toml(cfg)  # the run's resolved config, as a preset's RunStarted carries it
+    off.extend([started])
+    assert empty_text(off, None).startswith("diagnosis off (monitor.diagnose_seconds = 0)")
+    bare = History()
+    bare.extend([user_run_started(probes=False)])  # a user loop that watched no model
+    assert empty_text(bare, None) == "no findings · no probes recorded: only the loss rules run"
 
 
 # -- live: the real app fed a run's events -----------------------------------------------------------

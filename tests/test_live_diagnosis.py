@@ -166,6 +166,21 @@ def test_a_closed_finding_that_holds_again_is_reopened_not_repeated() -> None:
     assert sorted((g.first_step, g.last_step) for g in later) == [(100, 300), (600, None)]
 
 
+@pytest.mark.parametrize("start", [0, 320])
+def test_loss_at_init_only_when_the_data_starts_at_the_runs_start(start: int) -> None:
+    """A resumed run's live diagnosis sees its continuation only: its first loss (0.5, trained) is not
+    its loss at init, and says nothing; the same loss at step 0 is far from ln(10)."""
+    rec, clock = Recorder(), Clock()
+    d = Diagnosed([rec], window=50, seconds=1.0, clock=clock)
+    d.emit(started())
+    b = batch(np.arange(start, start + 80, dtype=np.int64), np.zeros(80, bool))
+    b.scalars[:, 0] = 0.5
+    clock.now += 10.0
+    d.emit(b)
+    d.emit(RunFinished("completed", start + 80))
+    assert ("loss_at_init" in {f.kind for f in findings(rec)}) == (start == 0)
+
+
 def test_wrap_and_the_run_end_see_through_the_wrapper() -> None:
     from tuitrain.config import MonitorConfig
 

@@ -67,12 +67,13 @@ class Findings:
         a window that grew (plateau's is a tenth of the run) more often than news: it waits for the
         ``final`` pass, which sends every finding it finds, so the run ends with what ``diagnose`` finds."""
         frozen = set(frozen)
-        before, self.last_at, self.held = self.last_at, at_step, 0
+        before, held = self.last_at, 0
+        sent = dict(self.sent)  # updated at the end only: an interrupted diff leaves no trace
         groups: dict[tuple[str, str], list[Finding]] = {}
         for f in found:
             groups.setdefault((f.kind, f.layer), []).append(f)
         by_group: dict[tuple[str, str], list[Finding]] = {}
-        for e in self.sent.values():
+        for e in sent.values():
             by_group.setdefault((e.kind, e.layer), []).append(e)
         out: list[Finding] = []
         matched: set[tuple[str, str, int]] = set()
@@ -82,26 +83,26 @@ class Findings:
             pairs: list[tuple[Finding, Finding | None]] = []
             rest: list[Finding] = []
             for f in fs:  # the same key first
-                if f.key in self.sent and f.key not in matched:
+                if f.key in sent and f.key not in matched:
                     matched.add(f.key)
-                    pairs.append((f, self.sent[f.key]))
+                    pairs.append((f, sent[f.key]))
                 else:
                     rest.append(f)
             for f in rest:  # then the first unmatched sent episode that overlaps it
                 e = next((e for e in known if e.key not in matched and _overlap(e, f)), None)
                 if e is not None:
                     matched.add(e.key)
-                elif f.key in self.sent:  # a second finding of one key in a pass: the same finding
+                elif f.key in sent:  # a second finding of one key in a pass: the same finding
                     continue
                 pairs.append((f, e))
             for f, e in pairs:
                 if e is None:
                     if not final and f.last_step is not None and f.last_step < before:
-                        self.held += 1
+                        held += 1
                         continue
                     new = dataclasses.replace(f, at_step=at_step)
                     out.append(new)
-                    self.sent[new.key] = new
+                    sent[new.key] = new
                     matched.add(new.key)
                     continue
                 new = dataclasses.replace(f, first_step=e.first_step, at_step=at_step)
@@ -109,12 +110,13 @@ class Findings:
                     new = dataclasses.replace(new, last_step=new.first_step)
                 if e.is_open != new.is_open or (e.is_open and e.severity != new.severity):
                     out.append(new)
-                    self.sent[e.key] = new
-        for key, e in list(self.sent.items()):
+                    sent[e.key] = new
+        for key, e in list(sent.items()):
             if e.is_open and key not in matched and e.kind not in frozen:
                 new = dataclasses.replace(e, last_step=max(at_step, e.first_step), at_step=at_step)
                 out.append(new)
-                self.sent[key] = new
+                sent[key] = new
+        self.sent, self.last_at, self.held = sent, at_step, held
         return out
 
 

@@ -80,7 +80,8 @@ class ConsoleSink:
 
     Every line it prints is printed with ``soft_wrap``: rich never breaks it, so a run name, a path or
     an epoch's time is never split across lines (a narrow terminal may fold a line; a pipe gets it
-    whole), and each line is made to fit 80 columns in the first place. The progress bars are
+    whole), and each line is made to fit 80 columns in the first place (but a finding's, printed whole
+    as ``tuitrain diagnose`` prints it: what, where, since when, evidence, fix). The progress bars are
     transient: they are live feedback on a terminal only, and leave nothing behind in a pipe or a
     log, nor a stale bar at the end of the run.
     """
@@ -120,9 +121,8 @@ class ConsoleSink:
         )
 
     def _finding(self, f: Finding) -> None:
-        """A warning or error finding, once, when first heard of (opened, or opened and closed between
-        two passes of the live diagnosis); its closing and info findings stay off the console, which
-        stays readable (the run file, the dashboard and ``tuitrain diagnose`` have them all)."""
+        """A warning or error finding, once, when first heard of; closings and info findings stay off
+        the console (the run file, the dashboard and ``tuitrain diagnose`` have them all)."""
         if f.severity == "info" or f.key in self._told:
             return
         self._told.add(f.key)

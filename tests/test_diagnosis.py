@@ -134,6 +134,14 @@ def test_plateau_is_info() -> None:
     assert loss.plateau(loss_run(np.linspace(2, 0.1, 200))) == []
 
 
+def test_a_rising_loss_is_no_plateau() -> None:
+    # a loss growing 100x (toy2d_mlp with leaky ReLU at Adam lr 1) is diverging's, not "flat"
+    assert loss.plateau(loss_run(np.geomspace(1, 100, 200))) == []
+    v = np.concatenate([np.full(100, 0.5), np.full(100, 0.504)])  # 0.8% up: flat, within 1% either way
+    (f,) = loss.plateau(loss_run(v))
+    assert f.first_step < 100 and f.last_step is None  # held across the 0.8% step up
+
+
 def test_overfitting_reads_7_points_as_mild() -> None:
     n = 8
     ep = {
@@ -210,6 +218,17 @@ def test_dead_units_from_the_first_probed_step_are_info_and_units_that_died_are_
     dead[:, 0] = 0.55
     dead[3:, 0] = 0.66  # 11 points over the first step's: died too (DEAD_GROWTH = 0.1)
     assert signal.dead_units(acts_run(np.ones((10, 3)), dead=dead))[0].severity == "warning"
+
+
+def test_dead_units_leave_sigmoid_and_tanh_modules_to_saturation() -> None:
+    dead = np.zeros((10, 2))
+    dead[2:] = 0.9  # both modules' outputs exact zeros from step 20; module 1 is a sigmoid pinned at 0
+    sat = np.full((10, 2), np.nan)
+    sat[:, 1] = 1.0
+    (f,) = signal.dead_units(acts_run(np.ones((10, 2)), dead=dead, sat=sat))
+    assert f.layer == "m0"
+    (s,) = signal.saturation(acts_run(np.ones((10, 2)), dead=dead, sat=sat))
+    assert s.layer == "m1"
 
 
 def test_signal_collapse_leaves_a_dead_module_to_dead_units() -> None:

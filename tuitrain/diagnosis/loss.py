@@ -96,15 +96,16 @@ def stuck_at_chance(d: RunData) -> list[Finding]:
 
 
 def plateau(d: RunData) -> list[Finding]:
-    """The mean loss over the last window (``max(window, steps/10)``) is less than 1% below the window
-    before it, while not at chance (that is stuck_at_chance) (info: converged runs flatten too; a
-    learning-rate schedule or more capacity may help, course report 002 s6)."""
+    """The mean loss over the last window (``max(window, steps/10)``) is within 1% of the window
+    before it (less than 1% below, and not more than 1% above: a rising loss is diverging's), while
+    not at chance (that is stuck_at_chance) (info: converged runs flatten too; a learning-rate
+    schedule or more capacity may help, course report 002 s6)."""
     loss = _loss(d)
     w = max(d.window, loss.size // 10, 1)
     lm = rolling_mean(loss, w)
     prev = np.concatenate([np.full(w, np.nan), lm[:-w]]) if lm.size > w else np.full(lm.shape, np.nan)
     with np.errstate(invalid="ignore"):
-        holds = lm > prev * (1 - PLATEAU_GAIN)
+        holds = (lm > prev * (1 - PLATEAU_GAIN)) & (lm <= prev * (1 + PLATEAU_GAIN))
         if d.num_classes >= 2:
             holds &= np.abs(lm - math.log(d.num_classes)) > CHANCE_LOSS_TOL * math.log(d.num_classes)
     out = []

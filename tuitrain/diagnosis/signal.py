@@ -84,13 +84,16 @@ def dead_units(d: RunData) -> list[Finding]:
     model before its first update): warning, error from nine tenths. Units dead from that first row on are the init's doing,
     not the learning rate's: PyTorch's default init shrinks a plain ReLU stack's signal until the
     biases decide (55% of the fifth layer of 002's 6-layer MLP without BatchNorm, at init): info, with
-    an init fix, so a run at a tiny learning rate (nothing changes) is not blamed for them."""
+    an init fix, so a run at a tiny learning rate (nothing changes) is not blamed for them. Sigmoid and
+    tanh modules are left to saturation: a sigmoid pinned at its lower bound underflows to exact zeros
+    (toy2d_mlp with sigmoid at Adam learning rate 1), the same fact."""
     a = _acts(d)
     frac = a.dead_frac
     ok = np.isfinite(frac)
     base = np.where(ok.any(axis=0), frac[ok.argmax(axis=0), np.arange(frac.shape[1])], np.nan)
+    bounded = np.isfinite(a.saturated_frac).any(axis=0)
     with np.errstate(invalid="ignore"):
-        dead = frac >= DEAD_FRACTION
+        dead = (frac >= DEAD_FRACTION) & ~bounded
         died = dead & ~(frac < base + DEAD_GROWTH)
     return _per_module(
         a,

@@ -205,6 +205,36 @@ def test_a_user_loop_with_gradient_accumulation_measures_each_steps_first_forwar
         assert rf.run_started().modules == rf.modules
 
 
+def test_a_compiled_model_is_measured_at_every_probed_step(tmp_path: Path) -> None:
+    """Under torch.compile the probe's hooks run eagerly: a hook traced into the graph would write to
+    the first probed step's lists at every later one (NaN rows after step 0)."""
+
+    def net() -> nn.Module:
+        return nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 3))
+
+    torch.manual_seed(0)
+    model = net()
+    compiled = torch.compile(model, backend="eager")  # dynamo's tracing is the point, not the compiler
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    ref = net()
+    seen = FirstForward(ref)  # plain hooks on a twin with the same weights, never compiled
+    out = tmp_path / "compiled.h5"
+    with tuitrain.init(name="compiled", out=out, activations_every=2) as r:
+        r.watch(compiled, opt)
+        for step in range(6):
+            x, y = torch.randn(8, 4), torch.randint(0, 3, (8,))
+            seen.step = step
+            ref.load_state_dict(model.state_dict())
+            ref(x)
+            opt.zero_grad()
+            F.cross_entropy(compiled(x), y).backward()
+            opt.step()
+            r.log({"loss": 0.0})
+    names, steps, values = act_rows(out)
+    assert names == ["0", "1", "2"] and steps.tolist() == [0, 2, 4]
+    assert_rows_are_plain_stats(names, steps, values, seen.outputs, {})
+
+
 def test_run_watch_can_turn_it_off_or_change_its_period(tmp_path: Path) -> None:
     model = nn.Sequential(nn.Linear(2, 4), nn.ReLU(), nn.Linear(4, 2))
     opt = torch.optim.SGD(model.parameters(), lr=0.1)

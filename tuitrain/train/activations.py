@@ -1,6 +1,6 @@
 """The forward-signal probe ``"act"`` (issue 11): per module, what its output looked like in a training
-forward pass. A plugin through :class:`~tuitrain.train.probe_protocol.Probe`; not wired into the engine
-or the API yet (the module table of the run file comes first).
+forward pass. A plugin through :class:`~tuitrain.train.probe_protocol.Probe`, on by default in the
+engine (``monitor.activations_every``), ``tuitrain.init`` / ``run.watch`` and Lightning.
 
 Why: a gradient bar says *that* a first layer does not learn; the forward signal says *why*. Plain VGG38
 at PyTorch's default init scales the variance of its signal by about 1/6 per conv + leaky ReLU, so the
@@ -65,6 +65,7 @@ The host divides the counts by the sizes the hook noted (shapes are host metadat
 from __future__ import annotations
 
 import dataclasses
+import sys
 from collections.abc import Callable
 from functools import partial
 from typing import Any
@@ -105,6 +106,15 @@ def _first_float(output: Any) -> torch.Tensor | None:
             if isinstance(item, torch.Tensor) and item.is_floating_point():
                 return item
     return None
+
+
+def _eager(hook: Callable[..., None]) -> Callable[..., None]:
+    """``hook`` run eagerly under ``torch.compile``. Traced into a compiled graph, a hook's writes go to
+    the lists of the step it was traced at, and the graph is reused at every later probed step (the
+    hooks are there again, so its guards pass): every row after the first would be NaN. Eager, it is a
+    graph break at each hooked module on the probed steps only (a second compiled variant of the
+    model, kept beside the unhooked one). Only when torch._dynamo is loaded (importing it costs ~2 s)."""
+    return torch.compiler.disable(hook)
 
 
 class ActivationProbe:
@@ -194,9 +204,10 @@ class ActivationProbe:
         self._armed = step
         self._vals = [None] * n
         self._sizes = np.full((2, n), np.nan)
-        self._handles = [
-            t.module.register_forward_hook(partial(self._hook, i)) for i, t in enumerate(self._targets)
-        ]
+        hooks = [partial(self._hook, i) for i in range(n)]
+        if "torch._dynamo" in sys.modules:  # a model may be compiled: see _eager
+            hooks = [_eager(h) for h in hooks]
+        self._handles = [t.module.register_forward_hook(h) for t, h in zip(self._targets, hooks, strict=True)]
 
     def before_step(self, step: int) -> None:
         """Just before ``optimizer.step()`` of a probed step: its row (NaN where nothing was measured).

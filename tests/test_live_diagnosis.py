@@ -121,7 +121,9 @@ def test_thinning_past_max_probe_rows_keeps_one_finding() -> None:
     d = Diagnosed([rec], window=50, seconds=1.0, clock=clock)
     stream(d, clock, 30_000, 1000, lambda s: s >= 1001)
     assert d.run is not None and d.run.grad is not None
-    assert d.run.grad.n <= MAX_PROBE_ROWS and d.run.grad.stride == 2
+    rows = d.run.grad
+    assert rows.n <= MAX_PROBE_ROWS and rows.stride == 2 and len(rows.steps) <= MAX_PROBE_ROWS + 1000
+    assert (np.diff(rows.steps[: rows.n]) == 2).all() and rows.steps[0] == 0  # every other row, as read
     d.emit(RunFinished("completed", 30_000))
     van = [f for f in findings(rec) if f.kind == "vanishing_gradients"]
     assert len(van) == 1 and van[0].is_open and van[0].first_step == 1001, van

@@ -72,7 +72,8 @@ class _ProbeRows:
         vals = np.moveaxis(block.values[keep][:, self.quantities, :], 1, 0)
         k = len(steps)
         if self.n + k > self.steps.shape[0]:
-            cap = max(2 * self.steps.shape[0], self.n + k, 256)
+            # doubling, but never much past MAX_PROBE_ROWS: the rows are thinned back below it
+            cap = max(min(2 * self.steps.shape[0], MAX_PROBE_ROWS + k), self.n + k, 256)
             s = np.zeros(cap, np.int64)
             s[: self.n] = self.steps[: self.n]
             v = np.zeros((len(self.quantities), cap, self.width), np.float64)

@@ -28,6 +28,7 @@ from tuitrain.ui.widgets.diagnosis_panel import DiagnosisPanel, empty_text, pane
 from tuitrain.ui.widgets.event_log import EventLog
 from tuitrain.ui.widgets.header import RunHeader
 from tuitrain.ui.widgets.loss_plot import LossChart
+from tuitrain.view.finding_text import chip
 from tuitrain.view.findings import FindingsStore
 
 NARROW = (80, 24)
@@ -82,6 +83,15 @@ def test_store_current_state_and_what_held_at_a_step():
     assert [f.kind for f in s.at(250)] == ["signal_collapse"]  # closed at 180, known at 200
     assert s.first_steps(0, 1000) == [(40, "error"), (60, "warning")]
     assert s.first_steps(50, 1000) == [(60, "warning")]
+
+
+def test_header_chip_fits_its_room():
+    two = [collapse(), Finding("exploding_gradients", "error", "head", 5, None)]
+    assert chip(two, press=True) == ("error", "✗ 2 errors: signal_collapse +1 — press d")
+    assert chip(two, press=True, width=30) == ("error", "✗ 2 errors — d")
+    assert chip(two, press=False, width=29) == ("error", "✗ 2 errors")
+    assert chip([vanishing()], press=False) == ("warning", "! 1 warning: vanishing_gradients")
+    assert chip([], press=True) is None
 
 
 def test_store_news_until_the_panel_draws():

@@ -93,9 +93,10 @@ def counts(findings: list[Finding]) -> str:
     return " · ".join(out)
 
 
-def chip(open_findings: list[Finding], press: bool) -> tuple[str, str] | None:
+def chip(open_findings: list[Finding], press: bool, width: int = 80) -> tuple[str, str] | None:
     """The header's (severity, text) about the worst open findings, e.g. "1 error: signal_collapse —
-    press d"; None when no warning or error is open. ``press``: the panel has not shown them yet."""
+    press d", at most ``width`` cells (shorter forms first drop the kind, then the words); None when no
+    warning or error is open. ``press``: the panel has not shown them yet."""
     if not open_findings:
         return None
     sev = open_findings[0].severity
@@ -103,5 +104,9 @@ def chip(open_findings: list[Finding], press: bool) -> tuple[str, str] | None:
     kinds = list(dict.fromkeys(f.kind for f in same))
     more = f" +{len(kinds) - 1}" if len(kinds) > 1 else ""
     n = len(same)
-    text = f"{MARKS[sev]} {n} {sev}{'s' if n > 1 else ''}: {kinds[0]}{more}"
-    return sev, text + (" — press d" if press else "")
+    count = f"{MARKS[sev]} {n} {sev}{'s' if n > 1 else ''}"
+    forms = [
+        f"{count}: {kinds[0]}{more}" + (" — press d" if press else ""),
+        count + (" — d" if press else ""),
+    ]
+    return sev, next((t for t in forms if len(t) <= width), clip(forms[-1], width))

@@ -117,7 +117,8 @@ class RunHeader(Widget):
         elif diverged(h):
             badge_style = "$error"
         badge = Content.from_markup(f"[b $text on {badge_style}] {self.status_text(h)} [/]")
-        found = chip(h.findings.open(), press=bool(h.findings.unseen()))  # an open error: never missed
+        room = max(4, width - badge.cell_length - 20)  # an open error is never missed; the run name shows
+        found = chip(h.findings.open(), press=bool(h.findings.unseen()), width=room)
         if found is not None:
             sev, text = found
             badge = Content.assemble(

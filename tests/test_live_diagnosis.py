@@ -17,7 +17,7 @@ from tests.recorder import Recorder
 from tuitrain.diagnosis import RULES, current, diagnose, from_runfile
 from tuitrain.diagnosis.data import MAX_PROBE_ROWS
 from tuitrain.diagnosis.finding import Finding
-from tuitrain.diagnosis.live import Diagnosed, Findings, concluded, inner, wrap
+from tuitrain.diagnosis.live import Diagnosed, Findings, concluded, inner, resumed, wrap
 from tuitrain.events import (
     GRAD_PROBE,
     STEP_SCALARS,
@@ -301,3 +301,15 @@ def test_a_user_loop_through_tuitrain_init_is_diagnosed(tmp_path: Path) -> None:
     assert [(f.kind, f.severity, f.first_step, f.is_open) for f in current(sent)] == [
         ("diverging", "error", 60, True)
     ]
+
+
+def test_a_resumed_run_closes_what_its_file_left_open_when_it_starts_again() -> None:
+    rec, clock = Recorder(), Clock()
+    d = Diagnosed([rec], window=50, seconds=1.0, clock=clock)
+    left = Finding("plateau", "info", "", 309, None, at_step=319)
+    done = Finding("overfitting", "info", "", 16, 32, at_step=63)
+    resumed([d], [Finding("overfitting", "info", "", 16, None, at_step=47), done, left], 319)
+    d.emit(started())
+    assert isinstance(rec.events[0], RunStarted)
+    assert rec.events[1:] == [dataclasses.replace(left, last_step=319)]  # only the open one, closed
+    assert d.closing == []

@@ -27,7 +27,7 @@ import numpy as np
 
 from tuitrain.diagnosis.data import RunData
 from tuitrain.diagnosis.engine import RULES
-from tuitrain.diagnosis.finding import Finding, Skipped
+from tuitrain.diagnosis.finding import Finding, Skipped, current
 from tuitrain.diagnosis.sofar import RunSoFar
 from tuitrain.events import EpochEnd, Event, RunFinished, RunStarted, Sink, StepBatch
 
@@ -150,6 +150,7 @@ class Diagnosed:
         self._last_end = 0.0  # when the last pass ended
         self._dirty = False  # events arrived since the last pass
         self._reported: set[str] = set()
+        self.closing: list[Finding] = []  # a resumed run's findings left open, closed at RunStarted
         self._off = False  # live diagnosis broke (a bug here, not in a rule): forward only
 
     # -- the Sink protocol ------------------------------------------------------------------
@@ -199,7 +200,8 @@ class Diagnosed:
             self.run = RunSoFar(event, self.window)
             self.findings = Findings()
             self._next = self.clock() + self.seconds
-            return []
+            closing, self.closing = self.closing, []
+            return closing
         if self.run is None:
             return []
         if isinstance(event, StepBatch) and len(event):
@@ -272,6 +274,20 @@ def wrap(sinks: list[Sink], monitor: Any) -> list[Sink]:
     if seconds <= 0 or not sinks:
         return sinks
     return [Diagnosed(list(sinks), int(monitor.alert_steps), seconds)]
+
+
+def resumed(sinks: Iterable[Sink], prior: Iterable[Finding], last_step: int) -> None:
+    """A resumed run goes on in a file whose findings (``prior``) may have been left open at its last
+    step ``last_step``: each :class:`Diagnosed` closes them there when the run starts again. It sees only
+    the continuation's steps and finds again what still holds, from the continuation's first step; the
+    file then never shows a finding open twice, nor one open forever that nobody looks at any more."""
+    still = [f for f in current(prior) if f.is_open]
+    for s in sinks:
+        if isinstance(s, Diagnosed):
+            s.closing = [
+                dataclasses.replace(f, last_step=max(last_step, f.first_step), at_step=last_step)
+                for f in still
+            ]
 
 
 def inner(sinks: Iterable[Sink]) -> list[Sink]:

@@ -310,8 +310,9 @@ def continue_file(source: ResumeFrom, sinks: list[Any]) -> None:
     (written under a private name beside it and put in place by the claim rules, never over a run
     without ``--overwrite``), then every :class:`~tuitrain.runfile.writer.RunFileWriter` appends to
     its file at RunStarted (:mod:`tuitrain.runfile.append` checks that the file can be continued)."""
-    from tuitrain.diagnosis.live import inner
+    from tuitrain.diagnosis.live import inner, resumed
     from tuitrain.runfile.claim import overwrite_asked, place, private_temp
+    from tuitrain.runfile.reader import open_run
     from tuitrain.runfile.writer import RunFileWriter
 
     writers = [s for s in inner(sinks) if isinstance(s, RunFileWriter)]  # out of the live diagnosis
@@ -328,3 +329,7 @@ def continue_file(source: ResumeFrom, sinks: list[Any]) -> None:
             place(tmp, source.out, overwrite_asked())
     for writer in writers:
         writer.append = True
+    with contextlib.suppress(Exception):  # live diagnosis: the findings the file left open are closed
+        with open_run(source.run_file) as rf:
+            prior = rf.findings() if rf.has_findings else []
+        resumed(sinks, prior, source.next_step - 1)

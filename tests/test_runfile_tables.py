@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+from dataclasses import replace
 from pathlib import Path
 
 import h5py
@@ -31,7 +32,7 @@ from tuitrain.events import (
     RunStarted,
     StepBatch,
 )
-from tuitrain.runfile import RunFileError, RunFileWriter, open_run
+from tuitrain.runfile import AppendRefused, RunFileError, RunFileWriter, open_run
 
 HERE = Path(__file__).resolve().parent
 V1 = HERE / "data" / "run_v1.h5"
@@ -252,9 +253,10 @@ def test_a_module_probe_needs_its_modules(tmp_path: Path) -> None:
         assert rf.tables == ("findings",) and rf.modules == [] and rf.n_findings == 0
 
 
-def test_resume_keeps_the_tables_and_gives_an_old_file_its_findings_table(
-    written: Path, tmp_path: Path
-) -> None:
+def test_resume_keeps_the_tables_and_extends_an_old_file(written: Path, tmp_path: Path) -> None:
+    """A resumed run appends to a file with tables as to any; a file from before issue 11 gets what
+    the resumed run adds (the activation probe and /modules, from the resumed step on, and /findings),
+    declared; a probe or the modules of the file changed is refused, the file unchanged."""
     new = _copy(written, tmp_path, "new.h5")
     more = Finding("plateau", "info", "", 40, None, {"x": 1.0}, "flat", "wait", at_step=49)
     with RunFileWriter(new, append=True, background=False) as w:
@@ -265,17 +267,28 @@ def test_resume_keeps_the_tables_and_gives_an_old_file_its_findings_table(
     with open_run(new) as rf:
         assert rf.tables == ("modules", "findings") and rf.modules == MODULES
         assert rf.n_findings == 5 and rf.findings(4) == [more] and rf.probe_rows("act") == 5
+    before = new.read_bytes()
+    for refused in (started(modules=MODULES[::-1]), started(probes=[GRAD_PROBE])):
+        with RunFileWriter(new, append=True, background=False) as w, pytest.raises(AppendRefused) as e:
+            w.emit(refused)
+        assert "/modules" in str(e.value) or "activations_every" in str(e.value)
+    assert new.read_bytes() == before
+
     old = _copy(V2_NOTABLES, tmp_path, "old.h5")
     with open_run(old) as rf:
         ev, last, n_layers = rf.run_started(), rf.last_step, rf.n_layers
+    ev = replace(ev, probes=[*ev.probes, ACT_PROBE], modules=MODULES)
     with RunFileWriter(old, append=True, background=False) as w:
         w.emit(ev)
-        w.emit(batch(last + 1, 4, act=False, n_layers=n_layers))
-        w.emit(Finding("plateau", "info", "", 31, None, {}, "flat", "wait", at_step=last + 4))
-        w.emit(RunFinished("completed", last + 4))
+        w.emit(batch(last + 1, 20, n_layers=n_layers))
+        w.emit(Finding("plateau", "info", "", 31, None, {}, "flat", "wait", at_step=last + 20))
+        w.emit(RunFinished("completed", last + 20))
     with open_run(old) as rf:
-        assert rf.tables == ("findings",) and rf.n_steps == last + 5
+        assert rf.tables == ("modules", "findings") and rf.modules == MODULES and rf.n_steps == last + 21
+        assert rf.probe_specs == [GRAD_PROBE, ACT_PROBE] and rf.probe_rows("grad") == last + 21
+        np.testing.assert_array_equal(rf.probe_steps(probe="act"), [30, 40])  # from the resumed step
         assert [f.kind for f in rf.findings()] == ["plateau"]
+        assert from_runfile(rf).activations.modules == [m.name for m in MODULES]  # type: ignore[union-attr]
 
 
 WRITER = """

@@ -13,9 +13,11 @@ attributes that describe the run's plan (config, epochs, max_steps, device, vers
 resumed run's, the status becomes ``running`` (and a ``status`` row says so, for live readers), and
 ``ended_at``/``error``/``traceback`` are cleared until the run ends again. Step columns the new run
 declares that the file lacks cannot be added under SWMR alignment rules: their values go to
-``/metrics`` (scope ``step``), as any undeclared key does. A file from before issue 11 gets an empty
-``/findings`` table (a table of its own, so nothing to align) and declares it in ``tables``, so the
-findings of the resumed run are stored; it gets no ``/modules`` (its probes stay what they were).
+``/metrics`` (scope ``step``), as any undeclared key does. A probe the file lacks (the activation
+probe, resuming a file from before issue 11) is added, its rows from the resumed step on, with the
+``/modules`` table it needs; a file without ``/findings`` gets an empty one. Each is a table of its own
+(nothing to align), created before the switch to SWMR, and declared. A probe of the file must stay
+as it was (same quantities and ``every``), and so must the probed modules.
 """
 
 from __future__ import annotations
@@ -31,8 +33,8 @@ from tuitrain.config import ConfigError
 from tuitrain.events import RunStarted
 from tuitrain.runfile import schema as S
 from tuitrain.runfile.columns import Column
-from tuitrain.runfile.declaration import Declaration, from_attrs, from_started
-from tuitrain.runfile.layout import create_growing, growing_datasets, open_columns, run_attrs
+from tuitrain.runfile.declaration import Declaration, from_attrs, from_started, probes_json
+from tuitrain.runfile.layout import create_growing, create_modules, growing_datasets, open_columns, run_attrs
 from tuitrain.runfile.opening import RunFileError, one_line
 from tuitrain.runfile.validate import validate
 
@@ -61,7 +63,7 @@ def reopen(path: Path, ev: RunStarted) -> tuple[h5py.File, Declaration, dict[str
         decl, attrs = _finished_v2(path, f)
         _same_run(path, f, decl, ev)
         new = from_started(ev)
-        decl = _add_findings(f, decl)
+        decl = _extend(f, decl, ev)
         cols = open_columns(f, decl, int(f["layers/name"].shape[0]), n_modules(f, decl))
         n = cols["steps/step"].n_file
         last = int(f["steps/step"][n - 1]) if n else int(attrs["last_step"])
@@ -81,17 +83,26 @@ def reopen(path: Path, ev: RunStarted) -> tuple[h5py.File, Declaration, dict[str
         raise
 
 
-def _add_findings(f: h5py.File, decl: Declaration) -> Declaration:
-    """A file from before issue 11 gets an empty /findings table (and declares it), so that the resumed
-    run's findings are stored too: a new table of its own has no rows to align with, and the file is
-    not yet in SWMR mode, so it can still get datasets."""
-    if decl.has_table(S.FINDINGS):
+def _extend(f: h5py.File, decl: Declaration, ev: RunStarted) -> Declaration:
+    """What the resumed run adds to the file, declared and created before the switch to SWMR (while
+    the file can still get datasets): the probes the file lacks (their rows begin at the resumed step:
+    each probe has its own step column) with /modules for a new module-axis probe, and an empty
+    /findings table for a file from before issue 11. New tables of their own have no rows to align
+    with. Returns the file's declaration from then on; the file's own probes come first."""
+    have = {p.name for p in decl.probes}
+    added = tuple(p for p in ev.probes if p.name not in have)
+    tables = {*decl.tables, S.FINDINGS}
+    if any(p.axis == "module" for p in added) and not decl.has_table(S.MODULES):
+        create_modules(f, ev.modules)
+        tables.add(S.MODULES)
+    ext = replace(decl, probes=decl.probes + added, tables=tuple(t for t in S.TABLES if t in tables))
+    if ext == decl:
         return decl
-    tables = tuple(t for t in S.TABLES if t in (*decl.tables, S.FINDINGS))
-    plan = growing_datasets(replace(decl, tables=tables), 0, 0)
-    create_growing(f, {p: g for p, g in plan.items() if p.startswith(S.FINDINGS + "/")})
-    f.attrs["tables"] = json.dumps(list(tables))
-    return replace(decl, tables=tables)
+    plan = growing_datasets(ext, int(f["layers/name"].shape[0]), n_modules(f, ext))
+    create_growing(f, {p: g for p, g in plan.items() if p not in f})
+    f.attrs["probes"] = probes_json(ext.probes)
+    f.attrs["tables"] = json.dumps(list(ext.tables))
+    return ext
 
 
 def n_modules(f: h5py.File, decl: Declaration) -> int:
@@ -162,10 +173,23 @@ def _same_run(path: Path, f: h5py.File, decl: Declaration, ev: RunStarted) -> No
             f"{path}: the model's parameter tensors differ from the run file's ({diff}); a run file holds "
             "one model: resume with the same model, or into a new --out"
         )
-    if tuple(ev.probes) != decl.probes:
+    new = {p.name: p for p in ev.probes}
+    if any(new.get(p.name) != p for p in decl.probes):
         have_p = ", ".join(f"{p.name} (every {p.every})" for p in decl.probes) or "none"
         want_p = ", ".join(f"{p.name} (every {p.every})" for p in ev.probes) or "none"
         raise AppendRefused(
             f"{path}: the run's probes ({want_p}) differ from the run file's ({have_p}); resume with the "
-            "same probes (monitor.every included), or into a new --out"
+            "file's probes (monitor.every and monitor.activations_every included; a probe the file "
+            "lacks may be added), or into a new --out"
         )
+    if decl.has_table(S.MODULES) and any(p.axis == "module" for p in ev.probes):
+        stored = [
+            tuple(x.decode() if isinstance(x, bytes) else str(x) for x in f[S.path(S.MODULES, n)][()])
+            for n in S.MODULE_FIELDS
+        ]
+        if list(zip(*stored, strict=True)) != [(m.name, m.type, m.kind) for m in ev.modules]:
+            raise AppendRefused(
+                f"{path}: the model's probed modules differ from the run file's /modules "
+                f"({len(ev.modules)} now, {len(stored[0])} in the file); resume with the same model and "
+                "tuitrain version, or into a new --out"
+            )

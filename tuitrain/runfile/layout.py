@@ -22,7 +22,7 @@ import h5py
 import numpy as np
 
 from tuitrain import __version__
-from tuitrain.events import RunStarted
+from tuitrain.events import ModuleInfo, RunStarted
 from tuitrain.runfile import schema as S
 from tuitrain.runfile.claim import drop_replaced_checkpoint, place, private_temp
 from tuitrain.runfile.columns import Column, h5dtype
@@ -146,10 +146,7 @@ def create_layout(f: h5py.File, ev: RunStarted, decl: Declaration) -> dict[str, 
             name, data=np.array(layer_values[name], dtype=dt).reshape(n_layers), dtype=h5dtype(dt)
         )
     if decl.has_table(S.MODULES):
-        g = f.create_group(S.MODULES)
-        module_values = {name: [getattr(m, name) for m in ev.modules] for name in S.MODULE_FIELDS}
-        for name, dt in S.MODULE_FIELDS.items():
-            g.create_dataset(name, data=np.array(module_values[name], dtype=dt), dtype=h5dtype(dt))
+        create_modules(f, ev.modules)
     f.create_group(S.PROBES)  # one group per declared probe inside; none when nothing is watched
 
     cols = create_growing(f, growing_datasets(decl, n_layers, len(ev.modules)))
@@ -157,6 +154,15 @@ def create_layout(f: h5py.File, ev: RunStarted, decl: Declaration) -> dict[str, 
     for key, value in S.TEST_ATTRS.items():
         tg.attrs[key] = value
     return cols
+
+
+def create_modules(f: h5py.File, modules: list[ModuleInfo]) -> None:
+    """The fixed /modules table (before SWMR), one row per module."""
+    g = f.create_group(S.MODULES)
+    for name, dt in S.MODULE_FIELDS.items():
+        g.create_dataset(
+            name, data=np.array([getattr(m, name) for m in modules], dtype=dt), dtype=h5dtype(dt)
+        )
 
 
 def create_growing(f: h5py.File, plan: dict[str, Growing]) -> dict[str, Column]:

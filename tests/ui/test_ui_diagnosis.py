@@ -112,10 +112,25 @@ def test_panel_lines_error_first_with_its_evidence_and_fix():
     text = [head + body for _, head, body in lines]
     assert lines[0][0] == "error" and text[0].startswith("✗ error   signal_collapse")
     assert "stages.0.blocks.1.conv0" in text[0] and "since 40" in text[0]
-    assert text[1].strip() == "evidence: std_ratio=0.0001"
-    assert "BatchNorm" in text[2] and text[2].strip().startswith("→")
-    assert "60–180 closed" in text[3]
+    assert text[1].strip() == "activation std falls to 1e-4 of the input's"  # the row cut it
+    assert text[2].strip() == "→ add BatchNorm or residual connections, or use He init"
+    assert text[3].strip() == "evidence: std_ratio=0.0001"
+    assert "60–180 closed" in text[4] and len(text) == 5
     assert all(len(t) <= 78 for t in text)
+    three = [head + body for _, head, body in panel_lines(findings.current, 78, 3)]
+    assert three[1].startswith("    → add BatchNorm or residual connections, or use He init  evidence: ")
+    assert three[1].endswith("…") and len(three[1]) == 78 and "60–180 closed" in three[2]
+    narrow = [head + body for _, head, body in panel_lines(findings.current[:1], 40, 6)]
+    assert [t.strip() for t in narrow[1:]] == [
+        "activation std falls to 1e-4 of the",
+        "input's",
+        "→ add BatchNorm or residual",
+        "connections, or use He init",
+        "evidence: std_ratio=0.0001",
+    ]
+    tight = [head + body for _, head, body in panel_lines(findings.current[:1], 40, 4)]
+    assert tight[2].strip() == "→ add BatchNorm or residual connect…"  # each part a line, cut
+    assert all(len(t) <= 40 for t in narrow + tight)
     short = panel_lines(findings.current, 78, 2)  # no room for the details: one row each
     assert [sev for sev, _, _ in short] == ["error", "warning"]
     many = [collapse(first=i, at_step=i) for i in range(10)]

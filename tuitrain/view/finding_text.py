@@ -7,6 +7,8 @@ form of the same record."""
 
 from __future__ import annotations
 
+import textwrap
+
 from tuitrain.diagnosis.finding import fmt
 from tuitrain.events import Finding
 
@@ -50,17 +52,38 @@ def row(f: Finding, width: int, kind_w: int = KIND_W, detail: bool = False) -> t
     return head, clip(body, width - len(head))
 
 
-def details(f: Finding, width: int, lines: int) -> list[str]:
-    """Up to ``lines`` indented lines under the top row: the evidence, then what usually fixes it (one
-    line: both together)."""
-    ev = f"evidence: {evidence(f)}" if f.evidence else ""
+def details(f: Finding, width: int, lines: int, cut: bool = False) -> list[str]:
+    """Up to ``lines`` indented lines under the top row: the whole message when the row ``cut`` it,
+    what usually fixes it and the evidence, each wrapped; with few lines the fix comes first, then
+    the evidence, then the message, and a part that does not fit whole ends in "…"."""
+    room = max(8, width - 4)
     fix = f"→ {f.suggestion}" if f.suggestion else ""
-    parts = [p for p in (ev, fix) if p]
-    if lines <= 0 or not parts:
+    ev = f"evidence: {evidence(f)}" if f.evidence else ""
+    if lines <= 0:
         return []
     if lines == 1:
-        parts = ["  ".join(parts)]
-    return [clip("    " + p, width) for p in parts[:lines]]
+        both = "  ".join(p for p in (fix, ev) if p)
+        return [clip("    " + both, width)] if both else []
+    blocks = {
+        "msg": textwrap.wrap(f.message, room) if cut and f.message else [],
+        "fix": textwrap.wrap(fix, room, subsequent_indent="  ") if fix else [],
+        "ev": textwrap.wrap(ev, room, subsequent_indent="  ") if ev else [],
+    }
+    give, left = dict.fromkeys(blocks, 0), lines
+    for k in ("fix", "ev", "msg"):  # a line each first, in this order, then the rest in the same order
+        if blocks[k] and left:
+            give[k], left = 1, left - 1
+    for k in ("fix", "ev", "msg"):
+        more = min(left, len(blocks[k]) - give[k])
+        give[k], left = give[k] + more, left - more
+    out = []
+    for k in ("msg", "fix", "ev"):
+        part, n = blocks[k][: give[k]], give[k]
+        if part and n < len(blocks[k]):  # the last line it gets holds as much of the rest as fits
+            rest = " ".join(line.strip() for line in blocks[k][n - 1 :])
+            part[-1] = clip(("  " if n > 1 and k != "msg" else "") + rest, room)
+        out += ["    " + line for line in part]
+    return out
 
 
 def log_line(f: Finding) -> tuple[str, str]:

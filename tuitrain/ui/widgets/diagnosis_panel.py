@@ -59,13 +59,14 @@ def panel_lines(findings: list[Finding], width: int, rows: int) -> list[tuple[st
     kind_w = max(len(f.kind) for f in findings)
     shown = findings if len(findings) <= rows else findings[: max(1, rows - 1)]
     more = len(findings) - len(shown) if rows > 1 else 0  # one line says how many did not fit
-    extra = 0 if wide else min(2, rows - len(shown) - (1 if more else 0))
+    extra = 0 if wide else rows - len(shown) - (1 if more else 0)  # spare lines: the top one's details
     out: list[tuple[str, str, str]] = []
     for i, f in enumerate(shown):
         head, text = ft.row(f, width, kind_w, detail=wide)
         out.append((f.severity, head, text))
         if i == 0 and extra > 0:
-            out.extend((f.severity, "", d) for d in ft.details(f, width, extra))
+            cut = text.endswith("…")
+            out.extend((f.severity, "", d) for d in ft.details(f, width, extra, cut))
     if more:
         out.append(("info", "", f"+{more} more (tuitrain diagnose lists them all)"))
     return out

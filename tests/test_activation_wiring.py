@@ -23,10 +23,14 @@ from torch import nn
 import tuitrain
 from tests.clirun import tt
 from tests.conftest import PRESETS, cli_env
-from tuitrain.config import load_config, to_toml
-from tuitrain.events import ACT_PROBE
+from tests.recorder import Recorder
+from tuitrain.config import MonitorConfig, load_config, to_toml
+from tuitrain.events import ACT_PROBE, GRAD_PROBE
 from tuitrain.runfile import open_run
+from tuitrain.train.activations import ActivationProbe
 from tuitrain.train.engine import activations_every
+from tuitrain.train.monitor import Monitor
+from tuitrain.train.probe_protocol import GradientProbe
 from tuitrain.train.resume import Resumed, ResumeFrom
 
 pytestmark = pytest.mark.timeout(180)
@@ -253,6 +257,60 @@ def test_run_watch_can_turn_it_off_or_change_its_period(tmp_path: Path) -> None:
                 assert rf.probe_steps(probe="act").tolist() == want
     with pytest.raises(ValueError, match="activations_every must be a whole number, 0 or more"):
         tuitrain.init(name="bad", out=tmp_path / "bad.h5", activations_every=-1)
+
+
+def monitored(every: int) -> tuple[nn.Module, torch.optim.Optimizer, Monitor, Recorder]:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 8), nn.ReLU(), nn.Linear(8, 2))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    rec = Recorder()
+    monitor = Monitor([rec], MonitorConfig(emit_seconds=1e9))
+    monitor.add_probe(GradientProbe(), model)
+    monitor.add_probe(ActivationProbe(every=every), model)  # armed here for step 0
+    return model, opt, monitor, rec
+
+
+def sent(rec: Recorder, probe: str) -> tuple[list[int], np.ndarray]:
+    blocks = [b.blocks[probe] for b in rec.batches() if probe in b.blocks]
+    return np.concatenate([b.steps for b in blocks]).tolist(), np.concatenate([b.values for b in blocks])
+
+
+def test_a_loop_that_never_logs_is_measured_by_the_arming_after_each_optimizer_step() -> None:
+    """Only the optimizer hooks' calls: each step is committed by the next step's before_step, after
+    its forward, so the arming for a step must come at the previous optimizer step."""
+    model, opt, monitor, rec = monitored(every=2)
+    for _ in range(6):
+        opt.zero_grad()
+        model(torch.randn(4, 3)).square().mean().backward()
+        monitor.before_step()
+        opt.step()
+        monitor.after_optimizer_step()
+    monitor.flush(force=True)
+    steps, values = sent(rec, "act")
+    assert steps == [0, 2, 4] and np.isfinite(values[:, Q["std"]]).all()  # every forward was hooked
+    assert sent(rec, "grad")[0] == [0, 1, 2, 3, 4, 5]
+
+
+def test_one_row_per_probed_step_whatever_the_calls_around_the_optimizer_step() -> None:
+    """A second before_step keeps the first one's row; a before_step whose optimizer step never
+    came still gives its row (its update ratio 0) when the step is logged."""
+    model, opt, monitor, rec = monitored(every=1)
+    for step in range(4):
+        opt.zero_grad()
+        model(torch.randn(4, 3)).square().mean().backward()
+        monitor.before_step()
+        if step == 1:
+            monitor.before_step()  # twice
+        if step != 2:  # step 2: no optimizer step after before_step
+            opt.step()
+            monitor.after_optimizer_step()
+        monitor.log({"loss": 0.0}, 0)
+    monitor.flush(force=True)
+    for probe in ("grad", "act"):
+        assert sent(rec, probe)[0] == [0, 1, 2, 3], probe
+    grad = sent(rec, "grad")[1]
+    assert (grad[2, GRAD_PROBE.index("update_ratio")] == 0).all()
+    assert (grad[[0, 1, 3], GRAD_PROBE.index("update_ratio")] > 0).all()
 
 
 # -- Lightning -----------------------------------------------------------------------------------------

@@ -135,7 +135,3 @@ class ProbeSet:
             assert s.held is not None
             out[s.probe.spec.name], s.held = split_block(s.held, last_out)
         return out
-
-    def detach(self) -> None:
-        for s in self.slots:
-            s.probe.detach()

@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -197,7 +198,7 @@ def _copy(src: Path, tmp_path: Path, name: str) -> Path:
     return dst
 
 
-def test_a_declared_table_that_is_missing_is_a_clear_error(written: Path, tmp_path: Path) -> None:
+def test_a_declared_table_missing_or_a_bad_row_is_a_clear_error(written: Path, tmp_path: Path) -> None:
     gone = _copy(written, tmp_path, "gone.h5")
     with h5py.File(gone, "r+") as f:
         del f["findings/message"]
@@ -215,11 +216,38 @@ def test_a_declared_table_that_is_missing_is_a_clear_error(written: Path, tmp_pa
             f.attrs["tables"] = bad
         with pytest.raises(RunFileError, match="attribute `tables`"):
             open_run(corrupt)
-    bad_row = _copy(written, tmp_path, "badrow.h5")
-    with h5py.File(bad_row, "r+") as f:
-        f["findings/evidence"][1] = b"[1, 2]"
-    with pytest.raises(RunFileError, match=r"/findings/evidence row 1 is not a JSON object"):
-        open_run(bad_row)
+
+    def kind_as_group(f: h5py.File) -> None:
+        del f["findings/kind"]
+        f.create_group("findings/kind")
+
+    def std_too_narrow(f: h5py.File) -> None:
+        del f["probes/act/std"]
+        f.create_dataset("probes/act/std", data=np.zeros((4, 3), np.float32))
+
+    def write_at(name: str, row: int, value: object) -> Callable[[h5py.File], None]:
+        def edit(f: h5py.File) -> None:
+            f[name][row] = value
+
+        return edit
+
+    cases = [
+        (write_at("findings/evidence", 1, b"[1, 2]"), r"/findings/evidence row 1 is not a JSON object"),
+        (write_at("findings/evidence", 2, b'{"a": "high"}'), r"/findings/evidence row 2 is not a JSON"),
+        (write_at("findings/severity", 0, b"fatal"), r"/findings/severity row 0 = 'fatal' is not a severity"),
+        (write_at("findings/last_step", 2, 3), r"/findings row 2 has first_step 10, last_step 3"),
+        (write_at("findings/time", 3, 1e300), r"/findings/time row 3 = 1e\+300 is not a time"),
+        (write_at("modules/kind", 1, "branch"), r"/modules/kind row 1 = 'branch' is not a module kind"),
+        (kind_as_group, r"/findings/kind is a group"),
+        (std_too_narrow, r"/probes/act/std has shape \(4, 3\); expected \(rows, 4\), a column per module"),
+    ]
+    for i, (edit, message) in enumerate(cases):
+        bad = _copy(written, tmp_path, f"bad{i}.h5")
+        with h5py.File(bad, "r+") as f:
+            edit(f)
+        with pytest.raises(RunFileError, match=message):
+            open_run(bad)
+    assert_clean_error(tt("info", "--json", str(bad)), str(bad), "/probes/act/std")
 
 
 def test_undeclared_tables_are_not_required_nor_read(written: Path, tmp_path: Path) -> None:

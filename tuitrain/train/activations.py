@@ -197,8 +197,8 @@ class ActivationProbe:
         an earlier armed forward that no ``before_step`` took are dropped."""
         if self._armed is not None:  # its copies are dropped with it
             self._held_elems -= sum(v.numel() for v in self._vals if isinstance(v, torch.Tensor))
-        self._disarm()
-        if step % self.spec.every or not self.attached:
+            self._disarm()
+        if step % self.spec.every or not self.attached:  # an unprobed step: this modulo, nothing more
             return
         n = len(self._targets)
         self._armed = step

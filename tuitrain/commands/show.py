@@ -241,24 +241,37 @@ def print_info(s: dict[str, Any]) -> None:
         c.out(user_config_block(s.get("user_config") or {}), highlight=False)
 
 
+def wrapped(text: str, width: int, indent: str = "") -> str:
+    """``text`` wrapped to ``width`` at spaces only (names and paths stay whole, so they can be copied),
+    continuation lines indented four more than ``indent``."""
+    return textwrap.fill(
+        text,
+        max(40, width),
+        initial_indent=indent,
+        subsequent_indent=indent + "    ",
+        break_long_words=False,
+        break_on_hyphens=False,
+    )
+
+
 def _print_findings(c: Any, s: dict[str, Any]) -> None:
     """The stored findings' latest state, one line each (as ``tuitrain diagnose`` prints them), or that
     the file stores none (written before findings were stored: ``diagnose`` computes them)."""
     from rich.markup import escape
 
+    def say(text: str, indent: str = "") -> None:
+        c.print(escape(wrapped(text, c.width, indent)), soft_wrap=True)
+
     now = s.get("findings_current")
     if now is None:
-        c.print(
-            escape(f"findings: no findings stored (run `tuitrain diagnose {shlex.quote(str(s['path']))}`)"),
-            soft_wrap=True,
-        )
+        say(f"findings: no findings stored (run `tuitrain diagnose {shlex.quote(str(s['path']))}`)")
     elif not now:
-        c.print("findings: none", soft_wrap=True)
+        say("findings: none")
     else:
         n_open = sum(1 for f in now if f["last_step"] is None)
-        c.print(f"findings: {len(now)} ({n_open} open)", soft_wrap=True)
+        say(f"findings: {len(now)} ({n_open} open)")
         for f in now:
-            c.print("  " + escape(f["line"]), soft_wrap=True)
+            say(f["line"], "  ")
 
 
 def _print_declared(c: Any, s: dict[str, Any]) -> None:
@@ -277,7 +290,8 @@ def _print_declared(c: Any, s: dict[str, Any]) -> None:
         qs = ", ".join(q["name"] for q in p["quantities"])
         every = f", every {p['every']} steps" if p["every"] != 1 else ""
         axis = f" per {p['axis']}" if p["axis"] else ""
-        c.print(escape(f"probe {p['name']}{axis}{every}" + (f": {qs}" if qs else "")), soft_wrap=True)
+        text = f"probe {p['name']}{axis}{every}" + (f": {qs}" if qs else "")
+        c.print(escape(wrapped(text, c.width)), soft_wrap=True)
     own = [k for k in s.get("step_scalars", []) if k not in STEP_SCALARS]
     c.print(
         escape(

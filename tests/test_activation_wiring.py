@@ -24,14 +24,12 @@ import tuitrain
 from tests.clirun import tt
 from tests.conftest import PRESETS, cli_env
 from tests.recorder import Recorder
-from tuitrain.config import MonitorConfig, load_config, to_toml
+from tuitrain.config import MonitorConfig
 from tuitrain.events import ACT_PROBE, GRAD_PROBE
 from tuitrain.runfile import open_run
 from tuitrain.train.activations import ActivationProbe
-from tuitrain.train.engine import activations_every
 from tuitrain.train.monitor import Monitor
 from tuitrain.train.probe_protocol import GradientProbe
-from tuitrain.train.resume import Resumed, ResumeFrom
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -157,22 +155,6 @@ def test_a_resumed_run_probes_at_multiples_of_every(tmp_path: Path) -> None:
     assert np.isfinite(values["std"]).all() and len(names) == values["std"].shape[1]
     with open_run(out) as rf:
         assert rf.n_steps == 24 and rf.status == "completed"
-
-
-def test_a_file_from_before_the_probe_resumes_without_it() -> None:
-    """Its stored config has no ``monitor.activations_every``: the appended file keeps its probes."""
-    cfg = load_config(PRESETS / "toy2d_mlp.toml")
-    toml = to_toml(cfg)
-    old = "\n".join(line for line in toml.splitlines() if not line.startswith("activations_every"))
-    assert old != toml
-
-    def resumed(stored: str) -> Resumed:
-        source = ResumeFrom(Path("a.h5"), Path("a.pt"), Path("a.h5"), 16, 2, stored)
-        return Resumed(source=source, step=16, epoch=2, best_val=0.5)
-
-    assert activations_every(cfg, resumed(old)) == 0
-    assert activations_every(cfg, resumed(toml)) == 10
-    assert activations_every(cfg, None) == 10
 
 
 # -- a user's own loop -------------------------------------------------------------------------------

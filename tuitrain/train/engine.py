@@ -17,7 +17,7 @@ its rows go only to rank 0's sinks, so on the other ranks it would measure for n
 collective depends on it (each rank's probes are its own business; the ranks meet only in the
 gradient all-reduce, where a slower rank 0 is waited for either way). Its statistics are then those
 of rank 0's share of the global batch. A resumed run of a file written before the probe existed
-continues without it (the appended file keeps the probes it declares).
+gets it from the resumed step on (the appended file adds the probe: :mod:`tuitrain.runfile.append`).
 """
 
 from __future__ import annotations
@@ -141,20 +141,6 @@ def evaluate(
     return loss_sum.item() / n, correct.item() / n
 
 
-def activations_every(cfg: RunConfig, resumed: object | None) -> int:
-    """``monitor.activations_every``, but 0 for a run resumed from a file written before the probe
-    existed (its stored config has no such key): an appended file keeps the probes it declares."""
-    every = cfg.monitor.activations_every
-    source = getattr(resumed, "source", None)
-    if every and source is not None:
-        import tomllib
-
-        with contextlib.suppress(tomllib.TOMLDecodeError):
-            if "activations_every" not in tomllib.loads(source.config_toml).get("monitor", {}):
-                return 0
-    return every
-
-
 def _wait_if_paused(control: Control | None, monitor: Monitor) -> None:
     if control is None:
         return
@@ -252,9 +238,8 @@ def train(
             reduce=job.reduce_step if job.enabled else None,
             world_size=job.world_size,
         )
-        act_every = activations_every(cfg, resumed)
-        if act_every and job.is_main:  # rank 0 only: see the module docstring
-            monitor.add_probe(ActivationProbe(every=act_every), model)
+        if cfg.monitor.activations_every and job.is_main:  # rank 0 only: see the module docstring
+            monitor.add_probe(ActivationProbe(every=cfg.monitor.activations_every), model)
         if resumed is not None:  # --resume: the next step and epoch; the run file continued (or copied)
             monitor.step, epochs_done, best_val = resumed.step, resumed.epoch, resumed.best_val
             if job.is_main:

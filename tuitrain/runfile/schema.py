@@ -12,7 +12,8 @@ Chunking and compression were chosen by measurement (bench/runfile.py, tests/tes
   50-layer run: gzip files grew to 1.7x (100 rows per flush) and 7.7x (10 rows per flush) a write-once
   baseline, while uncompressed files stayed at 1.00x at every flush rate. gzip also costs ~60 us per
   step of 200-layer probes, over the writer's budget, and only saved ~20% on float32 gradient
-  statistics. Run files can be compressed after the run with ``h5repack -f GZIP=4``.
+  statistics. Run files can be compressed after the run with ``h5repack -L -f GZIP=4``
+  (``-L``: a file that can still be continued, see docs/run-file.md).
 * Per-layer probes are ``(rows, layers)`` with chunks spanning every layer: reading one step's row for
   all layers touches one chunk per probe, and a strided overview (``probe[::1000]``) touches one chunk
   per sampled row, which is what the heatmap UI does on long runs.

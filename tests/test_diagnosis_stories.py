@@ -34,7 +34,7 @@ RUNS: dict[str, tuple[str, ...]] = {
     "vgg08": ("vgg08", *SMALL_IMAGES, *SMALL_EVAL, "--max-steps", "50"),  # at chance these steps, healthy
     "deep": ("deep_mlp", "--max-steps", "55"),  # 64 sigmoid layers: one window of 50 steps
     "lr1": (*MLP_002, "--set", "optim.lr=1", "--max-steps", "100"),
-    # at lr 1e-5 with SGD: Adam's normalised steps keep the update ratio near 1e-4 even there
+    # at lr 1e-5 with SGD: Adam's steps keep the update ratio at 2e-5..9e-5 there, above the 1e-5 bound
     "lr1e-5": (*MLP_002, "--set", "optim.name=sgd", "--set", "optim.lr=1e-5", "--max-steps", "150"),
     "toy": ("toy2d_mlp",),  # the preset's defaults: 50 epochs, 800 steps
     "nan": ("toy2d_mlp", "--set", "model.batch_norm=false", "--set", "optim.lr=1e6", *SMALL_TOY)

@@ -19,7 +19,7 @@ all three alike:
     the probes run in the optimizer's step hooks), feeding the same two sinks as (b); the live queue
     reaches ``init`` through a :class:`tuitrain.hosted.Host`, as under ``tuitrain watch script.py``.
     Its accuracy is what a user computes on the device each step, not the engine's count at the flush.
-(e) ``act``  (b) plus the forward-signal probe at its default (``monitor.activations_every`` = 10,
+(e) ``act``  (b) plus the forward-signal probe at its default (``monitor.activations_every`` = 20,
     :class:`~tuitrain.train.activations.ActivationProbe`), as ``engine.train()`` adds it: armed by
     ``monitor.before_forward()`` before each forward (which (b) calls too, as the engine does with the
     probe off), its rows in the same run file (``/modules``, ``/probes/act``) and queue. Its ratio is
@@ -87,6 +87,7 @@ import torch.nn.functional as F
 
 import tuitrain
 from tuitrain.config import RunConfig, load_config, to_toml
+from tuitrain.diagnosis.live import wrap as diagnosed
 from tuitrain.events import EventBatch, RunFinished, RunStarted, StatusChanged, StepBatch
 from tuitrain.runfile import open_run
 from tuitrain.runfile.writer import RunFileWriter
@@ -296,7 +297,9 @@ class Monitored:
         self.writer = RunFileWriter(self.path, cfg.monitor.flush_seconds)
         self.live = QueueSink(self.q)
         flops, modules = model_summary(model, s.case.input_shape)
-        self.monitor = Monitor.for_model(params, layers, [self.writer, self.live], cfg.monitor, s.device)
+        # as engine.train() wraps them: live diagnosis (monitor.diagnose_seconds) runs over the sinks' events
+        sinks = diagnosed([self.writer, self.live], cfg.monitor)
+        self.monitor = Monitor.for_model(params, layers, sinks, cfg.monitor, s.device)
         if act:  # as engine.train() adds it
             self.act = ActivationProbe(every=cfg.monitor.activations_every)
             self.monitor.add_probe(self.act, model)
@@ -369,7 +372,7 @@ class Monitored:
         if self.writer is None or self.live is None:
             return ""
         finished = RunFinished("completed", m.step)
-        for sink in (self.writer, self.live):
+        for sink in m.sinks:  # through the live diagnosis, whose last pass comes before RunFinished
             sink.emit(finished)
             sink.close()
         self.q.put(None)

@@ -39,6 +39,7 @@ from tuitrain.runfile import AppendRefused, RunFileError, RunFileWriter, open_ru
 HERE = Path(__file__).resolve().parent
 V1 = HERE / "data" / "run_v1.h5"
 V2_NOTABLES = HERE / "data" / "run_v2_notables.h5"
+ACT = replace(ACT_PROBE, every=10)  # the act probe of these files: a row every 10 steps
 MODULES = [
     ModuleInfo("fc0", "Linear", "leaf"),
     ModuleInfo("act0", "ReLU", "leaf"),
@@ -68,7 +69,7 @@ def started(modules: list[ModuleInfo] | None = None, **kw: object) -> RunStarted
         model_name="Net",
         layers=[LayerInfo(f"fc{i}.weight", (4, 4), 16, "weight", f"fc{i}", "Linear") for i in range(2)],
         started_at=1_700_000_000.0,
-        probes=[GRAD_PROBE, ACT_PROBE],
+        probes=[GRAD_PROBE, ACT],
         source="script",
         modules=MODULES if modules is None else modules,
     )
@@ -81,7 +82,7 @@ def batch(start: int, n: int, act: bool = True, n_layers: int = 2) -> StepBatch:
     steps = np.arange(start, start + n, dtype=np.int64)
     blocks = {"grad": ProbeBlock("grad", steps, rng.random((n, 4, n_layers)).astype(np.float32))}
     if act:
-        a = steps[steps % ACT_PROBE.every == 0]
+        a = steps[steps % ACT.every == 0]
         blocks["act"] = ProbeBlock("act", a, rng.random((len(a), 5, len(MODULES))).astype(np.float32))
     return StepBatch(
         steps=steps,
@@ -114,7 +115,7 @@ def written(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_modules_probes_and_findings_read_back_as_sent(written: Path) -> None:
     with open_run(written) as rf:
         assert rf.tables == ("modules", "findings") and rf.has_findings
-        assert rf.modules == MODULES and rf.probe_specs == [GRAD_PROBE, ACT_PROBE]
+        assert rf.modules == MODULES and rf.probe_specs == [GRAD_PROBE, ACT]
         assert rf.probe("std", probe="act").shape == (4, len(MODULES))
         np.testing.assert_array_equal(rf.probe_steps(probe="act"), [0, 10, 20, 30])
         got = rf.findings()
@@ -309,7 +310,7 @@ def test_resume_keeps_the_tables_and_extends_an_old_file(written: Path, tmp_path
     old = _copy(V2_NOTABLES, tmp_path, "old.h5")
     with open_run(old) as rf:
         ev, last, n_layers = rf.run_started(), rf.last_step, rf.n_layers
-    ev = replace(ev, probes=[*ev.probes, ACT_PROBE], modules=MODULES)
+    ev = replace(ev, probes=[*ev.probes, ACT], modules=MODULES)
     with RunFileWriter(old, append=True, background=False) as w:
         w.emit(ev)
         w.emit(batch(last + 1, 20, n_layers=n_layers))
@@ -317,7 +318,7 @@ def test_resume_keeps_the_tables_and_extends_an_old_file(written: Path, tmp_path
         w.emit(RunFinished("completed", last + 20))
     with open_run(old) as rf:
         assert rf.tables == ("modules", "findings") and rf.modules == MODULES and rf.n_steps == last + 21
-        assert rf.probe_specs == [GRAD_PROBE, ACT_PROBE] and rf.probe_rows("grad") == last + 21
+        assert rf.probe_specs == [GRAD_PROBE, ACT] and rf.probe_rows("grad") == last + 21
         np.testing.assert_array_equal(rf.probe_steps(probe="act"), [30, 40])  # from the resumed step
         assert [f.kind for f in rf.findings()] == ["plateau"]
         assert from_runfile(rf).activations.modules == [m.name for m in MODULES]  # type: ignore[union-attr]

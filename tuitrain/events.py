@@ -90,7 +90,7 @@ ACT_PROBE = ProbeSpec(
         Quantity("saturated_frac", "fraction saturated (sigmoid/tanh)"),
         Quantity("dead_frac", "fraction of dead units"),
     ),
-    every=10,  # monitor.activations_every's default (the config schema owns it)
+    every=1,  # set per run (monitor.activations_every; the config schema owns its default)
 )
 PROBE_LABELS: dict[str, str] = {q.name: q.label for q in GRAD_PROBE.quantities}
 

@@ -15,7 +15,7 @@ Where each hook comes in, and why there:
   accumulation the other batches only add their loss to the step's mean. One row per optimizer
   step, so the file's step is ``trainer.global_step`` (for a fit resumed from a Lightning
   checkpoint, the new file counts from 0).
-- The forward signal (the activation probe, every ``activations_every`` optimizer steps: 10 by
+- The forward signal (the activation probe, every ``activations_every`` optimizer steps: 20 by
   default, 0 = off, a keyword of :func:`tuitrain.init`) hooks the module's submodules. The Monitor
   arms it after each logged step, for the next one: Lightning's ``training_step`` (the forward, run
   inside the optimizer's closure) comes after that, so the first batch of each probed step is the

@@ -234,7 +234,19 @@ def vgg38_file(tmp_path_factory) -> Path:
     of magnitude within the first stage (the story of 001 and Brock et al. 2021)."""
     path = tmp_path_factory.mktemp("signal") / "vgg38.h5"
     small = ("--data", "synthetic", "--set", "data.image_size=8", "--set", "data.train_size=200")
-    p = tt("run", "vgg38", *small, "--max-steps", "21", "--no-ui", "--out", str(path), timeout=180)
+    p = tt(
+        "run",
+        "vgg38",
+        *small,
+        "--max-steps",
+        "21",
+        "--set",
+        "monitor.activations_every=10",
+        "--no-ui",
+        "--out",
+        str(path),
+        timeout=180,
+    )
     assert p.returncode == 0, p.stdout + p.stderr
     return path
 

@@ -190,7 +190,7 @@ class MonitorConfig:
     nan_patience: int = 0  # on_nan = "stop": consecutive non-finite losses tolerated; 0 stops at the first
     # The forward-signal probe (per module: activation mean, std, zeros, saturation, dead units) every
     # N steps; 0 turns it off. Its cost at 10 is in docs/performance.md.
-    activations_every: int = 10
+    activations_every: int = 20
     # Live diagnosis (tuitrain.diagnosis): the rules run over the run so far about this often (never
     # costing more than ~1% of the training process's time), and findings go to the dashboard and the
     # run file; 0 turns live diagnosis off (`tuitrain diagnose RUN.h5` still works on the file).

@@ -55,10 +55,14 @@ Where, and how values reach the host (never a host read before ``collect()``):
   handful of kernels), ``before_step`` stacks the step's row in one op and copies it non-blocking into
   pinned memory (:class:`~tuitrain.train.probes.HostReadback`, as the gradient probe); ``collect()``
   returns the rows whose copies completed (all with ``force``).
-- CPU: inside a step every op costs several times its tight-loop price (cold caches), so the hook
-  only copies the output (one op; a copy, because a later in-place op such as ``ReLU(inplace=True)``
-  would change it) and ``collect()`` reduces the copies with numpy at the flush. At most
+- CPU, small outputs (up to ``_DEFER_MAX`` elements: an MLP's): inside a step every op costs several
+  times its tight-loop price (cold caches), so the hook only copies the output (one op; a copy,
+  because a later in-place op such as ``ReLU(inplace=True)`` would change it) and ``collect()``
+  reduces the copies with numpy at the flush, all copies of one shape together. At most
   ``_DEFER_ELEMS`` elements wait; past that an output is reduced in its hook, as on CUDA.
+- CPU, larger outputs (a conv net's): the arithmetic, not the call, is the cost, and a deferred copy
+  would add a write and a read of the whole output to it; so the hook reduces them in place with
+  torch's float32 ops, as on CUDA (the values stay CPU tensors until ``collect()`` reads them all).
 The host divides the counts by the sizes the hook noted (shapes are host metadata: no sync).
 """
 
@@ -75,6 +79,7 @@ import torch
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
+from tuitrain.config.schema import MonitorConfig
 from tuitrain.events import ACT, ACT_PROBE, ProbeBlock
 from tuitrain.train.activation_modules import (
     CHANNEL_FIRST,
@@ -96,6 +101,9 @@ _HALF = (torch.float16, torch.bfloat16)
 # CPU: outputs of a probed step are copied (one op each) and reduced at collect() with numpy, up to this
 # many elements waiting (16 MB); past it a module is reduced in its hook with torch ops (see _measure).
 _DEFER_ELEMS = 1 << 22
+# ... and only outputs up to this many elements (128 KB) are deferred: for larger ones the copy costs
+# more than the cold calls it saves (see the module docstring).
+_DEFER_MAX = 1 << 15
 
 
 def _first_float(output: Any) -> torch.Tensor | None:
@@ -125,7 +133,7 @@ class ActivationProbe:
 
     def __init__(
         self,
-        every: int = ACT_PROBE.every,
+        every: int = MonitorConfig.activations_every,
         *,
         is_block: Callable[[str, nn.Module], bool] | None = None,
         margin: float = MARGIN,
@@ -249,7 +257,13 @@ class ActivationProbe:
         y = _first_float(output)
         if y is None or y.numel() == 0:
             return
-        if self.defer and y.device.type == "cpu" and self._held_elems + y.numel() <= _DEFER_ELEMS:
+        numel = y.numel()
+        if (
+            self.defer
+            and numel <= _DEFER_MAX
+            and y.device.type == "cpu"
+            and self._held_elems + numel <= _DEFER_ELEMS
+        ):
             # One op in the step (a step's ops cost several times their tight-loop price); the
             # arithmetic waits for collect(), when caches are warm. A copy: an in-place op later in
             # the forward (ReLU(inplace=True)) must not change what was measured.
@@ -326,28 +340,43 @@ class ActivationProbe:
         return ProbeBlock(self.spec.name, np.asarray(steps, dtype=np.int64), self._fractions(raw, sizes))
 
     def _reduce_held(self) -> None:
-        """Reduce the deferred copies of the waiting rows now (numpy; host memory: no device read)."""
+        """Reduce the deferred copies of the waiting rows now (numpy; host memory: no device read).
+        Copies of one shape (and unit axis and bounds) are reduced together, a handful of numpy calls
+        per shape rather than per module and step: on a small model each call costs its fixed price
+        many times over its arithmetic (an MLP's outputs are all one shape)."""
+        groups: dict[tuple, list[tuple[list, int, np.ndarray]]] = {}
         for _, _, vals in self._rows:
             for i, v in enumerate(vals):
                 if isinstance(v, torch.Tensor):
-                    vals[i] = self._reduce_np(i, v.numpy())
+                    a = v.numpy()
+                    t = self._targets[i]
+                    dim = -1 if a.ndim < 2 else (1 if (t.channel_first or a.ndim >= 4) else a.ndim - 1)
+                    groups.setdefault((a.shape, dim, t.bounds), []).append((vals, i, a))
+        for (_, dim, bounds), items in groups.items():
+            stats = self._reduce_stack(np.stack([a for _, _, a in items]), dim, bounds)
+            for (vals, i, _), row in zip(items, stats, strict=True):
+                vals[i] = row
         self._held_elems = 0
 
-    def _reduce_np(self, i: int, a: np.ndarray) -> np.ndarray:
-        """What :meth:`_measure` computes on the device, for a deferred copy, in float64."""
-        t = self._targets[i]
-        mean = a.mean(dtype=np.float64)
-        d = (a - mean).ravel()
-        nnz = np.count_nonzero(a)
+    def _reduce_stack(self, s: np.ndarray, dim: int, bounds: tuple[float, float] | None) -> np.ndarray:
+        """What :meth:`_measure` computes on the device, for ``k`` deferred copies of one shape stacked
+        on axis 0 (``dim``: the unit axis of one copy, -1 for none), in float64: ``(k, 5)``."""
+        k = s.shape[0]
+        flat = s.reshape(k, -1)
+        mean = flat.mean(axis=1, dtype=np.float64)
+        d = flat - mean[:, None]
+        nnz = np.count_nonzero(flat, axis=1)
         sat = nnz
-        if t.bounds is not None:
-            lo, hi = t.bounds
-            sat = np.count_nonzero(np.abs(a - (lo + hi) / 2) >= (hi - lo) / 2 - self.margin)
+        if bounds is not None:
+            lo, hi = bounds
+            sat = np.count_nonzero(np.abs(flat - (lo + hi) / 2) >= (hi - lo) / 2 - self.margin, axis=1)
         alive = nnz
-        if a.ndim >= 2:
-            dim = 1 if (t.channel_first or a.ndim >= 4) else a.ndim - 1
-            alive = np.count_nonzero(np.abs(a).max(axis=tuple(k for k in range(a.ndim) if k != dim)))
-        return np.array([mean, np.sqrt(np.dot(d, d)), nnz, sat, alive], dtype=np.float64)
+        if dim >= 0:
+            axes = tuple(j for j in range(1, s.ndim) if j != dim + 1)
+            alive = np.count_nonzero(np.abs(s).max(axis=axes), axis=1)
+        return np.stack([mean, np.sqrt(np.einsum("ij,ij->i", d, d)), nnz, sat, alive], axis=1).astype(
+            np.float64
+        )
 
     def _fractions(self, raw: np.ndarray, sizes: np.ndarray) -> np.ndarray:
         """Raw (m, n, 5) device values (mean, norm of the deviations, counts) and (m, 2, n) element /

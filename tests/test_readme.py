@@ -8,6 +8,7 @@ user's shell in the checkout would see them, so ``runs/...`` paths never collide
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
@@ -23,6 +24,8 @@ import pytest
 
 from tests.conftest import REPO, cli_env
 from tests.e2e.tmux import Tmux, descendants, kill_all, needs_tmux
+from tuitrain.diagnosis import current
+from tuitrain.runfile import open_run
 
 README = (REPO / "README.md").read_text()
 VENV_BIN = Path(sys.executable).parent
@@ -145,6 +148,32 @@ def test_story_vgg38_stays_at_chance_and_says_its_gradients_vanish(story: dict) 
     assert "completed" in info and "vgg38" in info
 
 
+def test_story_diagnose_says_why(story: dict) -> None:
+    """The story's diagnose line: two errors from step 0 for VGG38, stored in the file as found, none
+    for VGG08 and VGG38+BN+RC."""
+    cwd: Path = story["cwd"]
+    p = sh("tuitrain diagnose runs/vgg08.h5 runs/vgg38.h5 runs/vgg38_bn_rc.h5 --json", cwd)
+    assert p.returncode == 0, p.stderr
+    found: dict[str, list[dict]] = {"vgg08": [], "vgg38": [], "vgg38_bn_rc": []}
+    for f in json.loads(p.stdout):  # one dict per finding, with its run file
+        found[Path(f["run_file"]).stem].append(f)
+    assert found["vgg08"] == [] and found["vgg38_bn_rc"] == [], found
+    kinds = {f["kind"]: f for f in found["vgg38"]}
+    assert sorted(kinds) == ["signal_collapse", "vanishing_gradients"], found["vgg38"]
+    collapse, vanish = kinds["signal_collapse"], kinds["vanishing_gradients"]
+    assert all(f["severity"] == "error" and f["first_step"] == 0 for f in (collapse, vanish))
+    assert collapse["layer"].startswith("stages.0.") and collapse["evidence"]["std_ratio"] < 1e-2
+    assert 1e-17 < collapse["evidence"]["min_std_ratio"] < 1e-15
+    assert vanish["evidence"]["vanishing_layers"] == vanish["evidence"]["weight_layers"] == 38
+    for f in (collapse, vanish):
+        assert all(w in f["suggestion"] for w in ("BatchNorm", "residual", "He/Kaiming")), f
+    with open_run(cwd / "runs" / "vgg38.h5") as rf:  # the training process stored the same two
+        stored = {(f.kind, f.layer) for f in current(rf.findings())}
+    assert stored == {(f["kind"], f["layer"]) for f in found["vgg38"]}
+    text = [o.stdout for c, o in story.items() if c.startswith("tuitrain diagnose")][0]
+    assert "runs/vgg38.h5: 2 findings" in text and "runs/vgg08.h5: 0 findings" in text, text
+
+
 def test_replay_commands_as_written(story: dict) -> None:
     cwd: Path = story["cwd"]
     live = sh(
@@ -213,6 +242,16 @@ def test_quick_start_watch_shows_the_pathology(tmp_path: Path) -> None:
             lambda s: "vanishing gradients: 38 of 38" in s, 300, "the vanishing event of the main job"
         )
         assert "4.6" in screen  # the loss at ln(100)
+        # the header names the errors found; the Diagnosis panel (shown from 36 rows) says where and why
+        screen = t.wait_for(
+            lambda s: "signal_collapse" in s.splitlines()[0] and "2 errors" in s.splitlines()[0],
+            120,
+            "the header's errors",
+        )
+        assert "Diagnosis" in screen and "stages.0." in screen and "BatchNorm" in screen, screen
+        t.keys("v")
+        t.wait_for(lambda s: "input_conv" in s and "Signal" in s, 30, "the Signal view")
+        t.keys("v")
         bars = re.findall(r"(\d\.\de-(\d\d))[ ▂▄▆█▁▃▅▇]?││", screen)  # gradient bars: "about 1e-16"
         assert bars and all(15 <= int(e) <= 17 for _, e in bars), bars
         t.keys("q")

@@ -370,6 +370,27 @@ def diagnose(
 
 
 @app.command()
+def export(
+    run_file: Annotated[Path, typer.Argument(help="A run file (.h5) written by tuitrain.", metavar="RUN.h5")],
+    csv_dir: Annotated[
+        Path | None,
+        typer.Option("--csv", help="Write tidy CSV tables into DIR (docs/export.md).", metavar="DIR"),
+    ] = None,
+    tb_dir: Annotated[
+        Path | None,
+        typer.Option("--tensorboard", help="Write TensorBoard event files into DIR.", metavar="DIR"),
+    ] = None,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace files an earlier export wrote.")
+    ] = False,
+) -> None:
+    """Export a run file as CSV tables and/or TensorBoard event files, for other tools."""
+    from tuitrain.commands.export import export_file
+
+    export_file(run_file, csv_dir, tb_dir, overwrite)
+
+
+@app.command()
 def replay(
     run_files: Annotated[
         list[Path],

@@ -53,14 +53,14 @@ def probe_axis_names(rf: RunFile, axis: str, width: int) -> tuple[str, list[str]
     return "item", [str(i) for i in range(width)]
 
 
-def _chunks(n: int) -> Iterator[slice]:
+def chunks(n: int) -> Iterator[slice]:
     for a in range(0, n, CHUNK):
         yield slice(a, min(n, a + CHUNK))
 
 
 def _steps_rows(rf: RunFile) -> Iterator[list[Any]]:
     names = ("step", "epoch", *rf.step_scalars)
-    for sl in _chunks(rf.n_steps):
+    for sl in chunks(rf.n_steps):
         cols = [rf.scalar(name, sl.start, sl.stop) for name in names]
         for i in range(sl.stop - sl.start):
             yield [c[i] for c in cols]
@@ -69,7 +69,7 @@ def _steps_rows(rf: RunFile) -> Iterator[list[Any]]:
 def _probe_rows(
     rf: RunFile, probe: str, names: list[str], quantities: tuple[str, ...]
 ) -> Iterator[list[Any]]:
-    for sl in _chunks(rf.probe_rows(probe)):
+    for sl in chunks(rf.probe_rows(probe)):
         steps = rf.probe_steps(sl, probe=probe)
         values = [rf.probe(q, sl, probe=probe) for q in quantities]
         for k in range(len(steps)):
@@ -86,7 +86,7 @@ def _metrics_rows(rf: RunFile) -> Iterator[list[Any]]:
                 yield [scope, key, s, e, float(v)]
 
 
-def _probe_width(rf: RunFile, probe: str, axis: str) -> int:
+def probe_width(rf: RunFile, probe: str, axis: str) -> int:
     if axis == "tensor":
         return rf.n_layers
     if axis == "module":
@@ -107,7 +107,7 @@ def csv_tables(rf: RunFile) -> dict[str, tuple[list[str], Rows]]:
         lambda: iter([[ep[c][i] for c in ep_cols] for i in range(len(ep["epoch"]))]),
     )
     for spec in rf.probe_specs:
-        header, names = probe_axis_names(rf, spec.axis, _probe_width(rf, spec.name, spec.axis))
+        header, names = probe_axis_names(rf, spec.axis, probe_width(rf, spec.name, spec.axis))
         out[f"probe_{spec.name}.csv"] = (
             ["step", header, *spec.names],
             lambda spec=spec, names=names: _probe_rows(rf, spec.name, names, spec.names),

@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tuitrain.export.csv import ExportError, _chunks, _probe_width, probe_axis_names
+from tuitrain.export.csv import ExportError, chunks, probe_axis_names, probe_width
 
 if TYPE_CHECKING:
     from tuitrain.runfile.reader import RunFile
@@ -45,7 +45,7 @@ def require_tensorboard() -> None:
 def tensorboard_scalars(rf: RunFile) -> Iterator[tuple[str, float, int]]:
     """(tag, value, step) of everything the export writes, in order; NaN values left out."""
     names = rf.step_scalars
-    for sl in _chunks(rf.n_steps):
+    for sl in chunks(rf.n_steps):
         steps = rf.scalar("step", sl.start, sl.stop)
         cols = [rf.scalar(n, sl.start, sl.stop) for n in names]
         for i in range(len(steps)):
@@ -71,8 +71,8 @@ def tensorboard_scalars(rf: RunFile) -> Iterator[tuple[str, float, int]]:
             if not math.isnan(v):
                 yield f"test/{key}", float(v), rf.last_step
     for spec in rf.probe_specs:
-        _, items = probe_axis_names(rf, spec.axis, _probe_width(rf, spec.name, spec.axis))
-        for sl in _chunks(rf.probe_rows(spec.name)):
+        _, items = probe_axis_names(rf, spec.axis, probe_width(rf, spec.name, spec.axis))
+        for sl in chunks(rf.probe_rows(spec.name)):
             steps = rf.probe_steps(sl, probe=spec.name)
             values = {q: rf.probe(q, sl, probe=spec.name) for q in spec.names}
             for k in range(len(steps)):

@@ -167,7 +167,11 @@ def _probe(pd: Any, rf: RunFile, name: str) -> pd.DataFrame:
     spec = next(p for p in rf.probe_specs if p.name == name)
     steps = rf.probe_steps(probe=name)
     column = AXIS_COLUMN.get(spec.axis)
-    labels = [x.name for x in rf.layers] if spec.axis == "tensor" else [m.name for m in rf.modules]
+    labels: list[str] = []
+    if column == "layer":
+        labels = [x.name for x in rf.layers]
+    elif column == "module":
+        labels = [m.name for m in rf.modules]
     parts = []
     for q in spec.names:
         values = rf.probe(q, probe=name)[: len(steps)]

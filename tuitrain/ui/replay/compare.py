@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tuitrain.events import STEP_SCALARS
+from tuitrain.view.colors import PALETTE, run_color  # noqa: F401 - re-exported for the UI
 from tuitrain.view.table import (  # noqa: F401  (re-exported: the table's home is tuitrain.view.table)
     BEST_HIGH,
     BEST_LOW,
@@ -83,23 +84,7 @@ def higher_is_better(metric: str) -> bool:
 
 # -- runs: names and colours -----------------------------------------------------------------------
 
-# Tableau 10: distinct hues that read on dark and light themes alike. One per run, in order.
-PALETTE: tuple[str, ...] = (
-    "#4e9ad8",
-    "#f28e2b",
-    "#59a14f",
-    "#e15759",
-    "#b07aa1",
-    "#76b7b2",
-    "#edc948",
-    "#ff9da7",
-    "#9c755f",
-    "#bab0ac",
-)
-
-
-def run_color(index: int) -> str:
-    return PALETTE[index % len(PALETTE)]
+# One colour per run, in order (tuitrain.view.colors owns them: the report's figures use them too).
 
 
 def hex_rgb(color: str) -> tuple[int, int, int]:

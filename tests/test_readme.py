@@ -104,6 +104,7 @@ def test_every_readme_command_is_run_or_says_why_not() -> None:
     covered.update(block_with("tuitrain replay runs/vgg38.h5 --print"))
     covered.update(c for c in block_with("--device cpu --nproc-per-node 2") if c not in NOT_HERE)
     covered.update(block_with(OWN_LOOP))
+    covered.update(block_with("tuitrain export runs/vgg38.h5 --csv"))
     setup = [c for b in bash_blocks() for c in commands(b) if c.startswith("python3 -m venv")]
     assert len(setup) == 2
     found = {c for b in bash_blocks() for c in commands(b) if not c.startswith("python3 -m venv")}
@@ -209,6 +210,25 @@ def test_python_snippet_reads_a_run_file(story: dict) -> None:
     )
     assert p.returncode == 0, p.stderr
     assert "(80, 39) 39" in p.stdout, p.stdout
+
+
+def test_load_and_export_as_written(story: dict) -> None:
+    """The run-file section's tuitrain.load snippet and export block, on the story's VGG38 file."""
+    cwd: Path = story["cwd"]
+    (snippet,) = python_blocks("tuitrain.load(")
+    check = "\nprint(len(run.steps), sorted(set(run.probes['grad'].quantity)), list(run.findings.kind))"
+    p = subprocess.run(
+        [sys.executable, "-c", snippet + check], cwd=cwd, capture_output=True, text=True, timeout=120
+    )
+    assert p.returncode == 0, p.stderr
+    assert "80 ['grad_mean_abs', 'grad_norm', 'update_ratio', 'weight_norm']" in p.stdout, p.stdout
+    assert "signal_collapse" in p.stdout and "vanishing_gradients" in p.stdout, p.stdout
+    for cmd in block_with("tuitrain export runs/vgg38.h5 --csv"):
+        r = sh(cmd, cwd)
+        assert r.returncode == 0, r.stdout + r.stderr
+    with open(cwd / "export" / "vgg38" / "steps.csv") as f:
+        assert len(f.read().splitlines()) == 81  # header + 80 steps
+    assert list((cwd / "tb" / "vgg38").glob("events.out.tfevents.*"))
 
 
 def test_headless_main_job(tmp_path: Path) -> None:

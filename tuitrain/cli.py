@@ -391,6 +391,37 @@ def export(
 
 
 @app.command()
+def report(
+    run_files: Annotated[
+        list[Path], typer.Argument(help="Run files (.h5) written by tuitrain.", metavar="RUN.h5...")
+    ],
+    out: Annotated[
+        Path, typer.Option("--out", help="The report folder (created if missing).", metavar="DIR")
+    ],
+    fmt: Annotated[
+        str, typer.Option("--format", help="Figure format: png, svg or pdf (PNG is always written too).")
+    ] = "png",
+    epochs: Annotated[
+        str | None, typer.Option("--epochs", help="Epochs the figures show, e.g. 1,5.", metavar="LIST")
+    ] = None,
+    steps: Annotated[
+        str | None, typer.Option("--steps", help="Steps the figures show, e.g. 100,2000.", metavar="LIST")
+    ] = None,
+    exclude: Annotated[
+        list[str] | None,
+        typer.Option("--exclude", help="Leave out layers matching PATTERN (fnmatch).", metavar="PATTERN"),
+    ] = None,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace files an earlier report wrote.")
+    ] = False,
+) -> None:
+    """Write a report of runs into DIR: README.md, the final table (Markdown, CSV, LaTeX), the figures."""
+    from tuitrain.commands.report import report_files
+
+    report_files(run_files, out, fmt, epochs, steps, exclude or [], overwrite)
+
+
+@app.command()
 def replay(
     run_files: Annotated[
         list[Path],

@@ -159,7 +159,10 @@ def _draw_updates(r: ReportRun, opts: Options) -> tuple[Any, int] | str:
         return "every layer is excluded (--exclude)"
     rows = thin_rows(rf.probe_rows("grad"))
     steps = rf.probe_steps(rows)
-    ratio = _positive(rf.probe("update_ratio", rows)[:, cols])
+    # Zeros (a layer that did not move: a vanished gradient) count in the percentiles; log y leaves
+    # them out of the drawing, and the title says how many layers stood still at the end.
+    ratio = np.asarray(rf.probe("update_ratio", rows)[:, cols], np.float64)
+    ratio[~np.isfinite(ratio)] = np.nan
     # Where ||W|| is 0 the file stores ||dW|| itself (docs/run-file.md): not a ratio, not drawn.
     ratio[~(np.asarray(rf.probe("weight_norm", rows)[:, cols], np.float64) > 0)] = np.nan
     fig = new_figure(9, 4.5)
@@ -170,32 +173,37 @@ def _draw_updates(r: ReportRun, opts: Options) -> tuple[Any, int] | str:
         cmap = colormaps["viridis"]
         for k, i in enumerate(cols):
             shade = cmap(0.9 * k / max(1, len(cols) - 1))
-            ax.plot(steps, ratio[:, k], color=shade, linewidth=1, label=rf.layers[i].name)
+            ax.plot(steps, _positive(ratio[:, k]), color=shade, linewidth=1, label=rf.layers[i].name)
         ax.legend(fontsize=6, ncols=2 if len(cols) > 6 else 1)
         lines = len(cols)
     else:
         with np.errstate(all="ignore"), _quiet():
-            p10, p50, p90 = (np.nanpercentile(ratio, q, axis=1) for q in (10, 50, 90))
+            p10, p50, p90, top = (_positive(np.nanpercentile(ratio, q, axis=1)) for q in (10, 50, 90, 100))
         ax.fill_between(steps, p10, p90, color=r.color, alpha=0.25, label="10th-90th percentile of layers")
         ax.plot(steps, p10, color=r.color, linewidth=0.8)
         ax.plot(steps, p90, color=r.color, linewidth=0.8)
         ax.plot(steps, p50, color=r.color, linewidth=2, label=f"median over {len(cols)} layers")
+        ax.plot(steps, top, color="black", linewidth=0.8, linestyle=":", label="largest of the layers")
         ax.legend(fontsize=7)
-        lines = 3
+        lines = 4
     ax.axhline(GUIDE, color="#d62728", linestyle="--", linewidth=1)
     ax.annotate("1e-3", (steps[0], GUIDE), color="#d62728", fontsize=7, va="bottom")
     ax.set_yscale("log")
+    ax.set_xlim(steps[0], max(steps[-1], steps[0] + 1))
     ax.set_xlabel("step")
     ax.set_ylabel("update ratio ||dW|| / ||W||")
-    ax.set_title(f"{r.name}: update ratio per layer")
+    still = int(np.sum(ratio[-1] == 0))
+    ax.set_title(
+        f"{r.name}: update ratio per layer" + (f" ({still} of {len(cols)} did not move)" if still else "")
+    )
     return fig, lines
 
 
 @register("updates")
 def updates(runs: list[ReportRun], out: Path, opts: Options) -> Made | Skipped:
     """The per-layer update ratio ||dW||/||W|| over time (003 figure 3) against the 1e-3 guide line:
-    one line per kept layer, or the 10th/50th/90th percentile over layers when there are more than
-    :data:`MOST_LINES`. Facts: ``lines``, the data lines drawn (the guide not counted)."""
+    one line per kept layer, or the 10th/50th/90th percentile and the largest over layers when there
+    are more than :data:`MOST_LINES`. Facts: ``lines``, the data lines drawn (the guide not counted)."""
     return per_run("updates", "Update ratio per layer", runs, out, opts, _draw_updates, "lines")
 
 

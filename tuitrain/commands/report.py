@@ -29,12 +29,11 @@ def parse_ints(option: str, text: str | None) -> tuple[int, ...] | None:
     return got
 
 
-def check_out(out: Path, planned: list[Path], overwrite: bool) -> None:
+def check_out(out: Path, there: list[Path], overwrite: bool) -> None:
     if out.exists() and not out.is_dir():
         raise fail(
             f"--out {out}: is a file, not a folder; give a folder for the report (it is created if missing)."
         )
-    there = [p for p in planned if p.exists()]
     if there and not overwrite:
         raise fail(
             f"--out {out} already holds a report: {', '.join(p.name for p in there)}; nothing was written. "
@@ -51,7 +50,7 @@ def report_files(
     exclude: list[str],
     overwrite: bool,
 ) -> None:
-    from tuitrain.report.build import NO_MATPLOTLIB, make_report, planned_files
+    from tuitrain.report.build import NO_MATPLOTLIB, existing_report_files, make_report
     from tuitrain.report.figure import FORMATS, Options
     from tuitrain.runfile.reader import RunFileError, open_run
 
@@ -60,7 +59,7 @@ def report_files(
             f"--format {fmt!r}: unknown image format; allowed: {', '.join(FORMATS)} (PNG is always written too)."
         )
     opts = Options(fmt, parse_ints("--epochs", epochs), parse_ints("--steps", steps), tuple(exclude))
-    check_out(out, planned_files(out, fmt), overwrite)
+    check_out(out, existing_report_files(out), overwrite)
     with contextlib.ExitStack() as stack:
         try:
             files = [stack.enter_context(open_run(p)) for p in run_files]

@@ -36,13 +36,16 @@ def figure_names() -> list[str]:
     return list(FIGURES)
 
 
-def planned_files(out: Path, fmt: str) -> list[Path]:
-    """The files a report into ``out`` writes (each figure its PNG and, for svg/pdf, that file too):
-    what ``--overwrite`` protects."""
-    names = [README, *TABLE_FILES]
+def existing_report_files(out: Path) -> list[Path]:
+    """The files in ``out`` a report would replace: README.md, the tables, and any figure file (a
+    figure writes ``<figure>.<ext>``, a per-run figure ``<figure>-<run>.<ext>``, in any format): what
+    ``--overwrite`` protects. Files of other names in ``out`` are never touched."""
+    if not out.is_dir():
+        return []
+    there = [out / n for n in (README, *TABLE_FILES) if (out / n).exists()]
     for fig in figure_names():
-        names += [f"{fig}.png", *([f"{fig}.{fmt}"] if fmt != "png" else [])]
-    return [out / n for n in names]
+        there += sorted({*out.glob(f"{fig}.*"), *out.glob(f"{fig}-*")})
+    return there
 
 
 def report_runs(files: list) -> list[ReportRun]:
@@ -90,8 +93,12 @@ def readme_text(runs: list[ReportRun], rows: list[FinalRow], keys: list[str], re
     lines += ["", "## Final metrics", "", "Best value of each column in **bold**.", ""]
     lines += [markdown_table(rows, keys), "Also as [CSV](table.csv) and [LaTeX](table.tex).", ""]
     for m in rep.made:
-        png, others = m.paths[0], m.paths[1:]
-        lines += [f"## {m.title}", "", f"![{m.title}]({png.name})", ""]
+        pngs = [p for p in m.paths if p.suffix == ".png"]
+        others = [p for p in m.paths if p.suffix != ".png"]
+        lines += [f"## {m.title}", ""]
+        for png in pngs:
+            alt = m.title if len(pngs) == 1 else f"{m.title}: {png.stem}"
+            lines += [f"![{alt}]({png.name})", ""]
         if others:
             lines += ["Also: " + ", ".join(f"[{p.name}]({p.name})" for p in others), ""]
     if rep.skipped or rep.failed:

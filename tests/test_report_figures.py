@@ -168,3 +168,20 @@ def test_exclude_matches_names_and_kinds() -> None:
     assert not excluded("head.weight", "weight", ("*.bias", "norm"))
     assert excluded("layers.0.act", "ReLU", ("relu",))
     assert excluded("stages.0.blocks.1.conv0.weight", "weight", ("stages.0.*",))
+
+
+def test_a_loop_without_watch_has_no_gradient_figures(tmp_path: Path) -> None:
+    import tuitrain
+
+    path = tmp_path / "nowatch.h5"
+    with tuitrain.init(out=path) as run:
+        for i in range(3):
+            run.log({"loss": 1.0 / (i + 1)})
+    with open_run(path) as rf:
+        r = ReportRun("nowatch", "#4e9ad8", path, rf)
+        for fig in (gradient_flow, grad_bars, updates):
+            res = fig([r], tmp_path / "out", Options())
+            assert isinstance(res, Skipped) and "no gradient probe" in res.why, res
+        res = forward_signal([r], tmp_path / "out", Options())
+        assert isinstance(res, Skipped) and "no activation probe" in res.why
+    assert not (tmp_path / "out").exists()

@@ -232,3 +232,26 @@ def test_renderings_escape_names_and_keep_cells() -> None:
     assert body[0][0] == "a_b|c%" and body[1][-1] == "Val Loss"
     assert body[0][-1] == "Train Loss;Train Acc;Val Acc;Test Loss;Test Acc"
     assert tex_escape("~^\\") == r"\textasciitilde{}\textasciicircum{}\textbackslash{}"
+
+
+def test_a_broken_figure_keeps_the_tables_and_the_others(runs: list[Path], tmp_path: Path) -> None:
+    import tuitrain.report.figures  # noqa: F401
+    from tuitrain.report.build import make_report
+    from tuitrain.report.figure import FIGURES
+
+    def broken(runs_: list, out: Path, opts: Options) -> Made:
+        raise RuntimeError("drawing went wrong")
+
+    FIGURES["zz_broken"] = broken
+    files = [open_run(runs[0])]
+    try:
+        rep = make_report(files, tmp_path, Options())
+    finally:
+        del FIGURES["zz_broken"]
+        for rf in files:
+            rf.close()
+    assert [s.name for s in rep.failed] == ["zz_broken"]
+    assert "curves" in [m.name for m in rep.made]
+    readme = (tmp_path / "README.md").read_text()
+    assert "zz_broken: failed: RuntimeError: drawing went wrong" in readme
+    assert (tmp_path / "table.csv").exists() and (tmp_path / "curves.png").exists()

@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import csv
 import re
+import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
 from tests.clirun import assert_clean_error, tt
-from tests.conftest import REPO, cli_env
+from tests.conftest import REPO, cli_env, tuitrain_cmd
 from tuitrain.report.build import report_runs
 from tuitrain.report.figure import Made, Options
 from tuitrain.runfile.reader import open_run
@@ -26,17 +27,38 @@ LRS = ("0.05", "0.01", "0.002")
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    """Three real runs, trained at the same time (each process waits on its own file most of the time)."""
     base = tmp_path_factory.mktemp("runs")
-    out = []
-    for i, lr in enumerate(LRS):
-        path = base / f"lr{i}.h5"
-        p = tt(
-            "run", "toy2d_mlp", "--no-ui", "--max-steps", "40", "--epochs", "2",
-            "--set", f"optim.lr={lr}", "--out", str(path),
+    paths = [base / f"lr{i}.h5" for i in range(len(LRS))]
+    env = {**cli_env(), "OMP_NUM_THREADS": "1"}
+    procs = [
+        subprocess.Popen(
+            [
+                *tuitrain_cmd(),
+                "run",
+                "toy2d_mlp",
+                "--no-ui",
+                "--max-steps",
+                "40",
+                "--epochs",
+                "2",
+                "--set",
+                f"optim.lr={lr}",
+                "--out",
+                str(path),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=env,
+            cwd=REPO,
         )  # fmt: skip
-        assert p.returncode == 0, p.stdout + p.stderr
-        out.append(path)
-    return out
+        for lr, path in zip(LRS, paths, strict=True)
+    ]
+    for proc in procs:
+        out, _ = proc.communicate(timeout=120)
+        assert proc.returncode == 0, out
+    return paths
 
 
 @pytest.fixture(scope="module")

@@ -105,6 +105,7 @@ def test_every_readme_command_is_run_or_says_why_not() -> None:
     covered.update(c for c in block_with("--device cpu --nproc-per-node 2") if c not in NOT_HERE)
     covered.update(block_with(OWN_LOOP))
     covered.update(block_with("tuitrain export runs/vgg38.h5 --csv"))
+    covered.update(block_with("tuitrain report runs/vgg08.h5"))
     setup = [c for b in bash_blocks() for c in commands(b) if c.startswith("python3 -m venv")]
     assert len(setup) == 2
     found = {c for b in bash_blocks() for c in commands(b) if not c.startswith("python3 -m venv")}
@@ -229,6 +230,26 @@ def test_load_and_export_as_written(story: dict) -> None:
     with open(cwd / "export" / "vgg38" / "steps.csv") as f:
         assert len(f.read().splitlines()) == 81  # header + 80 steps
     assert list((cwd / "tb" / "vgg38").glob("events.out.tfevents.*"))
+
+
+def test_report_as_written(story: dict) -> None:
+    """The report block on the story's three files: the table's best marks and the figures the README
+    names, among them the forward signal of plain VGG38 falling by sixteen orders of magnitude."""
+    cwd: Path = story["cwd"]
+    (cmd,) = block_with("tuitrain report runs/vgg08.h5")
+    p = sh(cmd, cwd)
+    assert p.returncode == 0, p.stdout + p.stderr
+    out = cwd / "report"
+    for name in ("README.md", "table.md", "table.csv", "table.tex", "curves.png"):
+        assert (out / name).is_file(), name
+    for fig in ("gradient_flow", "grad_bars", "updates", "forward_signal"):
+        assert len(list(out.glob(f"{fig}-*.png"))) == 3, fig
+    rows = {r.split("|")[1].strip(): r for r in (out / "table.md").read_text().splitlines()[2:]}
+    assert "**" in rows["vgg38_bn_rc"] and "**" not in rows["vgg38"], rows  # best: BN+RC, never VGG38
+    assert "model.batch_norm" in (out / "table.md").read_text()
+    with open_run(cwd / "runs" / "vgg38.h5") as rf:  # "sixteen orders of magnitude" in the figure's data
+        std = np.asarray(rf.probe("std", slice(0, 1), probe="act"))[0]
+    assert 15.5 <= math.log10(std[0] / np.nanmin(std)) <= 17.5, std
 
 
 def test_headless_main_job(tmp_path: Path) -> None:

@@ -477,3 +477,30 @@ def test_runfile_does_not_import_torch_or_textual() -> None:
     code = "import sys, tuitrain.runfile; print(sorted({'torch', 'textual'} & set(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_a_file_whose_bytes_lag_its_recorded_end_for_a_moment_opens_once_they_arrive(tmp_path: Path) -> None:
+    """A writer mid-flush has recorded a larger end of file than it has written yet, and a plain open then
+    says "truncated file" (`info` on a live run failed so, now and then). A file written a moment ago is
+    retried until its bytes arrive; a file left short (a dead writer, a damaged copy) is still refused,
+    with the same message, a moment later."""
+    import threading
+
+    path = tmp_path / "lag.h5"
+    write_run(path, [make_batch(0, 40)])
+    whole = path.read_bytes()
+    path.write_bytes(whole[:-4096])  # the recorded end is now ahead of the bytes
+    late = threading.Timer(0.5, lambda: path.write_bytes(whole))  # ... until the "flush" completes
+    late.start()
+    t0 = time.monotonic()
+    try:
+        with open_run(path) as rf:
+            assert rf.n_steps == 40 and rf.status == "completed"
+    finally:
+        late.join()
+    assert 0.4 < time.monotonic() - t0 < 2.0
+    path.write_bytes(whole[:-4096])  # never completed: refused after the retry window
+    t0 = time.monotonic()
+    with pytest.raises(RunFileError, match="truncated"):
+        open_run(path)
+    assert time.monotonic() - t0 >= 1.9

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import struct
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -58,8 +59,38 @@ def _stored_eof(path: Path) -> int | None:
     return int(base + eof)
 
 
+# A live SWMR writer in the middle of a flush has recorded a larger end of file than it has written yet
+# (its superblock's EOF is ahead of the bytes for a moment): a plain open then says "truncated file".
+# Such a file is retried for this long before it is called truncated; a file truly cut short (a dead
+# writer) is refused as before, this much later.
+_MID_FLUSH_SECONDS = 2.0
+_RECENT_SECONDS = 10.0  # a file changed this recently may have a writer mid-flush
+
+
+def _recently_written(path: Path) -> bool:
+    """Whether the file changed in the last few seconds: the only kind whose recorded end may be ahead
+    of its bytes while it is healthy (a writer mid-flush). HDF5 keeps no on-disk mark of a live SWMR
+    writer that a reader could check instead (the superblock's flags byte reads 0 while one writes)."""
+    try:
+        return time.time() - path.stat().st_mtime < _RECENT_SECONDS
+    except OSError:
+        return False
+
+
 def open_h5(path: Path) -> tuple[h5py.File, bool]:
-    """Open plain if the file was closed cleanly, else with SWMR (live or killed writer)."""
+    """Open plain if the file was closed cleanly, else with SWMR (live or killed writer). A file written
+    a moment ago whose recorded end is ahead of its bytes (a writer mid-flush) is retried for a moment."""
+    deadline = time.monotonic() + _MID_FLUSH_SECONDS
+    while True:
+        try:
+            return _open_once(path)
+        except RunFileError as e:
+            if "truncated file" not in str(e) or not _recently_written(path) or time.monotonic() > deadline:
+                raise
+        time.sleep(0.05)
+
+
+def _open_once(path: Path) -> tuple[h5py.File, bool]:
     try:
         return h5py.File(path, "r"), False
     except OSError as plain:

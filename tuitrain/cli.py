@@ -8,7 +8,9 @@ ends as one clear message on stderr and exit code 2, never a traceback. What the
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -464,7 +466,23 @@ def main() -> None:
     try:
         app()
     except KeyboardInterrupt:
-        sys.exit(EXIT_STOPPED)
+        _leave(EXIT_STOPPED)
+    except SystemExit as e:
+        _leave(e.code)
+
+
+def _leave(code: object) -> None:
+    """Exit with ``code``; after a run file failed to write, without the interpreter's shutdown: HDF5
+    objects of the failed file can crash its last garbage collection (see runfile.diskfull)."""
+    diskfull = sys.modules.get("tuitrain.runfile.diskfull")
+    if diskfull is not None and diskfull.hdf5_poisoned():
+        if isinstance(code, str):
+            print(code, file=sys.stderr)
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        os._exit(code if isinstance(code, int) else 0 if code is None else 1)
+    sys.exit(code)
 
 
 if __name__ == "__main__":

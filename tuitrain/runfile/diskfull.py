@@ -100,7 +100,9 @@ def close_h5(f: h5py.File, flushed: bool) -> bool:
             return True
         except Exception:  # noqa: BLE001 - keep the object alive: its __del__ would retry and crash
             _KEEP.append(f)
+            _POISONED.append(True)
             return False
+    _POISONED.append(True)
     try:
         fd = f.id.get_vfd_handle()
         sink = os.memfd_create("tuitrain-unwritable")
@@ -119,6 +121,14 @@ def close_h5(f: h5py.File, flushed: bool) -> bool:
 
 
 _KEEP: list[h5py.File] = []
+_POISONED: list[bool] = []
+
+
+def hdf5_poisoned() -> bool:
+    """Whether a file of this process failed to write: HDF5 objects left behind can then crash the
+    interpreter's last garbage collection at exit (SIGSEGV after the run's last line, exit -11 instead
+    of 1), so the CLI leaves with ``os._exit`` (tuitrain.cli.main)."""
+    return bool(_POISONED)
 
 
 def free_quietly(slack: Slack | None) -> None:

@@ -42,14 +42,20 @@ def _positive(a: np.ndarray) -> np.ndarray:
     return np.where(np.isfinite(a) & (a > 0), a, np.nan)
 
 
-def _draw_flow(r: ReportRun, opts: Options) -> tuple[Any, int] | str:
-    rf = r.rf
+def _grad_columns(rf: Any, opts: Options) -> list[int] | str:
+    """The gradient probe's kept layer columns, or why a gradient figure cannot be drawn."""
     why = grad_why(rf)
     if why:
         return why
     cols = kept_layers(rf, opts)
-    if not cols:
-        return "every layer is excluded (--exclude)"
+    return cols if cols else "every layer is excluded (--exclude)"
+
+
+def _draw_flow(r: ReportRun, opts: Options) -> tuple[Any, int] | str:
+    rf = r.rf
+    cols = _grad_columns(rf, opts)
+    if isinstance(cols, str):
+        return cols
     rows = thin_rows(rf.probe_rows("grad"))
     steps = rf.probe_steps(rows)
     logs = _log10(rf.probe("grad_mean_abs", rows))[:, cols].T  # (layers, time)
@@ -92,12 +98,9 @@ def gradient_flow(runs: list[ReportRun], out: Path, opts: Options) -> Made | Ski
 
 def _draw_bars(r: ReportRun, opts: Options) -> tuple[Any, dict[str, Any]] | str:
     rf = r.rf
-    why = grad_why(rf)
-    if why:
-        return why
-    cols = kept_layers(rf, opts)
-    if not cols:
-        return "every layer is excluded (--exclude)"
+    cols = _grad_columns(rf, opts)
+    if isinstance(cols, str):
+        return cols
     picks = epoch_rows(rf, opts.epochs)
     if not picks:
         have = [int(e) for e in rf.epochs()["epoch"]]
@@ -151,12 +154,9 @@ def grad_bars(runs: list[ReportRun], out: Path, opts: Options) -> Made | Skipped
 
 def _draw_updates(r: ReportRun, opts: Options) -> tuple[Any, int] | str:
     rf = r.rf
-    why = grad_why(rf)
-    if why:
-        return why
-    cols = kept_layers(rf, opts)
-    if not cols:
-        return "every layer is excluded (--exclude)"
+    cols = _grad_columns(rf, opts)
+    if isinstance(cols, str):
+        return cols
     rows = thin_rows(rf.probe_rows("grad"))
     steps = rf.probe_steps(rows)
     # Zeros (a layer that did not move: a vanished gradient) count in the percentiles; log y leaves

@@ -16,6 +16,7 @@ import math
 import time
 import typing
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -165,11 +166,102 @@ class RunStarted:
     config_json: str = ""  # a user loop's config dict as JSON; presets keep theirs in config_toml
     # The columns of every probe on axis "module" (the activation probe), in model order; [] when none.
     modules: list[ModuleInfo] = field(default_factory=list)
+    # The snapshots this run takes (tuitrain.train.snapshots); [] for none, and for files before issue 12.
+    snapshots: list[SnapshotSpec] = field(default_factory=list)
 
     @property
     def total_steps(self) -> int:
         full = self.epochs * self.steps_per_epoch
         return min(full, self.max_steps) if self.max_steps else full
+
+
+SNAPSHOT_WHEN: tuple[str, ...] = ("start", "epoch", "end")  # when a snapshot's rows are taken
+SNAPSHOT_DTYPES: tuple[str, ...] = ("float32", "float16", "int64", "int32", "int16", "uint8")
+
+# The snapshots the engine takes (tuitrain.train.snapshots); their fields and meta are documented in
+# docs/run-file.md. A reader needs none of these names: the file declares what it holds.
+FIRST_LAYER = "first_layer"  # the first layer's kernels (or image-shaped weight rows), at init and each epoch
+TOKEN_MIXING = "token_mixing"  # MLP-Mixer: the first block's token-mixing weights, at init and each epoch
+BOUNDARY = "boundary"  # 2-D data: the model's predicted class on a fixed grid, at init and each epoch
+POINTS = "points"  # 2-D data: the test points the boundary is drawn over, once at the start
+MISCLASSIFIED = "misclassified"  # misclassified test samples at the end (index, labels, the samples)
+
+
+@dataclass(frozen=True)
+class SnapshotField:
+    """One array of a snapshot, per row: ``shape`` excludes the row axis; ``dtype`` is one of
+    :data:`SNAPSHOT_DTYPES` (the file stores it so; float16 halves what weights cost)."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+
+
+@dataclass(frozen=True, eq=False)
+class SnapshotSpec:
+    """A small, bounded picture of the model or its predictions, declared in RunStarted.snapshots.
+
+    The run file keeps its rows under ``/snapshots/<name>/``: one dataset per field, shaped
+    ``(rows, *field.shape)``, plus ``epoch`` (-1 for a row taken before training) and ``step`` per row;
+    ``meta`` (plain JSON values: numbers, strings, lists of them) goes to the group's attributes.
+    ``max_rows`` is a hard cap: rows beyond it are never written, so a spec bounds the bytes it may
+    add to the file (:meth:`max_bytes`). One Snapshot event may carry several rows (misclassified
+    samples: one row per sample)."""
+
+    name: str
+    fields: tuple[SnapshotField, ...]
+    when: str  # one of SNAPSHOT_WHEN
+    max_rows: int
+    meta: dict[str, Any] = field(default_factory=dict)
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        if self.when not in SNAPSHOT_WHEN:
+            raise ValueError(
+                f"snapshot {self.name!r}: when={self.when!r}; allowed: {', '.join(SNAPSHOT_WHEN)}"
+            )
+        for f in self.fields:
+            if f.dtype not in SNAPSHOT_DTYPES:
+                raise ValueError(
+                    f"snapshot {self.name!r} field {f.name!r}: dtype {f.dtype!r}; "
+                    f"allowed: {', '.join(SNAPSHOT_DTYPES)}"
+                )
+
+    def field_named(self, name: str) -> SnapshotField:
+        for f in self.fields:
+            if f.name == name:
+                return f
+        raise KeyError(
+            f"snapshot {self.name!r} has no field {name!r} (its fields: "
+            f"{', '.join(f.name for f in self.fields)})"
+        )
+
+    @property
+    def row_bytes(self) -> int:
+        """Bytes of one row, its epoch and step included."""
+        per = sum(int(np.prod(f.shape, dtype=np.int64)) * np.dtype(f.dtype).itemsize for f in self.fields)
+        return int(per) + 4 + 8
+
+    @property
+    def max_bytes(self) -> int:
+        return self.row_bytes * self.max_rows
+
+
+@dataclass
+class Snapshot:
+    """Rows of one declared snapshot (an event): ``arrays`` has every field of the spec, each shaped
+    ``(m, *field.shape)`` with the same ``m``; all ``m`` rows were taken at ``epoch`` / ``step``
+    (``epoch`` -1: before training)."""
+
+    name: str
+    epoch: int
+    step: int
+    arrays: dict[str, np.ndarray]
+    time: float = field(default_factory=time.time)
+
+    @property
+    def rows(self) -> int:
+        return int(next(iter(self.arrays.values())).shape[0]) if self.arrays else 0
 
 
 @dataclass
@@ -344,7 +436,9 @@ class RunFinished:
     time: float = field(default_factory=time.time)
 
 
-Event = RunStarted | StepBatch | EpochEnd | TestResult | Alert | Finding | StatusChanged | RunFinished
+Event = (
+    RunStarted | StepBatch | EpochEnd | TestResult | Alert | Finding | Snapshot | StatusChanged | RunFinished
+)
 
 
 @dataclass

@@ -28,6 +28,7 @@ from tuitrain.ui.screens.heatmap import HeatmapScreen
 from tuitrain.ui.screens.help import HelpScreen
 from tuitrain.ui.screens.signal import SignalScreen
 from tuitrain.ui.screens.too_small import TooSmallScreen, too_small
+from tuitrain.ui.screenshot import ScreenshotMixin
 from tuitrain.ui.source import EventsArrived, Source, SourceEnded
 from tuitrain.ui.view_state import ViewState
 
@@ -47,7 +48,7 @@ class _Tagged:
         return self.app.post_message(message)
 
 
-class TuitrainApp(App[str | None]):
+class TuitrainApp(ScreenshotMixin, App[str | None]):
     """Exit result: "stop" (user chose to stop training; "stop" was sent), "detach" (leave it running),
     "done" (the run had finished, or a replay), or None (closed otherwise).
 
@@ -111,6 +112,10 @@ class TuitrainApp(App[str | None]):
         self._dead_since: float | None = None
         self._finish_seen: set[int] = set()
         self._gc_settled: tuple[int, int, int] | None = None  # the thresholds to restore on exit
+
+    def screenshot_title(self) -> str:
+        """Screenshots are named after the selected run (``w``, palette "Screenshot")."""
+        return f"tuitrain-{self.runs.name(min(self.view.selected, len(self.runs) - 1))}"
 
     @property
     def history(self) -> History:

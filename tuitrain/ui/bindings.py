@@ -133,6 +133,7 @@ KEYS: tuple[Key, ...] = (
     Key("home", "cursor('home')", "First step", "first step", "Cursor", priority=True),
     Key("end", "cursor('end')", "Latest step", "last step (latest)", "Cursor", priority=True),
     Key("space", "toggle_play", "Play", "play / pause", "Cursor"),
+    Key("w", "screenshot", "Screenshot", "save an SVG screenshot here (cwd)", "Other"),
     Key("question_mark", "help", "Help", "this help", "Other", footer=True, display="?"),
 )
 

@@ -195,6 +195,11 @@ class MonitorConfig:
     # costing more than ~1% of the training process's time), and findings go to the dashboard and the
     # run file; 0 turns live diagnosis off (`tuitrain diagnose RUN.h5` still works on the file).
     diagnose_seconds: float = 2.0
+    # Snapshots (tuitrain.train.snapshots): the first layer's kernels, Mixer token mixing, the decision
+    # boundary of 2-D data at init and each epoch, misclassified test samples at the end, for the
+    # report's image figures and the Images screen; they add at most this many MB (10**6 bytes) to the
+    # run file (fewer epochs kept when they would add more); 0 turns them off.
+    snapshot_mb: float = 4.0
 
 
 @dataclass
@@ -267,4 +272,5 @@ RANGES: dict[str, tuple[float | None, float | None, bool, bool]] = {
     "monitor.nan_patience": (0, None, True, True),
     "monitor.activations_every": (0, None, True, True),
     "monitor.diagnose_seconds": (0.0, None, True, True),
+    "monitor.snapshot_mb": (0.0, None, True, True),
 }

@@ -4,6 +4,7 @@ class-balanced val, moved to the device once."""
 from __future__ import annotations
 
 import os
+import pickle
 import socket
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,8 @@ CIFAR100_STD = (0.2673, 0.2564, 0.2762)
 CIFAR_STATS = {"cifar10": (CIFAR10_MEAN, CIFAR10_STD), "cifar100": (CIFAR100_MEAN, CIFAR100_STD)}
 CIFAR_TITLES = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100"}
 CIFAR_FOLDERS = {"cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-python"}
+# The meta file of each copy and the key of its class names (what torchvision reads too).
+CIFAR_META = {"cifar10": ("batches.meta", "label_names"), "cifar100": ("meta", "fine_label_names")}
 
 CIFAR_VAL_SIZE = 2500
 DOWNLOAD_SOCKET_TIMEOUT = 20.0  # seconds per blocking socket operation, so an offline fetch cannot hang
@@ -74,6 +77,20 @@ def read_cifar(
     return train.data, np.asarray(train.targets), test.data, np.asarray(test.targets)
 
 
+def cifar_class_names(name: str, root: Path) -> tuple[str, ...]:
+    """The class names from the copy's meta file (index = label), or () when it is absent or
+    unreadable: names only label pictures (misclassified samples), so their absence is no error."""
+    fname, key = CIFAR_META[name]
+    try:
+        with open(root / CIFAR_FOLDERS[name] / fname, "rb") as f:
+            names = pickle.load(f, encoding="latin1")[key]
+    except Exception:  # noqa: BLE001 - absent, truncated or foreign: no names
+        return ()
+    if len(names) != DATASET_CLASSES[name]:
+        return ()
+    return tuple(n.decode() if isinstance(n, bytes) else str(n) for n in names)
+
+
 def cifar_from_arrays(
     name: str,
     train_x: np.ndarray,
@@ -82,6 +99,7 @@ def cifar_from_arrays(
     test_y: np.ndarray,
     cfg: DataConfig,
     device: torch.device,
+    class_names: tuple[str, ...] = (),
 ) -> DeviceData:
     """CIFAR arrays as torchvision holds them (N x 32 x 32 x 3 uint8) -> DeviceData.
 
@@ -138,10 +156,13 @@ def cifar_from_arrays(
     }
     ys = {split: t.to(device, torch.int64) for split, t in ys.items()}
     mean, std = CIFAR_STATS[name]
-    return DeviceData(name, classes, (3, 32, 32), xs, ys, mean, std, cfg.crop_padding, cfg.flip, True)
+    return DeviceData(
+        name, classes, (3, 32, 32), xs, ys, mean, std, cfg.crop_padding, cfg.flip, True, tuple(class_names)
+    )
 
 
 def load_cifar(cfg: DataConfig, device: torch.device) -> DeviceData:
     """Read (or download) CIFAR from :func:`data_root` and put every split on ``device``."""
-    arrays = read_cifar(cfg.name, data_root(cfg), cfg.download)
-    return cifar_from_arrays(cfg.name, *arrays, cfg, device)
+    root = data_root(cfg)
+    arrays = read_cifar(cfg.name, root, cfg.download)
+    return cifar_from_arrays(cfg.name, *arrays, cfg, device, cifar_class_names(cfg.name, root))

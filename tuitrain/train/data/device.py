@@ -53,6 +53,7 @@ class DeviceData:
     ``scale``/``shift`` fold ``(x / 255 - mean) / std`` into one multiply-add per channel (identity for
     toy2d, whose points are standardised when generated). ``padding``/``flip`` are the augmentation
     settings from the config; ``augmentable`` is False for data where a crop means nothing (toy2d).
+    ``class_names`` label the misclassified samples of the report and the Images screen.
     """
 
     name: str
@@ -65,6 +66,8 @@ class DeviceData:
     padding: int = 4
     flip: bool = True
     augmentable: bool = True
+    # Names of the classes, index = label (CIFAR's, from its meta file); () when the data have none.
+    class_names: tuple[str, ...] = ()
     scale: Tensor = field(init=False, repr=False)
     shift: Tensor = field(init=False, repr=False)
 

@@ -74,6 +74,13 @@ class MlpMixer(nn.Module):
         )
         self.norm = nn.LayerNorm(embed_dim, eps=1e-6)
         self.head = nn.Linear(embed_dim, num_classes)
+        self.token_grid = (h // patch_size, w // patch_size)
+
+    def token_mixing_weight(self) -> tuple[torch.Tensor, tuple[int, int]]:
+        """The first block's token-mixing MLP's first Linear weight (hidden, tokens) and the token
+        grid (gh, gw), token t at row t // gw, col t % gw: what the run file's ``token_mixing``
+        snapshot keeps and the report draws as one small image per hidden unit (000 s5.2)."""
+        return self.blocks[0].mlp_tokens.fc1.weight, self.token_grid
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.stem(x).flatten(2).transpose(1, 2)  # (B, tokens, dim)

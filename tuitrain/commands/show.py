@@ -121,8 +121,7 @@ def info_summary(rf: Any) -> dict[str, Any]:
     """``RunFile.summary()`` plus what ``info`` shows of any run, from RunFile's public API: the
     declared probes in full, the divergence by the rule for a user loop's sparsely logged loss
     (:mod:`tuitrain.view.divergence`), and the final table's row with the run's own metrics."""
-    from tuitrain.ui.replay.compare import extras_of_file, file_divergence
-    from tuitrain.view.table import unmeasured_missing
+    from tuitrain.ui.replay.compare import file_divergence, rows_from_files
 
     s = rf.summary()
     diverged = file_divergence(rf)
@@ -136,8 +135,11 @@ def info_summary(rf: Any) -> dict[str, Any]:
         }
         for p in rf.probe_specs
     ]
-    s["final"] = unmeasured_missing(s["final"], s.get("source", "preset"), diverged is not None)
-    s["final_extra"] = extras_of_file(rf)  # the table's user-metric columns
+    # the table's row exactly as replay --print and the compare view build it (one implementation)
+    (row,), _ = rows_from_files([rf], [rf.run_name])
+    s["final"] = dict(row.metrics)
+    s["final_extra"] = dict(row.extra)  # the table's user-metric columns
+    s["final_status"] = row.status  # the table's Status cell: "incomplete" for a writer that died
     s.update(findings_summary(rf))
     return s
 
@@ -223,8 +225,10 @@ def print_info(s: dict[str, Any]) -> None:
     if extra is None:  # a plain RunFile.summary(): its last epoch's and the test's own metrics
         extra = extra_metrics(s.get("epoch_metrics") or {}, s.get("test_metrics") or {})
     final = unmeasured_missing(s["final"], source, s.get("diverged_at") is not None)
-    row = {**final, "run": s["run_name"], "extra": extra}
-    c.print(rich_table([row_from_dict(row)]))
+    row = row_from_dict({**final, "run": s["run_name"], "extra": extra})
+    # a run that did not complete gets the Status column, as in replay --print and the compare view
+    row.status = s.get("final_status") or ("incomplete" if s.get("incomplete") else s["status"])
+    c.print(rich_table([row]))
     if s["modules"] or source == "preset":
         mods = Table(title="Model summary", title_justify="left")
         for col in ("module", "type", "params", "FLOPs"):

@@ -8,6 +8,7 @@ layout is in :mod:`tuitrain.runfile.schema` and docs/run-file.md.
 from tuitrain.runfile.append import AppendRefused, check_appendable
 from tuitrain.runfile.reader import RunFile, RunFileError, open_run
 from tuitrain.runfile.schema import FORMAT, SCHEMA_VERSION
+from tuitrain.runfile.snapshots import SnapshotRows
 from tuitrain.runfile.writer import RunFileWriter
 
 __all__ = [
@@ -17,6 +18,7 @@ __all__ = [
     "RunFile",
     "RunFileError",
     "RunFileWriter",
+    "SnapshotRows",
     "check_appendable",
     "open_run",
 ]

@@ -17,7 +17,10 @@ declares that the file lacks cannot be added under SWMR alignment rules: their v
 probe, resuming a file from before issue 11) is added, its rows from the resumed step on, with the
 ``/modules`` table it needs; a file without ``/findings`` gets an empty one. Each is a table of its own
 (nothing to align), created before the switch to SWMR, and declared. A probe of the file must stay
-as it was (same quantities and ``every``), and so must the probed modules.
+as it was (same quantities and ``every``), and so must the probed modules. Snapshots (issue 12) continue
+when the resumed run declares the ones the file holds (same names, ``when`` and fields; the file's
+``max_rows`` stays the cap); otherwise the resumed part takes none (:mod:`tuitrain.runfile.snapshots`),
+never an error: a file from before issue 12 gets no /snapshots.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ import h5py
 from tuitrain.config import ConfigError
 from tuitrain.events import RunStarted
 from tuitrain.runfile import schema as S
+from tuitrain.runfile import snapshots as snaps
 from tuitrain.runfile.columns import Column
 from tuitrain.runfile.declaration import Declaration, from_attrs, from_started, probes_json
 from tuitrain.runfile.layout import create_growing, create_modules, growing_datasets, open_columns, run_attrs
@@ -68,7 +72,8 @@ def reopen(path: Path, ev: RunStarted) -> tuple[h5py.File, Declaration, dict[str
         n = cols["steps/step"].n_file
         last = int(f["steps/step"][n - 1]) if n else int(attrs["last_step"])
         # the file's own: what it holds stays what it declared
-        keep = {"started_at", "out_path", "probes", "step_scalars", "tables", "module_summary"}
+        keep = {"started_at", "out_path", "probes", "step_scalars", "tables", "module_summary", "snapshots"}
+        snaps.cut(f, decl.snapshots)
         for key, value in run_attrs(
             ev, Declaration(decl.probes, decl.step_scalars, new.source, new.config_json)
         ).items():

@@ -18,7 +18,18 @@ from typing import Any
 import numpy as np
 import tomllib
 
-from tuitrain.events import GRAD_PROBE, PROBE_AXES, STEP_SCALARS, ProbeSpec, Quantity, RunStarted
+from tuitrain.events import (
+    GRAD_PROBE,
+    PROBE_AXES,
+    SNAPSHOT_DTYPES,
+    SNAPSHOT_WHEN,
+    STEP_SCALARS,
+    ProbeSpec,
+    Quantity,
+    RunStarted,
+    SnapshotField,
+    SnapshotSpec,
+)
 from tuitrain.runfile import schema as S
 
 
@@ -32,6 +43,7 @@ class Declaration:
     config_json: str = ""
     schema_version: int = S.SCHEMA_VERSION
     tables: tuple[str, ...] = ()  # the optional tables (schema.TABLES) the file holds; () before issue 11
+    snapshots: tuple[SnapshotSpec, ...] = ()  # /snapshots/<name>; () before issue 12 (no attribute)
 
     def has_table(self, name: str) -> bool:
         return name in self.tables
@@ -111,7 +123,12 @@ def from_started(ev: RunStarted) -> Declaration:
         if not isinstance(cfg, dict):
             raise ValueError("RunStarted.config_json must be a JSON object")
     tables = ((S.MODULES,) if ev.modules else ()) + (S.FINDINGS,)
-    return Declaration(tuple(ev.probes), scalars, ev.source, ev.config_json, S.SCHEMA_VERSION, tables)
+    seen_snaps: set[str] = set()
+    for snap in ev.snapshots:
+        check_snapshot(snap, seen_snaps)
+    return Declaration(
+        tuple(ev.probes), scalars, ev.source, ev.config_json, S.SCHEMA_VERSION, tables, tuple(ev.snapshots)
+    )
 
 
 def check_probe(spec: ProbeSpec, seen: set[str]) -> None:
@@ -218,6 +235,7 @@ def from_attrs(attrs: dict[str, Any]) -> Declaration:
             str(attrs["config_json"]),
             version,
             parse_tables(str(attrs.get("tables", "[]"))),
+            parse_snapshots(str(attrs.get("snapshots", "[]"))),
         )
     every = 1
     try:
@@ -228,6 +246,99 @@ def from_attrs(attrs: dict[str, Any]) -> Declaration:
         pass
     grad = ProbeSpec(GRAD_PROBE.name, GRAD_PROBE.axis, GRAD_PROBE.quantities, every)
     return Declaration((grad,), STEP_SCALARS, "preset", "", version)
+
+
+# -- snapshots (issue 12): the root attribute ``snapshots`` -----------------------------------------
+
+
+def check_snapshot(spec: SnapshotSpec, seen: set[str]) -> None:
+    """ValueError unless ``spec`` can be stored: a dataset name not declared before, ``when`` in
+    SNAPSHOT_WHEN, ``max_rows`` >= 1, fields with distinct dataset names other than ``epoch`` and
+    ``step``, dtypes in SNAPSHOT_DTYPES, shapes of integers >= 1 (HDF5 cannot chunk a zero-length
+    axis), meta a JSON object."""
+    problem = name_problem(spec.name, "snapshot name")
+    if problem is None and spec.name in seen:
+        problem = f"snapshot {spec.name!r} is declared twice"
+    if problem is None and spec.when not in SNAPSHOT_WHEN:
+        problem = f"snapshot {spec.name!r} has when = {spec.when!r}; allowed: {', '.join(SNAPSHOT_WHEN)}"
+    mr = spec.max_rows
+    if problem is None and (not isinstance(mr, int) or isinstance(mr, bool) or mr < 1):
+        problem = f"snapshot {spec.name!r} has max_rows = {mr!r}; expected an integer >= 1"
+    if problem is None and not spec.fields:
+        problem = f"snapshot {spec.name!r} declares no fields"
+    if problem is None and not (isinstance(spec.meta, dict) and isinstance(spec.description, str)):
+        problem = f"snapshot {spec.name!r}: meta must be a dict and description text"
+    names: set[str] = set()
+    for fd in spec.fields if problem is None else ():
+        problem = name_problem(fd.name, f"field of snapshot {spec.name!r}")
+        if problem is None and (fd.name in ("epoch", "step") or fd.name in names):
+            problem = f"snapshot {spec.name!r}: field {fd.name!r} is reserved or repeated"
+        if problem is None and fd.dtype not in SNAPSHOT_DTYPES:
+            problem = (
+                f"snapshot {spec.name!r} field {fd.name!r}: dtype {fd.dtype!r}; "
+                f"allowed: {', '.join(SNAPSHOT_DTYPES)}"
+            )
+        if problem is None and not (
+            isinstance(fd.shape, tuple)
+            and all(isinstance(d, int) and not isinstance(d, bool) and d >= 1 for d in fd.shape)
+        ):
+            problem = f"snapshot {spec.name!r} field {fd.name!r}: shape {fd.shape!r} is not a tuple of integers >= 1"
+        if problem:
+            break
+        names.add(fd.name)
+    if problem:
+        raise ValueError(problem)
+    seen.add(spec.name)
+
+
+def snapshots_json(specs: tuple[SnapshotSpec, ...] | list[SnapshotSpec]) -> str:
+    """The root attribute ``snapshots``: ``[{name, when, max_rows, description, fields: [{name, shape,
+    dtype}], meta}]``; "[]" for a run that takes none."""
+    return json.dumps(
+        [
+            {
+                "name": s.name,
+                "when": s.when,
+                "max_rows": int(s.max_rows),
+                "description": s.description,
+                "fields": [{"name": f.name, "shape": list(f.shape), "dtype": f.dtype} for f in s.fields],
+                "meta": s.meta,
+            }
+            for s in specs
+        ],
+        default=lambda o: o.item() if isinstance(o, np.generic) else str(o),
+    )
+
+
+def parse_snapshots(text: str) -> tuple[SnapshotSpec, ...]:
+    """The ``snapshots`` attribute back to SnapshotSpecs; ValueError (with the reason) for anything else."""
+    data = json.loads(text or "[]")
+    if not isinstance(data, list):
+        raise ValueError("not a JSON list")
+    out: list[SnapshotSpec] = []
+    seen: set[str] = set()
+    for row in data:
+        if not isinstance(row, dict) or not isinstance(row.get("fields"), list):
+            raise ValueError(f"snapshot {_short(row)} is not an object with a fields list")
+        fields = []
+        for fd in row["fields"]:
+            if not isinstance(fd, dict) or not isinstance(fd.get("shape"), list):
+                raise ValueError(f"snapshot field {_short(fd)} is not an object with a shape list")
+            fields.append(SnapshotField(fd.get("name"), tuple(fd["shape"]), fd.get("dtype")))  # type: ignore[arg-type]
+        try:
+            spec = SnapshotSpec(
+                row.get("name"),  # type: ignore[arg-type]
+                tuple(fields),
+                row.get("when"),  # type: ignore[arg-type]
+                row.get("max_rows"),  # type: ignore[arg-type]
+                row.get("meta", {}),
+                row.get("description", ""),
+            )
+        except (TypeError, ValueError) as e:  # SnapshotSpec checks when and dtypes itself
+            raise ValueError(str(e)) from None
+        check_snapshot(spec, seen)
+        out.append(spec)
+    return tuple(out)
 
 
 def _short(value: Any, limit: int = 60) -> str:

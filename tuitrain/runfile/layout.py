@@ -24,9 +24,10 @@ import numpy as np
 from tuitrain import __version__
 from tuitrain.events import ModuleInfo, RunStarted
 from tuitrain.runfile import schema as S
+from tuitrain.runfile import snapshots as snaps
 from tuitrain.runfile.claim import drop_replaced_checkpoint, place, private_temp
 from tuitrain.runfile.columns import Column, h5dtype
-from tuitrain.runfile.declaration import Declaration, axis_size, from_started, probes_json
+from tuitrain.runfile.declaration import Declaration, axis_size, from_started, probes_json, snapshots_json
 from tuitrain.runfile.diskfull import close_h5
 from tuitrain.runfile.opening import start_ticks
 
@@ -93,6 +94,7 @@ def run_attrs(ev: RunStarted, decl: Declaration) -> dict[str, Any]:
         probes=probes_json(decl.probes),
         step_scalars=json.dumps(list(decl.step_scalars)),
         tables=json.dumps(list(decl.tables)),
+        snapshots=snapshots_json(decl.snapshots),
         config_json=decl.config_json,
         status="running",
         writer_pid=os.getpid(),
@@ -150,6 +152,7 @@ def create_layout(f: h5py.File, ev: RunStarted, decl: Declaration) -> dict[str, 
     f.create_group(S.PROBES)  # one group per declared probe inside; none when nothing is watched
 
     cols = create_growing(f, growing_datasets(decl, n_layers, len(ev.modules)))
+    snaps.create(f, decl.snapshots)  # /snapshots/<name>/: not columns, the writer's SnapshotStore fills them
     tg = f.create_group(S.TEST)
     for key, value in S.TEST_ATTRS.items():
         tg.attrs[key] = value

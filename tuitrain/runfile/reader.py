@@ -29,9 +29,20 @@ from typing import Any
 import h5py
 import numpy as np
 
-from tuitrain.events import GRAD, Event, Finding, LayerInfo, ModuleInfo, RunStarted, StepBatch
+from tuitrain.events import (
+    GRAD,
+    Event,
+    Finding,
+    LayerInfo,
+    ModuleInfo,
+    RunStarted,
+    Snapshot,
+    SnapshotSpec,
+    StepBatch,
+)
 from tuitrain.runfile import replay, tables
 from tuitrain.runfile import schema as S
+from tuitrain.runfile import snapshots as snaps
 from tuitrain.runfile.attrs import RunAttrs
 from tuitrain.runfile.metrics_read import MetricsView
 from tuitrain.runfile.opening import RunFileError, guard, one_line, open_checked, open_h5
@@ -119,7 +130,7 @@ class RunFile(RunAttrs):
     def _sizes(self) -> tuple[int | str | None, ...]:
         probes = tuple(self.probe_rows(p.name) for p in self._decl.probes)
         tail = (self.n_epochs, self.n_events, self.n_metrics, self.n_findings, self._live_status)
-        return (self.n_steps, *probes, *tail)
+        return (self.n_steps, *probes, *tail, *(self.n_snapshot_rows(s.name) for s in self._decl.snapshots))
 
     def _reopen(self) -> None:
         # Close first: HDF5 shares one file object (and its stale metadata cache) between handles of the
@@ -165,18 +176,7 @@ class RunFile(RunAttrs):
 
     @property
     def layers(self) -> list[LayerInfo]:
-        cols = {n: self._read(S.path(S.LAYERS, n)) for n in S.LAYER_FIELDS}
-        return [
-            LayerInfo(
-                name=_s(cols["name"][i]),
-                shape=tuple(int(d) for d in _s(cols["shape"][i]).split("x") if d),
-                numel=int(cols["numel"][i]),
-                kind=_s(cols["kind"][i]),
-                module=_s(cols["module"][i]),
-                module_type=_s(cols["module_type"][i]),
-            )
-            for i in range(len(cols["name"]))
-        ]
+        return tables.layers(self._read)
 
     @property
     def n_layers(self) -> int:
@@ -198,6 +198,35 @@ class RunFile(RunAttrs):
         n = self.n_findings
         with self._guard("/findings"):
             return tables.findings(self._read, max(0, start), n)
+
+    # -- snapshots (/snapshots: tuitrain.runfile.snapshots) --------------------------------------------
+
+    @property
+    def snapshot_specs(self) -> dict[str, SnapshotSpec]:
+        """The declared snapshots by name, in declared order; {} for a file without (before issue 12)."""
+        return {s.name: s for s in self._decl.snapshots}
+
+    def n_snapshot_rows(self, name: str) -> int:
+        """Rows of snapshot ``name`` on disk now (a live file: after :meth:`refresh`); 0 if undeclared."""
+        return self._rows(snaps.group(name)) if any(s.name == name for s in self._decl.snapshots) else 0
+
+    def snapshot_rows(self, name: str, start: int = 0) -> snaps.SnapshotRows | None:
+        """Rows ``start..`` of snapshot ``name`` (epoch, step and every field, whole); None when the file
+        does not declare it or holds no row from ``start`` on."""
+        spec = self.snapshot_specs.get(name)
+        n = self.n_snapshot_rows(name)
+        if spec is None or n <= max(0, start):
+            return None
+        with self._guard(f"/{snaps.group(name)}"):
+            return snaps.read_rows(self._read, spec, max(0, start), n)
+
+    def snapshot(self, name: str, start: int = 0) -> Snapshot | None:
+        """Rows ``start..`` of snapshot ``name`` as ONE Snapshot event (arrays with every row; epoch and
+        step of the last row; time: the run's start, not stored per row); None when there is no row."""
+        r = self.snapshot_rows(name, start)
+        if r is None:
+            return None
+        return Snapshot(name, int(r.epoch[-1]), int(r.step[-1]), r.arrays, self.started_at)
 
     # -- tables ---------------------------------------------------------------------------------
 
@@ -391,7 +420,7 @@ class RunFile(RunAttrs):
 
     def to_events(self, batch_steps: int = 1000) -> Iterator[Event]:
         """Replay the whole run through the live event vocabulary, in recorded order: RunStarted,
-        StepBatches of ``batch_steps`` steps interleaved with EpochEnd/Alert/Finding/StatusChanged, then
+        StepBatches of ``batch_steps`` steps interleaved with EpochEnd/Alert/Finding/StatusChanged/Snapshot, then
         TestResult and RunFinished when the run got that far."""
         return replay.to_events(self, batch_steps)
 

@@ -28,6 +28,7 @@ from tuitrain.events import (
     TestResult,
 )
 from tuitrain.runfile import schema as S
+from tuitrain.runfile import snapshots as snaps
 
 if TYPE_CHECKING:
     from tuitrain.runfile.reader import RunFile
@@ -113,6 +114,7 @@ def run_started(rf: RunFile) -> RunStarted:
         source=rf.source,
         config_json=rf.config_json,
         modules=rf.modules,
+        snapshots=list(rf.snapshot_specs.values()),
     )
 
 
@@ -137,7 +139,8 @@ def test_event(rf: RunFile) -> TestResult | None:
 
 def to_events(rf: RunFile, batch_steps: int = 1000) -> Iterator[Event]:
     """Every event of the run in recorded order; see :meth:`RunFile.to_events`. Stored findings follow
-    the batch holding their ``at_step``, after the epoch ends and alerts of that step."""
+    the batch holding their ``at_step``, after the epoch ends and alerts of that step; Snapshot events
+    (:func:`tuitrain.runfile.snapshots.events`) after the epoch end of their step."""
     if batch_steps < 1:
         raise ValueError(f"batch_steps must be >= 1, got {batch_steps}")
     yield run_started(rf)
@@ -156,6 +159,8 @@ def to_events(rf: RunFile, batch_steps: int = 1000) -> Iterator[Event]:
             side.append((e["step"], Alert(e["step"], e["level"], e["kind"], e["message"], e["time"])))
     for found in rf.findings():  # after the batch holding the step the rules saw it at
         side.append((found.at_step, found))
+    for name in rf.snapshot_specs:  # a snapshot at step s follows the EpochEnd of step s
+        side.extend((ev.step - 1, ev) for ev in snaps.events(rf, name, 0, rf.started_at))
     side.sort(key=lambda x: x[0])  # stable: events at the same step keep file order
     k, n = 0, rf.n_steps
     if n:

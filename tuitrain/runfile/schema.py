@@ -52,6 +52,11 @@ METRICS = "metrics"  # schema 2
 MODULES = "modules"  # fixed, one row per probed module: the columns of axis "module"
 FINDINGS = "findings"  # growable, one row per Finding event (opening and closing)
 TABLES: tuple[str, ...] = (MODULES, FINDINGS)  # the optional tables this tuitrain knows, in this order
+# Snapshots (issue 12): /snapshots/<name>/ per spec the root attribute `snapshots` declares (absent: none).
+SNAPSHOTS = "snapshots"
+SNAPSHOT_EPOCH_DTYPE = np.dtype(np.int32)  # /snapshots/<name>/epoch: -1 for a row taken before training
+SNAPSHOT_STEP_DTYPE = np.dtype(np.int64)
+SNAPSHOT_CHUNK_BYTES = 32 << 10  # a chunk holds about this much, never under one row (runfile/snapshots.py)
 
 STR = np.dtype(object)  # variable-length UTF-8 (h5py.string_dtype()); only in data written before SWMR
 
@@ -197,6 +202,7 @@ OPTIONAL_ROOT_ATTRS: dict[str, object] = {
     "vanishing": None,  # monitor.vanishing: mean |grad| below this is vanishing
     "exploding": None,  # monitor.exploding: grad L2 norm above this is exploding
     "tables": "[]",  # JSON list of the optional tables (TABLES) the file holds; absent: none (issue 11)
+    "snapshots": "[]",  # JSON list of the snapshot specs under /snapshots; absent: none (issue 12)
 }
 
 # --- /steps columns added later, absent in older files ----------------------------------------------
@@ -223,6 +229,7 @@ JSON_ATTRS: dict[str, type] = {
     "probes": list,
     "step_scalars": list,
     "tables": list,
+    "snapshots": list,
 }
 MODULE_SUMMARY_FIELDS: dict[str, type] = {"name": str, "type": str, "params": int}  # and int "flops"
 _I64 = 2**63 - 1

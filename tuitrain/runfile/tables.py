@@ -4,8 +4,8 @@ opened and when it closed). A file holds those its root attribute ``tables`` nam
 (:mod:`tuitrain.runfile.declaration`); older files hold neither.
 
 Split from :mod:`tuitrain.runfile.reader` (which exposes these as thin properties) and
-:mod:`tuitrain.runfile.validate` (which calls the checks at open), to keep each small. The functions
-take a ``read(path, selection)`` callable instead of the reader's handles, so nothing here reaches
+:mod:`tuitrain.runfile.validate` (which calls the checks at open), to keep each small. Also /layers
+back to LayerInfo, for the same reason. The functions take a ``read(path, selection)`` callable instead of the reader's handles, so nothing here reaches
 into the reader. Row rules (what each column means) are :mod:`tuitrain.runfile.schema`'s.
 """
 
@@ -19,7 +19,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from tuitrain.events import SEVERITIES, Finding, ModuleInfo
+from tuitrain.events import SEVERITIES, Finding, LayerInfo, ModuleInfo
 from tuitrain.runfile import schema as S
 from tuitrain.runfile.opening import RunFileError
 
@@ -28,6 +28,22 @@ Read = Callable[[str, Any], Any]
 
 def _text(value: Any) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+def layers(read: Read) -> list[LayerInfo]:
+    """Every /layers row as a LayerInfo, in model order (the reader's ``layers``)."""
+    cols = {n: read(S.path(S.LAYERS, n), None) for n in S.LAYER_FIELDS}
+    return [
+        LayerInfo(
+            name=_text(cols["name"][i]),
+            shape=tuple(int(d) for d in _text(cols["shape"][i]).split("x") if d),
+            numel=int(cols["numel"][i]),
+            kind=_text(cols["kind"][i]),
+            module=_text(cols["module"][i]),
+            module_type=_text(cols["module_type"][i]),
+        )
+        for i in range(len(cols["name"]))
+    ]
 
 
 def modules(read: Read) -> list[ModuleInfo]:

@@ -46,11 +46,13 @@ from tuitrain.runfile.declaration import (
     Declaration,
     from_attrs,
     parse_probes,
+    parse_snapshots,
     parse_step_scalars,
     parse_tables,
 )
 from tuitrain.runfile.layout import growing_datasets
 from tuitrain.runfile.opening import RunFileError, guard, one_line, read_root_attrs
+from tuitrain.runfile.snapshots import check as check_snapshots
 from tuitrain.runfile.tables import check_findings, check_modules
 
 _SHAPE = re.compile(r"(\d+(x\d+)*)?")
@@ -96,7 +98,8 @@ def validate(path: Path, f: h5py.File) -> Checked:
         group = p.rpartition("/")[0]
         if required and group not in (S.LAYERS, S.MODULES):  # fixed tables: no rows to count
             tables.setdefault(group, []).append(p)
-    return Checked(out, ds, decl, {g: tuple(ps) for g, ps in tables.items()})
+    snap_tables = check_snapshots(path, f, decl.snapshots)  # /snapshots/<name>/ (runfile/snapshots.py)
+    return Checked(out, ds, decl, {**{g: tuple(ps) for g, ps in tables.items()}, **snap_tables})
 
 
 def _declaration(path: Path, attrs: dict[str, Any]) -> Declaration:
@@ -110,13 +113,17 @@ def _declaration(path: Path, attrs: dict[str, Any]) -> Declaration:
                     f"{path}: attribute `{name}` does not declare {name.replace('_', ' ')}: {one_line(e)[:120]} "
                     "(a corrupt run file; docs/run-file.md says what it holds)"
                 ) from None
-        try:
-            parse_tables(attrs.get("tables", "[]"))
-        except (ValueError, TypeError, RecursionError) as e:
-            raise RunFileError(
-                f"{path}: attribute `tables` does not name optional tables: {one_line(e)[:120]} "
-                "(a corrupt run file; docs/run-file.md says what it holds)"
-            ) from None
+        for name, parse, what in (
+            ("tables", parse_tables, "name optional tables"),
+            ("snapshots", parse_snapshots, "declare snapshots"),
+        ):
+            try:
+                parse(attrs.get(name, "[]"))
+            except (ValueError, TypeError, RecursionError) as e:
+                raise RunFileError(
+                    f"{path}: attribute `{name}` does not {what}: {one_line(e)[:120]} "
+                    "(a corrupt run file; docs/run-file.md says what it holds)"
+                ) from None
         cfg = attrs["config_json"]
         try:
             ok = cfg == "" or isinstance(json.loads(cfg), dict)

@@ -19,6 +19,9 @@ Why it is shaped this way:
 * What the file holds is what RunStarted declares (:mod:`tuitrain.runfile.declaration`); where each
   value of an event goes is :mod:`tuitrain.runfile.rows`'. ``append=True`` continues a finished file
   instead of creating one (:mod:`tuitrain.runfile.append`): same SWMR rules, same lock.
+* Snapshot events (issue 12) go straight to their /snapshots datasets and are flushed at once
+  (:mod:`tuitrain.runfile.snapshots`); a Snapshot that RunStarted did not declare, or whose arrays do
+  not fit its spec, is a ValueError from ``emit`` (a bug in the code making it; the file is unchanged).
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from tuitrain.events import (
     Finding,
     RunFinished,
     RunStarted,
+    Snapshot,
     StatusChanged,
     StepBatch,
     TestResult,
@@ -52,6 +56,7 @@ from tuitrain.runfile.columns import Column, fixed_bytes
 from tuitrain.runfile.diskfull import MARGIN_BYTES, Slack, close_h5, free_quietly, space_left
 from tuitrain.runfile.layout import create_file
 from tuitrain.runfile.rows import Rows
+from tuitrain.runfile.snapshots import SnapshotStore, same_specs
 
 
 class RunFileWriter:
@@ -98,6 +103,7 @@ class RunFileWriter:
         self._f: h5py.File | None = None
         self._cols: dict[str, Column] = {}
         self._rows: Rows | None = None
+        self._snaps: SnapshotStore | None = None
         self._early: list[Event] = []  # events before RunStarted
         self._n_layers = 0
         self._status = "starting"
@@ -295,6 +301,11 @@ class RunFileWriter:
         self._f = f
         self._n_layers = len(ev.layers)
         self._rows = Rows(decl, self._cols, str(self.path))
+        declared = tuple(ev.snapshots)
+        recorded = (
+            declared if not self.append else decl.snapshots if same_specs(decl.snapshots, declared) else ()
+        )
+        self._snaps = SnapshotStore(f, declared, recorded, str(self.path))
         self._rows.last_step = self._last_step
         self._status = "running"
         self._last_flush = self._clock()
@@ -336,6 +347,9 @@ class RunFileWriter:
             self._event_row(event.step, event.time, "info", S.KIND_STATUS, event.status)
             self._status = event.status
             f.attrs["status"] = event.status
+        elif isinstance(event, Snapshot):  # ValueError for one RunStarted did not declare
+            assert self._snaps is not None
+            self._pending_bytes += self._snaps.put(event)
         elif isinstance(event, TestResult):
             tg = f[S.TEST]
             tg.attrs["loss"] = float(event.loss)
@@ -402,7 +416,8 @@ class RunFileWriter:
 
 # Events a console or dashboard shows as a line of its own: flushed before the next sink hears of them,
 # so that a SIGKILL never loses what a person saw. Rare (alerts are said once, at a monitor flush).
-_SHOWN = (EpochEnd, Alert, Finding, StatusChanged, TestResult)
+# Snapshots too: a few per epoch, small, and the Images screen shows them.
+_SHOWN = (EpochEnd, Alert, Finding, StatusChanged, TestResult, Snapshot)
 
 
 def _level(status: str) -> str:

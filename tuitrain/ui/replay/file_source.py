@@ -8,7 +8,11 @@ The widgets never see the whole file. A :class:`FileSource` delivers, as ordinar
   the same uniform thinning the live history does by itself on long runs) plus the latest row;
 * an overview of each declared probe: every ``probe_stride``-th row (at most ``probe_rows`` rows; a
   strided read touches one chunk per row, see :mod:`tuitrain.runfile.schema`) plus the latest row;
-  the steps carry the file's declared columns (a user loop's own keys too).
+  the steps carry the file's declared columns (a user loop's own keys too);
+* the stored snapshots (issue 12) as Snapshot events: per "epoch" spec one event per row (m = 1, that
+  row's epoch and step), per "start"/"end" spec one event with all its rows (sent again, whole, if a
+  live file gains rows later: the latest event of such a spec is the whole snapshot); among the other
+  run-level events by step, a snapshot at step s after the EpochEnd of step s.
 
 Everything is read through :class:`~tuitrain.runfile.RunFile`'s public API.
 
@@ -45,6 +49,7 @@ from tuitrain.events import (
 from tuitrain.runfile import RunFile, RunFileError, open_run
 from tuitrain.runfile import schema as S
 from tuitrain.runfile.replay import epoch_events, test_event
+from tuitrain.runfile.snapshots import events as snapshot_events
 from tuitrain.ui.history import INCOMPLETE
 from tuitrain.ui.source import EventsArrived, MessageTarget, Source, SourceEnded
 
@@ -92,9 +97,11 @@ class FileSource(Source):
         self._cache: OrderedDict[int, tuple[int, np.ndarray]] = OrderedDict()
         self._cache_rows = cache_rows
         self._probe_cache: OrderedDict[tuple[str, int], tuple[int, np.ndarray]] = OrderedDict()
-        self._sent = {"steps": 0, "epochs": 0, "events": 0, "findings": 0} | {
-            f"probe:{p.name}": 0 for p in self.rf.probe_specs
-        }
+        self._sent = (
+            {"steps": 0, "epochs": 0, "events": 0, "findings": 0}
+            | {f"probe:{p.name}": 0 for p in self.rf.probe_specs}
+            | {f"snap:{name}": 0 for name in self.rf.snapshot_specs}
+        )
         self._started = False
         self._finished = False
         self._stop = threading.Event()
@@ -194,6 +201,10 @@ class FileSource(Source):
             for f in rf.findings(self._sent["findings"])[: n_f - self._sent["findings"]]:
                 side.append((f.at_step if f.at_step >= 0 else f.first_step, f))
             self._sent["findings"] = n_f
+        for name in rf.snapshot_specs:  # after the epoch end of their step (it is keyed step - 1 too)
+            n_s, key = rf.n_snapshot_rows(name), f"snap:{name}"
+            side.extend((ev.step - 1, ev) for ev in snapshot_events(rf, name, self._sent[key], rf.started_at))
+            self._sent[key] = max(self._sent[key], n_s)
         side.sort(key=lambda x: x[0])
         out.extend(ev for _, ev in side)
         if finished is not None:

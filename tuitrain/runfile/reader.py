@@ -354,12 +354,7 @@ class RunFile(RunAttrs):
 
     def epoch_metrics(self) -> list[dict[str, float]]:
         """One dict per row of :meth:`epochs`: the EpochEnd.metrics of that epoch ({} for none)."""
-        ep = self.epochs()
-        by_row: dict[tuple[int, int], dict[str, float]] = {}
-        for key, (steps, epochs, values) in self.metrics("epoch").items():
-            for s_, e_, v in zip(steps.tolist(), epochs.tolist(), values.tolist(), strict=True):
-                by_row.setdefault((int(e_), int(s_)), {})[key] = float(v)
-        return [by_row.get((int(e), int(s)), {}) for e, s in zip(ep["epoch"], ep["step"], strict=True)]
+        return replay.epoch_metrics(self)
 
     def test_metrics(self) -> dict[str, float]:
         """TestResult.metrics of the last test ({} when none was logged)."""
@@ -367,18 +362,7 @@ class RunFile(RunAttrs):
 
     def events(self) -> list[dict[str, Any]]:
         """Alerts and status changes in order: dicts with step, time, level, kind, message."""
-        n = self.n_events
-        cols = {k: self._read(S.path(S.EVENTS, k), slice(0, n)) for k in S.EVENT_FIELDS}
-        return [
-            {
-                "step": int(cols["step"][i]),
-                "time": float(cols["time"][i]),
-                "level": _s(cols["level"][i]),
-                "kind": _s(cols["kind"][i]),
-                "message": _s(cols["message"][i]),
-            }
-            for i in range(n)
-        ]
+        return tables.events(self._read, self.n_events)
 
     def has(self, path: str) -> bool:
         """Whether the file holds dataset ``path`` (optional columns of newer files)."""
@@ -389,20 +373,7 @@ class RunFile(RunAttrs):
         """Last-epoch train/val metrics, test metrics and parameter count: a row of a results table.
         None where missing (no epoch yet; no test, whose time stays NaN until it runs), NaN where the
         run itself produced NaN (tuitrain.view.table shows the two differently)."""
-        ep = self.epochs()
-        last = {k: float(v[-1]) if len(v) else None for k, v in ep.items()}
-        t: dict[str, float | None] = dict(self.test())
-        if not math.isfinite(t.get("time") or math.nan):  # the test never ran
-            t = {k: None for k in t}
-        return {
-            "train_loss": last["train_loss"],
-            "val_loss": last["val_loss"],
-            "train_acc": last["train_acc"],
-            "val_acc": last["val_acc"],
-            "test_loss": t["loss"],
-            "test_acc": t["acc"],
-            "params": float(self.params),
-        }
+        return replay.final_metrics(self)
 
     # -- back to events (tuitrain.runfile.replay) ------------------------------------------------
 

@@ -255,3 +255,31 @@ def summary(rf: RunFile) -> dict[str, Any]:
         "epoch_metrics": (rf.epoch_metrics() or [{}])[-1],  # the last epoch's extra metrics
         "test_metrics": rf.test_metrics(),
     }
+
+
+def epoch_metrics(rf: RunFile) -> list[dict[str, float]]:
+    """One dict per row of ``rf.epochs()``: the EpochEnd.metrics of that epoch ({} for none)."""
+    ep = rf.epochs()
+    by_row: dict[tuple[int, int], dict[str, float]] = {}
+    for key, (steps, epochs, values) in rf.metrics("epoch").items():
+        for s_, e_, v in zip(steps.tolist(), epochs.tolist(), values.tolist(), strict=True):
+            by_row.setdefault((int(e_), int(s_)), {})[key] = float(v)
+    return [by_row.get((int(e), int(s)), {}) for e, s in zip(ep["epoch"], ep["step"], strict=True)]
+
+
+def final_metrics(rf: RunFile) -> dict[str, float | None]:
+    """See :meth:`RunFile.final_metrics`."""
+    ep = rf.epochs()
+    last = {k: float(v[-1]) if len(v) else None for k, v in ep.items()}
+    t: dict[str, float | None] = dict(rf.test())
+    if not math.isfinite(t.get("time") or math.nan):  # the test never ran
+        t = {k: None for k in t}
+    return {
+        "train_loss": last["train_loss"],
+        "val_loss": last["val_loss"],
+        "train_acc": last["train_acc"],
+        "val_acc": last["val_acc"],
+        "test_loss": t["loss"],
+        "test_acc": t["acc"],
+        "params": float(rf.params),
+    }

@@ -5,13 +5,15 @@ opened and when it closed). A file holds those its root attribute ``tables`` nam
 
 Split from :mod:`tuitrain.runfile.reader` (which exposes these as thin properties) and
 :mod:`tuitrain.runfile.validate` (which calls the checks at open), to keep each small. Also /layers
-back to LayerInfo, for the same reason. The functions take a ``read(path, selection)`` callable instead of the reader's handles, so nothing here reaches
+back to LayerInfo and /events to dicts, and the content checks of /layers, /epochs and /events, for
+the same reason. The functions take a ``read(path, selection)`` callable instead of the reader's handles, so nothing here reaches
 into the reader. Row rules (what each column means) are :mod:`tuitrain.runfile.schema`'s.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -24,6 +26,7 @@ from tuitrain.runfile import schema as S
 from tuitrain.runfile.opening import RunFileError
 
 Read = Callable[[str, Any], Any]
+_SHAPE = re.compile(r"(\d+(x\d+)*)?")  # a /layers/shape value: sizes joined by "x"
 
 
 def _text(value: Any) -> str:
@@ -43,6 +46,21 @@ def layers(read: Read) -> list[LayerInfo]:
             module_type=_text(cols["module_type"][i]),
         )
         for i in range(len(cols["name"]))
+    ]
+
+
+def events(read: Read, n: int) -> list[dict[str, Any]]:
+    """The first ``n`` /events rows (alerts and status changes) as dicts: step, time, level, kind, message."""
+    cols = {k: read(S.path(S.EVENTS, k), slice(0, n)) for k in S.EVENT_FIELDS}
+    return [
+        {
+            "step": int(cols["step"][i]),
+            "time": float(cols["time"][i]),
+            "level": _text(cols["level"][i]),
+            "kind": _text(cols["kind"][i]),
+            "message": _text(cols["message"][i]),
+        }
+        for i in range(n)
     ]
 
 
@@ -146,3 +164,60 @@ def check_findings(path: Path, ds: dict[str, h5py.Dataset]) -> None:
             raise RunFileError(
                 f"{path}: /findings/evidence row {i} is not a JSON object of numbers ({str(e)[:80]})"
             ) from None
+
+
+def _rows(ds: dict[str, h5py.Dataset], group: str, names: Any) -> int:
+    return min(int(ds[S.path(group, n)].shape[0]) for n in names)
+
+
+def check_layers(path: Path, f: dict[str, h5py.Dataset]) -> None:
+    n = _rows(f, S.LAYERS, S.LAYER_FIELDS)
+    shapes = f[S.path(S.LAYERS, "shape")][:n]
+    for i, s in enumerate(shapes):
+        if not _SHAPE.fullmatch(_text(s)):
+            raise RunFileError(
+                f"{path}: /layers/shape row {i} = {_short(_text(s))} is not a shape; expected sizes "
+                "joined by 'x' such as '32x3x3x3' ('' for a scalar)"
+            )
+    numel = f[S.path(S.LAYERS, "numel")][:n]
+    if n and int(np.min(numel)) < 0:
+        raise RunFileError(f"{path}: /layers/numel holds a negative count; expected element counts >= 0")
+
+
+def _check_times(path: Path, p: str, times: np.ndarray) -> None:
+    t = np.asarray(times, np.float64)
+    lo, hi = S.TIME_RANGE
+    bad = ~np.isnan(t) & ~((t >= lo) & (t <= hi))
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise RunFileError(
+            f"{path}: /{p} row {i} = {t[i]:g} is not a time; expected Unix seconds in [{_time_range()}]"
+        )
+
+
+def check_epochs(path: Path, f: dict[str, h5py.Dataset]) -> None:
+    n = _rows(f, S.EPOCHS, S.EPOCH_FIELDS)
+    _check_times(path, S.path(S.EPOCHS, "time"), f[S.path(S.EPOCHS, "time")][:n])
+
+
+def check_events(path: Path, f: dict[str, h5py.Dataset]) -> None:
+    n = _rows(f, S.EVENTS, S.EVENT_FIELDS)
+    _check_times(path, S.path(S.EVENTS, "time"), f[S.path(S.EVENTS, "time")][:n])
+    kinds = f[S.path(S.EVENTS, "kind")][:n]
+    messages = f[S.path(S.EVENTS, "message")][:n]
+    for i, (kind, message) in enumerate(zip(kinds, messages, strict=True)):
+        if _text(kind) in (S.KIND_STATUS, S.KIND_FINISHED) and _text(message) not in S.STATUSES:
+            raise RunFileError(
+                f"{path}: /events/message row {i} = {_short(_text(message))} is not a run status; expected "
+                f"one of {', '.join(S.STATUSES)} in a `{_text(kind)}` row"
+            )
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 5] + "..." + text[-2:]
+
+
+def _time_range() -> str:
+    lo, hi = S.TIME_RANGE
+    return f"{lo:g}, {hi:g}"

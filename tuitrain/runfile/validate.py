@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -53,9 +52,7 @@ from tuitrain.runfile.declaration import (
 from tuitrain.runfile.layout import growing_datasets
 from tuitrain.runfile.opening import RunFileError, guard, one_line, read_root_attrs
 from tuitrain.runfile.snapshots import check as check_snapshots
-from tuitrain.runfile.tables import check_findings, check_modules
-
-_SHAPE = re.compile(r"(\d+(x\d+)*)?")
+from tuitrain.runfile.tables import check_epochs, check_events, check_findings, check_layers, check_modules
 
 
 @dataclass
@@ -86,9 +83,9 @@ def validate(path: Path, f: h5py.File) -> Checked:
     ds = _check_datasets(path, f, specs, decl)
     _check_test(path, f)
     with guard(path, "the small tables"):
-        _check_layers(path, ds)
-        _check_epochs(path, ds)
-        _check_events(path, ds)
+        check_layers(path, ds)
+        check_epochs(path, ds)
+        check_events(path, ds)
         if decl.has_table(S.MODULES):
             check_modules(path, ds)
         if decl.has_table(S.FINDINGS):
@@ -397,54 +394,3 @@ def _check_test(path: Path, f: h5py.File) -> None:
                     f"{path}: /{S.TEST} attribute `{key}` = {_short(value)} is not "
                     + ("a time (Unix seconds, or NaN)" if key == "time" else "a number")
                 )
-
-
-def _rows(ds: dict[str, h5py.Dataset], group: str, names: Any) -> int:
-    return min(int(ds[S.path(group, n)].shape[0]) for n in names)
-
-
-def _text(value: Any) -> str:
-    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
-
-
-def _check_layers(path: Path, f: dict[str, h5py.Dataset]) -> None:
-    n = _rows(f, S.LAYERS, S.LAYER_FIELDS)
-    shapes = f[S.path(S.LAYERS, "shape")][:n]
-    for i, s in enumerate(shapes):
-        if not _SHAPE.fullmatch(_text(s)):
-            raise RunFileError(
-                f"{path}: /layers/shape row {i} = {_short(_text(s))} is not a shape; expected sizes "
-                "joined by 'x' such as '32x3x3x3' ('' for a scalar)"
-            )
-    numel = f[S.path(S.LAYERS, "numel")][:n]
-    if n and int(np.min(numel)) < 0:
-        raise RunFileError(f"{path}: /layers/numel holds a negative count; expected element counts >= 0")
-
-
-def _check_times(path: Path, p: str, times: np.ndarray) -> None:
-    t = np.asarray(times, np.float64)
-    lo, hi = S.TIME_RANGE
-    bad = ~np.isnan(t) & ~((t >= lo) & (t <= hi))
-    if bad.any():
-        i = int(np.argmax(bad))
-        raise RunFileError(
-            f"{path}: /{p} row {i} = {t[i]:g} is not a time; expected Unix seconds in [{_time_range()}]"
-        )
-
-
-def _check_epochs(path: Path, f: dict[str, h5py.Dataset]) -> None:
-    n = _rows(f, S.EPOCHS, S.EPOCH_FIELDS)
-    _check_times(path, S.path(S.EPOCHS, "time"), f[S.path(S.EPOCHS, "time")][:n])
-
-
-def _check_events(path: Path, f: dict[str, h5py.Dataset]) -> None:
-    n = _rows(f, S.EVENTS, S.EVENT_FIELDS)
-    _check_times(path, S.path(S.EVENTS, "time"), f[S.path(S.EVENTS, "time")][:n])
-    kinds = f[S.path(S.EVENTS, "kind")][:n]
-    messages = f[S.path(S.EVENTS, "message")][:n]
-    for i, (kind, message) in enumerate(zip(kinds, messages, strict=True)):
-        if _text(kind) in (S.KIND_STATUS, S.KIND_FINISHED) and _text(message) not in S.STATUSES:
-            raise RunFileError(
-                f"{path}: /events/message row {i} = {_short(_text(message))} is not a run status; expected "
-                f"one of {', '.join(S.STATUSES)} in a `{_text(kind)}` row"
-            )

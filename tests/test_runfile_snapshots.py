@@ -249,7 +249,9 @@ def test_max_rows_is_a_hard_cap_and_bounds_the_size(tmp_path: Path) -> None:
         assert int(f["snapshots/misclassified"].attrs["dropped_rows"]) == 4
     budget = sum(s.max_bytes for s in capped)
     extra = with_snaps.stat().st_size - without.stat().st_size
-    assert 0 < extra <= budget + 40_000, (extra, budget)  # + group/dataset headers and chunk indexes
+    n_datasets = sum(len(s.fields) + 2 for s in capped)  # + epoch and step
+    # beyond the rows: about 0.6 KB of header and chunk index per dataset (measured: 12 KB for these 21)
+    assert 0 < extra <= budget + 1024 * n_datasets, (extra, budget)
 
 
 def test_undeclared_or_misshapen_snapshots_are_value_errors(tmp_path: Path) -> None:

@@ -130,16 +130,22 @@ def cut(f: h5py.File, specs: tuple[SnapshotSpec, ...]) -> None:
 
 class SnapshotStore:
     """The writer's side: checks each Snapshot event against what the run declared (``declared``,
-    RunStarted.snapshots) and appends its rows to the datasets of the specs the file records
-    (``recorded``: all of them for a new file; for a resumed one, the file's own when they are the
-    same, else none). Rows past a spec's ``max_rows`` are dropped and counted in the group attribute
-    ``dropped_rows``, written with the event that dropped them (the event is flushed at once anyway)."""
+    RunStarted.snapshots) and appends its rows to the file's datasets (``in_file``: the file's
+    declaration; a new file's is ``declared``, a resumed file keeps its own and records the run's
+    snapshots only when they are the same: :func:`same_specs`). Rows past a spec's ``max_rows`` are
+    dropped and counted in the group attribute ``dropped_rows``, written with the event that dropped
+    them (the event is flushed at once anyway, so no attribute write waits for a later flush).
+
+    A Snapshot the run did not declare, or whose arrays do not fit its spec, is a ValueError and
+    nothing of it is written: the events come from tuitrain's own engine (or a user's code calling
+    ``emit``), so such an event is a bug to surface, not data to store half of or skip quietly."""
 
     def __init__(
-        self, f: h5py.File, declared: tuple[SnapshotSpec, ...], recorded: tuple[SnapshotSpec, ...], where: str
+        self, f: h5py.File, declared: tuple[SnapshotSpec, ...], in_file: tuple[SnapshotSpec, ...], where: str
     ) -> None:
         self.where = where
         self.specs = {s.name: s for s in declared}
+        recorded = in_file if same_specs(in_file, declared) else ()
         self.groups = {s.name: f[group(s.name)] for s in recorded}
         self.rows = {name: int(g["epoch"].shape[0]) for name, g in self.groups.items()}
         self.cap = {name: int(g["epoch"].maxshape[0]) for name, g in self.groups.items()}

@@ -19,9 +19,8 @@ Why it is shaped this way:
 * What the file holds is what RunStarted declares (:mod:`tuitrain.runfile.declaration`); where each
   value of an event goes is :mod:`tuitrain.runfile.rows`'. ``append=True`` continues a finished file
   instead of creating one (:mod:`tuitrain.runfile.append`): same SWMR rules, same lock.
-* Snapshot events (issue 12) go straight to their /snapshots datasets and are flushed at once
-  (:mod:`tuitrain.runfile.snapshots`); a Snapshot that RunStarted did not declare, or whose arrays do
-  not fit its spec, is a ValueError from ``emit`` (a bug in the code making it; the file is unchanged).
+* Snapshot events go straight to /snapshots and are flushed at once (:mod:`tuitrain.runfile.snapshots`,
+  which also says why an undeclared or misshapen one is a ValueError from ``emit``).
 """
 
 from __future__ import annotations
@@ -56,7 +55,7 @@ from tuitrain.runfile.columns import Column, fixed_bytes
 from tuitrain.runfile.diskfull import MARGIN_BYTES, Slack, close_h5, free_quietly, space_left
 from tuitrain.runfile.layout import create_file
 from tuitrain.runfile.rows import Rows
-from tuitrain.runfile.snapshots import SnapshotStore, same_specs
+from tuitrain.runfile.snapshots import SnapshotStore
 
 
 class RunFileWriter:
@@ -301,11 +300,7 @@ class RunFileWriter:
         self._f = f
         self._n_layers = len(ev.layers)
         self._rows = Rows(decl, self._cols, str(self.path))
-        declared = tuple(ev.snapshots)
-        recorded = (
-            declared if not self.append else decl.snapshots if same_specs(decl.snapshots, declared) else ()
-        )
-        self._snaps = SnapshotStore(f, declared, recorded, str(self.path))
+        self._snaps = SnapshotStore(f, tuple(ev.snapshots), decl.snapshots, str(self.path))
         self._rows.last_step = self._last_step
         self._status = "running"
         self._last_flush = self._clock()
@@ -347,9 +342,9 @@ class RunFileWriter:
             self._event_row(event.step, event.time, "info", S.KIND_STATUS, event.status)
             self._status = event.status
             f.attrs["status"] = event.status
-        elif isinstance(event, Snapshot):  # ValueError for one RunStarted did not declare
+        elif isinstance(event, Snapshot):  # written at once (flushed below); ValueError if undeclared
             assert self._snaps is not None
-            self._pending_bytes += self._snaps.put(event)
+            self._snaps.put(event)
         elif isinstance(event, TestResult):
             tg = f[S.TEST]
             tg.attrs["loss"] = float(event.loss)

@@ -18,6 +18,11 @@ collective depends on it (each rank's probes are its own business; the ranks mee
 gradient all-reduce, where a slower rank 0 is waited for either way). Its statistics are then those
 of rank 0's share of the global batch. A resumed run of a file written before the probe existed
 gets it from the resumed step on (the appended file adds the probe: :mod:`tuitrain.runfile.append`).
+
+Snapshots (:mod:`tuitrain.train.snapshots`, within ``monitor.snapshot_mb``) are planned before
+RunStarted declares them, taken at the start, after each EpochEnd and after the TestResult (the
+misclassified samples come from the test evaluation itself), on rank 0 only, reading the device only
+at those moments.
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ from tuitrain.train.ending import announce_failed, finish, save_checkpoint
 from tuitrain.train.models import build_model
 from tuitrain.train.monitor import Diverged, Monitor
 from tuitrain.train.resume import checkpoint_state, continue_file, restore
+from tuitrain.train.snapshots import MisclassifiedCollector, Snapshotter
 from tuitrain.train.summary import device_label, layer_infos, model_summary, versions
 from tuitrain.train.threads import Threads
 
@@ -115,8 +121,11 @@ def evaluate(
     batch_size: int,
     autocast,
     job: distributed.Dist = distributed.SINGLE,
+    collect: MisclassifiedCollector | None = None,
 ) -> tuple[float, float]:
-    """Mean loss and accuracy over ``split``; data-parallel, each rank evaluates its slice of it."""
+    """Mean loss and accuracy over ``split``; data-parallel, each rank evaluates its slice of it.
+    ``collect`` keeps the predictions for the misclassified snapshot (the test evaluation's own: no
+    second pass over the split; on the device, read once at the end)."""
     job.sync_buffers(model)
     model.eval()
     device = next(model.parameters()).device
@@ -129,6 +138,8 @@ def evaluate(
         loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
         correct += (logits.argmax(1) == y).sum()
         n += y.numel()
+        if collect is not None:
+            collect.add(logits, y)
     model.train()
     if job.enabled:  # sums, not means, over ranks: the slices may differ in size by one
         sums = torch.tensor([0.0, 0.0, float(n)], dtype=torch.float64, device=device)
@@ -139,6 +150,11 @@ def evaluate(
         return math.nan, math.nan
     # Host sync: the epoch summary needs these two numbers on the host, once per epoch.
     return loss_sum.item() / n, correct.item() / n
+
+
+def _emit_all(monitor: Monitor, events: list) -> None:
+    for event in events:
+        monitor.emit(event)
 
 
 def _wait_if_paused(control: Control | None, monitor: Monitor) -> None:
@@ -181,6 +197,8 @@ def train(
     announced = False  # RunStarted was sent: the writer created the run file, or said why it could not
     threads: Threads | None = None
     epochs_done, best_val = 0, -math.inf  # what a checkpoint records; --resume starts from its own
+    snap = Snapshotter()  # takes nothing until planned (rank 0, monitor.snapshot_mb > 0)
+    epoch_now, epoch_first_step = -1, 0  # the epoch in progress: a stopped run's last snapshot rows
     try:
         # ---- setup ---------------------------------------------------------------------------
         t = cfg.train
@@ -244,6 +262,8 @@ def train(
             monitor.step, epochs_done, best_val = resumed.step, resumed.epoch, resumed.best_val
             if job.is_main:
                 continue_file(resumed.source, sinks)
+        if job.is_main:  # rank 0 only: its sinks are the only ones that hear; see tuitrain.train.snapshots
+            snap = Snapshotter.plan(model, data, cfg.monitor, t.epochs)
         device_words, job_versions = job.describe(device_label(device))
         announced = True  # set first: a file the writer could not create is not tried a second time
         monitor.emit(
@@ -267,16 +287,20 @@ def train(
                 exploding=cfg.monitor.exploding,
                 probes=monitor.specs,
                 modules=monitor.modules,
+                snapshots=snap.specs,
                 versions={**versions(), **job_versions, **threads.versions()},
             )
         )
         monitor.emit(StatusChanged("running", monitor.step))
         if resumed is not None:
             monitor.emit(Alert(monitor.step, "info", "resume", resumed.describe()))
+        else:  # a resumed run's file has its init rows already
+            _emit_all(monitor, snap.at_start(monitor.step))
 
         # ---- train ---------------------------------------------------------------------------
         for epoch in range(epochs_done, t.epochs):
             epoch_start = time.time()
+            epoch_now, epoch_first_step = epoch, monitor.step
             for x, y in data.train_batches(
                 local_batch, generator, cfg.data.augment, job.rank, job.world_size
             ):
@@ -312,6 +336,7 @@ def train(
                     time.time() - epoch_start,
                 )
             )
+            _emit_all(monitor, snap.epoch_end(epoch, monitor.step))  # before pause_clock: not a slow step
             if val_acc > best_val:
                 if epoch > 0:
                     monitor.emit(
@@ -329,14 +354,19 @@ def train(
                 break
 
         # ---- test and finish ----------------------------------------------------------------
-        test_loss, test_acc = evaluate(model, data, "test", t.eval_batch_size, autocast, job)
+        collector = snap.collector()
+        test_loss, test_acc = evaluate(model, data, "test", t.eval_batch_size, autocast, job, collector)
         monitor.emit(TestResult(test_loss, test_acc))
+        _emit_all(monitor, snap.at_end(epochs_done - 1, monitor.step, collector))
         if t.checkpoint and job.is_main:
             checkpoint = save_checkpoint(state, out_path, monitor)
         finished = RunFinished("completed", monitor.step, checkpoint=checkpoint)
     except (KeyboardInterrupt, StopTraining):
         if monitor is not None:
             monitor.flush(force=True)
+            with contextlib.suppress(Exception):  # the last epoch's rows, if its stride skipped them
+                last = epoch_now if monitor.step > epoch_first_step else epoch_now - 1
+                _emit_all(monitor, snap.at_end(last, monitor.step))
             if cfg.train.checkpoint and job.is_main:
                 checkpoint = save_checkpoint(state, out_path, monitor)
         finished = RunFinished("stopped", monitor.step if monitor else 0, checkpoint=checkpoint)

@@ -26,6 +26,7 @@ from tuitrain.ui.screens.dashboard import DashboardScreen
 from tuitrain.ui.screens.dialogs import ConfirmScreen, ErrorScreen, QuitScreen
 from tuitrain.ui.screens.heatmap import HeatmapScreen
 from tuitrain.ui.screens.help import HelpScreen
+from tuitrain.ui.screens.images import ImagesScreen
 from tuitrain.ui.screens.signal import SignalScreen
 from tuitrain.ui.screens.too_small import TooSmallScreen, too_small
 from tuitrain.ui.screenshot import ScreenshotMixin
@@ -65,6 +66,7 @@ class TuitrainApp(ScreenshotMixin, App[str | None]):
         "heatmap": HeatmapScreen,
         "compare": CompareScreen,
         "signal": SignalScreen,
+        "images": ImagesScreen,
     }
     DEFAULT_MODE = "dashboard"
     REFRESH_SECONDS = 0.1  # at most 10 redraws a second

@@ -61,6 +61,17 @@ KEYS: tuple[Key, ...] = (
         footer=True,
         display="v",
     ),
+    # not in the footer: at 80 columns it is full (help, the palette and README list it)
+    Key("i", "show_view('images')", "Images", "images: kernels, boundary, misclassified", "Views"),
+    Key(
+        "i,escape",
+        "show_view('dashboard', 'images')",
+        "Back",
+        "back to the dashboard",
+        "Views",
+        footer=True,
+        display="i",
+    ),
     Key(
         "c",
         "show_view('compare')",

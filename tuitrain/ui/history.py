@@ -38,6 +38,7 @@ from tuitrain.events import (
     LayerInfo,
     RunFinished,
     RunStarted,
+    Snapshot,
     StatusChanged,
     StepBatch,
     TestResult,
@@ -48,6 +49,7 @@ from tuitrain.ui.fmt import fmt_duration, fmt_si
 from tuitrain.ui.health import Thresholds
 from tuitrain.ui.history_lookups import HistoryLookups
 from tuitrain.ui.signal_history import SignalHistory
+from tuitrain.ui.snapshot_history import SnapshotHistory
 from tuitrain.ui.view_state import ViewState
 from tuitrain.view.divergence import DivergenceTracker
 from tuitrain.view.finding_text import log_line, log_step
@@ -167,6 +169,7 @@ class History(HistoryLookups):
         self.probes: Ring | None = None
         self.long: LogBuckets | None = None
         self.signal = SignalHistory(long_cap=long_cap)  # the activation probe's rows (the Signal view)
+        self.snapshots = SnapshotHistory()  # the run's snapshots (the Images screen)
         self.findings = FindingsStore()  # the diagnosis rules' findings (panel, header, log, chart marks)
         self.log: deque[LogEntry] = deque(maxlen=event_cap)
         self.log_total = 0  # entries ever logged (widgets key their caches on it)
@@ -201,6 +204,8 @@ class History(HistoryLookups):
                 self.findings.add(ev)
                 level, text = log_line(ev)
                 self.add_log(log_step(ev), level, "finding", text)
+            elif isinstance(ev, Snapshot):
+                self.snapshots.feed(ev)
             elif isinstance(ev, StatusChanged):
                 self._on_status(ev)
             elif isinstance(ev, RunFinished):
@@ -249,6 +254,7 @@ class History(HistoryLookups):
         self.probes = Ring(rows, (len(PROBE_NAMES), L))
         self.long = LogBuckets(self.long_cap, (len(PROBE_NAMES), L))
         self.signal.start(ev)
+        self.snapshots.start(ev)
         if self.status == "starting":
             self.status = "running"
         self.add_log(0, "info", "start", start_message(ev), ev.started_at)

@@ -50,19 +50,22 @@ def boundary_drawer(
     return draw
 
 
-def tile_layout(n: int, aspect: float, width: int, height: int) -> tuple[int, int, int, int]:
+def tile_layout(
+    n: int, aspect: float, width: int, height: int, readable: int = 8
+) -> tuple[int, int, int, int]:
     """(cols, rows, tile width, tile height) in cells for ``n`` tiles of pixel aspect ``aspect`` (h / w),
-    each with a label line under it and a column of space between: the most tiles that fit, then the
-    largest tiles (at least 4 cells wide, so that a label stays readable)."""
+    each with a label line under it and a column of space between. Tiles at least ``readable`` cells
+    wide come first (a sample smaller than that is unrecognisable, and "cat→dog 0.91" needs the
+    room), then the most tiles that fit, then the largest (never under 4 cells)."""
     best = (1, 1, max(1, width), max(1, height - 1))
-    best_score = (-1, -1)
+    best_score = (False, -1, -1)
     for tw in range(min(width, 24), 3, -1):
         th = max(1, math.ceil(tw * aspect / 2))
         cols = max(1, (width + 1) // (tw + 1))
         rows = max(0, height // (th + 1))
         shown = min(n, cols * rows)
-        if shown and (shown, tw) > best_score:
-            best_score = (shown, tw)
+        if shown and (tw >= readable, shown, tw) > best_score:
+            best_score = (tw >= readable, shown, tw)
             best = (min(cols, n), max(1, math.ceil(shown / max(1, cols))), tw, th)
     return best
 
@@ -75,7 +78,7 @@ def samples_drawer(images: np.ndarray, labels: Sequence[str]) -> Drawer:
     tiles = [sample_grid(images[i : i + 1]).rgb for i in range(n)]
 
     def draw(width: int, height: int) -> Text:
-        cols, rows, tw, th = tile_layout(n, aspect, width, height)
+        cols, rows, tw, th = tile_layout(n, aspect, width, height, min(8, int(images.shape[3])))
         shown = min(n, cols * rows)
         out = Text(no_wrap=True, overflow="crop")
         for r in range(rows):

@@ -235,7 +235,7 @@ def boundary(runs: list[ReportRun], out: Path, opts: Options) -> Made | Skipped:
                 ax.scatter(
                     wxy[:, 0], wxy[:, 1], s=40, facecolors="none", edgecolors="black", lw=0.8, zorder=3
                 )
-                title += f" · ○ {len(wrong)} misclassified (test)"
+                title += f" · ○ {len(wrong)}{wrong_of(r.rf, wrong)} misclassified (test)"
             ax.set_xlim(x0, x1)
             ax.set_ylim(y0, y1)
             ax.set_title(title, fontsize=8)
@@ -250,6 +250,14 @@ def boundary(runs: list[ReportRun], out: Path, opts: Options) -> Made | Skipped:
     if skipped:
         facts["skipped"] = skipped
     return Made("boundary", save(fig, out, "boundary", opts), "Decision boundaries", facts)
+
+
+def wrong_of(rf: Any, wrong: Any) -> str:
+    """`` of N`` with N the test samples wrong in all (round((1 - test acc) * n_total): the file keeps at
+    most 64 of them), or "" when the run has no test accuracy."""
+    acc = rf.test().get("acc", float("nan"))
+    n_total = int(wrong.spec.meta.get("n_total", 0))
+    return f" of {round((1 - acc) * n_total)}" if n_total and np.isfinite(acc) else ""
 
 
 def sample_labels(wrong: Any, n: int) -> list[str]:
@@ -298,11 +306,10 @@ def _draw_wrong(r: ReportRun, opts: Options) -> tuple[Any, dict[str, Any]] | str
     ax.set_facecolor(BACKGROUND)
     ax.set_xticks([])
     ax.set_yticks([])
-    meta = wrong.spec.meta
-    total = rf.test().get("acc", float("nan"))
-    n_total = int(meta.get("n_total", 0))
-    of = f" of {round((1 - total) * n_total)} wrong" if n_total and np.isfinite(total) else ""
-    fig.suptitle(f"{r.name}: misclassified test samples (first {n}{of}; true→pred, p of pred)", fontsize=9)
+    of = wrong_of(rf, wrong)
+    fig.suptitle(
+        f"{r.name}: misclassified test samples (first {n}{of} wrong; true→pred, p of pred)", fontsize=9
+    )
     return fig, {"tiles": n}
 
 

@@ -54,6 +54,25 @@ def history(path: Path) -> tuple[str, np.ndarray, np.ndarray, int, list[str]]:
         return rf.status, steps["step"], steps["loss"], rf.n_epochs, events
 
 
+def assert_same_snapshots(resumed: Path, full: Path) -> None:
+    """The resumed run's snapshots are the uninterrupted run's: the boundary of every epoch (the
+    resumed part's rows appended: more epochs raise the file's cap), the end's misclassified points
+    (the resumed end's group of rows is the snapshot), the test points of the start."""
+    with open_run(resumed) as r, open_run(full) as f:
+        assert set(r.snapshot_specs) == set(f.snapshot_specs) == {"boundary", "points", "misclassified"}
+        b, fb = r.snapshot_rows("boundary"), f.snapshot_rows("boundary")
+        assert b.epoch.tolist() == fb.epoch.tolist() == [-1, 0, 1, 2, 3]
+        assert b.step.tolist() == fb.step.tolist()
+        np.testing.assert_array_equal(b.arrays["pred"], fb.arrays["pred"])
+        for name in ("misclassified", "points"):
+            got, want = r.snapshot_rows(name).latest(), f.snapshot_rows(name).latest()
+            assert got.step.tolist() == want.step.tolist() and len(got) > 0
+            for k in want.arrays:
+                np.testing.assert_array_equal(got.arrays[k], want.arrays[k])
+        wrong = r.snapshot(name="misclassified")
+        assert wrong is not None and wrong.step == 32
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> dict[str, Path]:
     """A 2-epoch run with its checkpoint, and the same run trained 4 epochs without stopping."""
@@ -89,12 +108,14 @@ def test_a_resumed_run_is_the_run_that_never_stopped(trained: dict[str, Path], t
     assert said == [
         f"resumed from {a.with_suffix('.pt')} at step 16, epoch 3, into the copy {tmp_path / 'b.h5'}"
     ]
+    assert_same_snapshots(tmp_path / "b.h5", trained["full"])
 
     # the same file, appended
     run("--resume", str(a), "--epochs", "4", "--no-ui")
     status, steps, loss, epochs, said = history(a)
     assert status == "completed" and epochs == 4 and steps.tolist() == list(range(32))
     np.testing.assert_array_equal(loss, full_loss)
+    assert_same_snapshots(a, trained["full"])  # and the pictures of the model: every epoch's, the end's
     # and so the first resumed steps go on from the trained weights' loss, far from a fresh init's
     first, last, fresh = loss[16:20].mean(), loss[12:16].mean(), loss[0:4].mean()
     assert abs(first - last) < abs(fresh - last) / 2, (first, last, fresh)

@@ -204,7 +204,7 @@ def test_round_trip_of_the_five_snapshots(written: Path) -> None:
         assert (
             g.attrs["when"] == "epoch" and int(g.attrs["max_rows"]) == 8 and int(g.attrs["dropped_rows"]) == 0
         )
-        assert g["weight"].maxshape == (8, 8, 3, 3, 3) and g["weight"].compression is None
+        assert g["weight"].maxshape == (None, 8, 3, 3, 3) and g["weight"].compression is None  # capped by max_rows
         assert "snapshots" in f.attrs
 
 
@@ -348,13 +348,16 @@ def test_resume_continues_the_same_snapshots_and_skips_others(written: Path, tmp
         w.emit(EpochEnd(EPOCHS, (EPOCHS + 1) * SPE, 1.0, 0.5, 1.1, 0.4, 1.0, T0 + 20))
         for ev in epoch_snaps(EPOCHS, (EPOCHS + 1) * SPE):
             w.emit(ev)
-        w.emit(misclassified((EPOCHS + 1) * SPE))  # 3 more rows: 6 offered to a cap of 5
+        w.emit(misclassified((EPOCHS + 1) * SPE))  # the resumed end: 3 more rows, the cap grew from 5 to 8
         w.emit(RunFinished("completed", (EPOCHS + 1) * SPE - 1, time=T0 + 21))
     with open_run(path) as rf:
         r = rf.snapshot_rows(FIRST_LAYER)
         assert r is not None and r.epoch.tolist() == [-1, *range(EPOCHS + 1)]
         assert rf.snapshot_specs[FIRST_LAYER].meta["module"] == "stem"  # the file's declaration stays
-        assert rf.n_snapshot_rows(MISCLASSIFIED) == 5
+        assert rf.n_snapshot_rows(MISCLASSIFIED) == 6 and rf.snapshot_specs[MISCLASSIFIED].max_rows == 8
+        end = rf.snapshot(MISCLASSIFIED)  # the last group of rows: the resumed run's end
+        assert end is not None and end.rows == 3 and end.step == (EPOCHS + 1) * SPE
+        assert rf.snapshot_specs[FIRST_LAYER].max_rows == EPOCHS + 1 + 8  # the rows it had + the plan's
     # a resumed run declaring other snapshots takes none (and never creates datasets under SWMR)
     other = tmp_path / "other.h5"
     shutil.copy(written, other)

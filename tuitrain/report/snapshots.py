@@ -216,8 +216,8 @@ def boundary(runs: list[ReportRun], out: Path, opts: Options) -> Made | Skipped:
     for (r, rows, picks), ax_row in zip(drawn, axes, strict=True):
         meta = rows.spec.meta
         x0, x1, y0, y1 = (float(v) for v in meta["extent"])
-        pts = r.rf.snapshot_rows(POINTS) if POINTS in r.rf.snapshot_specs else None
-        wrong = r.rf.snapshot_rows(MISCLASSIFIED) if MISCLASSIFIED in r.rf.snapshot_specs else None
+        pts = _latest(r.rf, POINTS)
+        wrong = _latest(r.rf, MISCLASSIFIED)
         points += 0 if pts is None else len(pts)
         for ax, i in zip(ax_row, picks, strict=False):
             pic = boundary_picture(rows.arrays["pred"][i], rows.arrays["prob"][i], int(meta["num_classes"]))
@@ -273,12 +273,19 @@ def sample_labels(wrong: Any, n: int) -> list[str]:
     ]
 
 
+def _latest(rf: Any, name: str) -> Any:
+    """A start/end snapshot's rows of its last group (a resumed run's file holds one per part)."""
+    rows = rf.snapshot_rows(name) if name in rf.snapshot_specs else None
+    return None if rows is None else rows.latest()
+
+
 def _draw_wrong(r: ReportRun, opts: Options) -> tuple[Any, dict[str, Any]] | str:
     rf = r.rf
     why = no_snapshot(rf, MISCLASSIFIED)
     if why:
         return why
-    wrong = rf.snapshot_rows(MISCLASSIFIED)
+    wrong = _latest(rf, MISCLASSIFIED)
+    assert wrong is not None  # no_snapshot said it has rows
     if "image" not in wrong.arrays:
         return "2-D data: the boundary figure circles its misclassified points"
     n = min(MAX_SAMPLES, len(wrong))

@@ -18,8 +18,9 @@ probe, resuming a file from before issue 11) is added, its rows from the resumed
 ``/modules`` table it needs; a file without ``/findings`` gets an empty one. Each is a table of its own
 (nothing to align), created before the switch to SWMR, and declared. A probe of the file must stay
 as it was (same quantities and ``every``), and so must the probed modules. Snapshots (issue 12) continue
-when the resumed run declares the ones the file holds (same names, ``when`` and fields; the file's
-``max_rows`` stays the cap); otherwise the resumed part takes none (:mod:`tuitrain.runfile.snapshots`),
+when the resumed run declares the ones the file holds (same names, ``when`` and fields; each cap
+``max_rows`` grows by the rows the resumed run's plan gives it, so a part adds at most its own
+``monitor.snapshot_mb``); otherwise the resumed part takes none (:mod:`tuitrain.runfile.snapshots`),
 never an error: a file from before issue 12 gets no /snapshots.
 """
 
@@ -37,7 +38,7 @@ from tuitrain.events import RunStarted
 from tuitrain.runfile import schema as S
 from tuitrain.runfile import snapshots as snaps
 from tuitrain.runfile.columns import Column
-from tuitrain.runfile.declaration import Declaration, from_attrs, from_started, probes_json
+from tuitrain.runfile.declaration import Declaration, from_attrs, from_started, probes_json, snapshots_json
 from tuitrain.runfile.layout import create_growing, create_modules, growing_datasets, open_columns, run_attrs
 from tuitrain.runfile.opening import RunFileError, one_line
 from tuitrain.runfile.validate import validate
@@ -74,6 +75,10 @@ def reopen(path: Path, ev: RunStarted) -> tuple[h5py.File, Declaration, dict[str
         # the file's own: what it holds stays what it declared
         keep = {"started_at", "out_path", "probes", "step_scalars", "tables", "module_summary", "snapshots"}
         snaps.cut(f, decl.snapshots)
+        grown = snaps.resumed_specs(f, decl.snapshots, tuple(ev.snapshots))  # more epochs: more rows
+        if grown != decl.snapshots:
+            decl = replace(decl, snapshots=grown)
+            f.attrs["snapshots"] = snapshots_json(grown)
         for key, value in run_attrs(
             ev, Declaration(decl.probes, decl.step_scalars, new.source, new.config_json)
         ).items():

@@ -222,10 +222,13 @@ class RunFile(RunAttrs):
 
     def snapshot(self, name: str, start: int = 0) -> Snapshot | None:
         """Rows ``start..`` of snapshot ``name`` as ONE Snapshot event (arrays with every row; epoch and
-        step of the last row; time: the run's start, not stored per row); None when there is no row."""
+        step of the last row; time: the run's start, not stored per row); None when there is no row. A
+        "start" or "end" snapshot gives its last group of rows (a resumed run's file has one per part)."""
         r = self.snapshot_rows(name, start)
         if r is None:
             return None
+        if r.spec.when != "epoch":
+            r = r.latest()
         return Snapshot(name, int(r.epoch[-1]), int(r.step[-1]), r.arrays, self.started_at)
 
     # -- tables ---------------------------------------------------------------------------------

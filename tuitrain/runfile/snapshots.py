@@ -4,9 +4,10 @@
 Layout (docs/run-file.md): one group per spec (attributes ``when``, ``max_rows``, ``description``,
 ``meta`` as JSON text, ``dropped_rows``), holding ``epoch`` (rows,) int32, ``step`` (rows,) int64 and one
 dataset per field shaped ``(rows, *field.shape)`` in the field's dtype. Every dataset is created with the
-file (SWMR allows none later), shape ``(0, ...)`` and maxshape ``(max_rows, ...)``: the cap is the
-dataset's own, so no row beyond it can ever be written. A run without snapshots gets no /snapshots
-group at all (its root attribute ``snapshots`` is ``"[]"``).
+file (SWMR allows none later), shape ``(0, ...)``, growable without limit: the cap is the declared
+``max_rows``, which the writer never writes past, and which a resumed run raises by its own plan's rows
+(:func:`resumed_specs`: each part of a run adds at most its ``monitor.snapshot_mb``). A run without
+snapshots gets no /snapshots group at all (its root attribute ``snapshots`` is ``"[]"``).
 
 Chunks: about :data:`~tuitrain.runfile.schema.SNAPSHOT_CHUNK_BYTES` per chunk and never under one row,
 spread evenly over ``max_rows``. A weight row (a 64-kernel conv, a 48x48 boundary) is one row per chunk
@@ -23,7 +24,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -52,6 +53,16 @@ class SnapshotRows:
 
     def __len__(self) -> int:
         return int(self.epoch.shape[0])
+
+    def latest(self) -> SnapshotRows:
+        """The rows taken at the last step: a "start" or "end" snapshot is one event of many rows, and a
+        resumed run's file holds one such group per part (each part's end: the last is the run's)."""
+        if not len(self):
+            return self
+        keep = self.step == self.step[-1]
+        return SnapshotRows(
+            self.spec, self.epoch[keep], self.step[keep], {k: v[keep] for k, v in self.arrays.items()}
+        )
 
 
 def group(name: str) -> str:
@@ -102,7 +113,7 @@ def create(f: h5py.File, specs: tuple[SnapshotSpec, ...]) -> None:
                 p.rpartition("/")[2],
                 (0, *tail),
                 dtype=dt,
-                maxshape=(spec.max_rows, *tail),
+                maxshape=(None, *tail),  # the cap is max_rows, raised by a resumed run's plan
                 chunks=(chunk_rows(per_row, spec.max_rows), *tail),
             )
 
@@ -115,6 +126,26 @@ def same_specs(have: tuple[SnapshotSpec, ...], new: tuple[SnapshotSpec, ...]) ->
         return {(s.name, s.when, tuple((f.name, tuple(f.shape), f.dtype) for f in s.fields)) for s in specs}
 
     return bool(have) and key(have) == key(new)
+
+
+def resumed_specs(
+    f: h5py.File, have: tuple[SnapshotSpec, ...], new: tuple[SnapshotSpec, ...]
+) -> tuple[SnapshotSpec, ...]:
+    """The file's specs once a resumed run (``new``) continues them (before SWMR): each keeps its
+    fields and meta, and its ``max_rows`` becomes the rows it holds plus the rows the resumed run's
+    plan gives it (more epochs: more rows; the end snapshot: a second group of rows, the resumed
+    end's). Group attributes are updated here; the caller writes the root attribute. Unchanged when
+    the resumed run takes other snapshots (then it takes none: :class:`SnapshotStore`)."""
+    if not same_specs(have, new):
+        return have
+    planned = {s.name: s.max_rows for s in new}
+    out = []
+    for spec in have:
+        rows = int(f[S.path(group(spec.name), "epoch")].shape[0])
+        cap = rows + planned[spec.name]
+        f[group(spec.name)].attrs["max_rows"] = cap
+        out.append(replace(spec, max_rows=cap))
+    return tuple(out)
 
 
 def cut(f: h5py.File, specs: tuple[SnapshotSpec, ...]) -> None:
@@ -148,7 +179,11 @@ class SnapshotStore:
         recorded = in_file if same_specs(in_file, declared) else ()
         self.groups = {s.name: f[group(s.name)] for s in recorded}
         self.rows = {name: int(g["epoch"].shape[0]) for name, g in self.groups.items()}
-        self.cap = {name: int(g["epoch"].maxshape[0]) for name, g in self.groups.items()}
+        self.cap = {  # the declared cap (files of the first day of issue 12 also had it as their maxshape)
+            s.name: min(s.max_rows, g["epoch"].maxshape[0] or s.max_rows)
+            for s in recorded
+            for g in (self.groups[s.name],)
+        }
         self.dropped = {name: int(g.attrs.get("dropped_rows", 0)) for name, g in self.groups.items()}
 
     def put(self, ev: Snapshot) -> int:
@@ -238,7 +273,7 @@ def events(rf: RunFile, name: str, start: int, t: float) -> list[Snapshot]:
     if n <= start:
         return []
     spec = rf.snapshot_specs[name]
-    if spec.when != "epoch":
+    if spec.when != "epoch":  # its last group of rows (a resumed run's end replaces the first part's)
         ev = rf.snapshot(name)
         return [] if ev is None else [Snapshot(ev.name, ev.epoch, ev.step, ev.arrays, t)]
     r = rf.snapshot_rows(name, start)

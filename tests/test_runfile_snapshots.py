@@ -204,7 +204,9 @@ def test_round_trip_of_the_five_snapshots(written: Path) -> None:
         assert (
             g.attrs["when"] == "epoch" and int(g.attrs["max_rows"]) == 8 and int(g.attrs["dropped_rows"]) == 0
         )
-        assert g["weight"].maxshape == (None, 8, 3, 3, 3) and g["weight"].compression is None  # capped by max_rows
+        assert (
+            g["weight"].maxshape == (None, 8, 3, 3, 3) and g["weight"].compression is None
+        )  # capped by max_rows
         assert "snapshots" in f.attrs
 
 

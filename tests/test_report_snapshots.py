@@ -228,3 +228,40 @@ def test_the_report_command_draws_them(runs: dict[str, ReportRun], tmp_path: Pat
         assert title in readme
     assert "(boundary.png)" in readme and "(misclassified-vgg08.png)" in readme
     assert "Not drawn" not in readme
+
+
+def test_info_lists_the_snapshots_each_run_file_holds(runs: dict[str, ReportRun]) -> None:
+    """``tuitrain info`` says which snapshots a file holds, their rows and epochs, within their cap, or
+    why there are none (an old file, snapshot_mb = 0), in its human form and in --json."""
+    import json
+
+    def info(name: str, *extra: str) -> str:
+        p = subprocess.run(
+            [*tuitrain_cmd(), "info", str(runs[name].path), *extra],
+            capture_output=True,
+            text=True,
+            env=ENV,
+            cwd=REPO,
+            timeout=60,
+        )
+        assert p.returncode == 0, p.stdout + p.stderr
+        return p.stdout
+
+    toy = info("toy")
+    assert "snapshots: 3," in toy
+    assert "  boundary: 4 rows, epochs init, 1-3" in toy  # 3 epochs + the row before training
+    assert "  points: " in toy and "rows, at the start" in toy
+    assert "  misclassified: " in toy and "rows, at the end" in toy
+    mix = info("mix")
+    assert (
+        "  first_layer: 3 rows, epochs init, 1-2" in mix and "  token_mixing: 3 rows, epochs init, 1-2" in mix
+    )
+    for name in ("nosnap", "v1"):
+        assert "snapshots: none" in info(name)
+    data = json.loads(info("toy", "--json"))
+    by_name = {s["name"]: s for s in data["snapshots"]}
+    with open_run(runs["toy"].path) as rf:
+        for name, spec in rf.snapshot_specs.items():
+            n = rf.n_snapshot_rows(name)
+            assert by_name[name]["rows"] == n and by_name[name]["bytes"] == n * spec.row_bytes
+            assert by_name[name]["bytes"] <= by_name[name]["max_bytes"]

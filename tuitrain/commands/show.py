@@ -121,6 +121,7 @@ def info_summary(rf: Any) -> dict[str, Any]:
     """``RunFile.summary()`` plus what ``info`` shows of any run, from RunFile's public API: the
     declared probes in full, the divergence by the rule for a user loop's sparsely logged loss
     (:mod:`tuitrain.view.divergence`), and the final table's row with the run's own metrics."""
+    from tuitrain.commands.info_snapshots import snapshots_summary
     from tuitrain.ui.replay.compare import file_divergence, rows_from_files
 
     s = rf.summary()
@@ -141,6 +142,7 @@ def info_summary(rf: Any) -> dict[str, Any]:
     s["final_extra"] = dict(row.extra)  # the table's user-metric columns
     s["final_status"] = row.status  # the table's Status cell: "incomplete" for a writer that died
     s.update(findings_summary(rf))
+    s["snapshots"] = snapshots_summary(rf)
     return s
 
 
@@ -221,6 +223,11 @@ def print_info(s: dict[str, Any]) -> None:
     if s.get("error"):
         c.print(f"[bold red]error:[/] {escape(str(s['error']))}")
     _print_findings(c, s)
+    if "snapshots" in s:  # info_summary's (a plain RunFile.summary() has none)
+        from tuitrain.commands.info_snapshots import snapshot_lines
+
+        for text in snapshot_lines(s["snapshots"]):
+            c.print(escape(text), soft_wrap=True, highlight=False)
     extra = s.get("final_extra")
     if extra is None:  # a plain RunFile.summary(): its last epoch's and the test's own metrics
         extra = extra_metrics(s.get("epoch_metrics") or {}, s.get("test_metrics") or {})

@@ -12,10 +12,13 @@ from tuitrain.commands import fail
 def replay_files(run_files: list[Path], follow: bool, metric: str, print_only: bool) -> None:
     """The replay dashboard on ``run_files`` (``follow``: keep up with runs still being written), or,
     with ``print_only`` or no terminal on stdout, the printed report (after they finish, when
-    following). A file that is not a run file is bad input (exit 2)."""
+    following). A sweep folder stands for its run files (tuitrain.sweep.paths). A file that is not a
+    run file is bad input (exit 2)."""
     from tuitrain.runfile.reader import RunFileError, open_run
+    from tuitrain.sweep.paths import expand_sweeps
     from tuitrain.ui.replay.compare import check_metric, declared_metrics
 
+    run_files = expand_sweeps(run_files, follow=follow)
     runs = []
     try:
         for path in run_files:

@@ -1,8 +1,9 @@
 """What ``tuitrain report RUN.h5... --out DIR`` does: checks every input before anything is written
-(each run file opens, the options parse, DIR is a folder and holds no file this report would replace
-unless ``--overwrite``), then writes the report (:mod:`tuitrain.report.build`). Bad input is one
-paragraph and exit 2. Without matplotlib the tables and README are still written and the figures are
-skipped with one install hint: exit 0 (docs/report.md); a figure that raised is exit 1."""
+(a sweep folder stands for its run files, in variant order; each run file opens, the options parse,
+DIR is a folder and holds no file this report would replace unless ``--overwrite``), then writes the
+report (:mod:`tuitrain.report.build`). Bad input is one paragraph and exit 2. Without matplotlib the
+tables and README are still written and the figures are skipped with one install hint: exit 0
+(docs/report.md); a figure that raised is exit 1."""
 
 from __future__ import annotations
 
@@ -53,7 +54,9 @@ def report_files(
     from tuitrain.report.build import NO_MATPLOTLIB, existing_report_files, make_report
     from tuitrain.report.figure import FORMATS, Options
     from tuitrain.runfile.reader import RunFileError, open_run
+    from tuitrain.sweep.paths import expand_sweeps
 
+    run_files = expand_sweeps(run_files)  # a sweep folder: its run files, in variant order
     if fmt not in FORMATS:
         raise fail(
             f"--format {fmt!r}: unknown image format; allowed: {', '.join(FORMATS)} (PNG is always written too)."

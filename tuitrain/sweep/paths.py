@@ -1,0 +1,97 @@
+"""Sweep folders as arguments: ``tuitrain replay DIR`` / ``report DIR`` / ``info DIR`` take a sweep folder
+where they take run files, and this module turns one into its run files (variant order).
+
+Variants whose file does not exist yet (queued, or failed before writing one) are named on stderr, so a
+partial sweep is still shown and nobody wonders where a variant went. With ``follow`` and no file at all
+yet (a SLURM array still pending), it waits for the first file instead of refusing, and gives a file
+that a child has only just created a few seconds to become readable.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from tuitrain.commands import fail
+from tuitrain.sweep.manifest import (
+    STARTING,
+    ManifestError,
+    is_sweep_dir,
+    load,
+    status_of,
+    variant_path,
+)
+
+OPEN_GRACE_S = 10.0  # a just-created run file becomes readable once its writer's first flush lands
+
+
+def _say(message: str) -> None:
+    print(f"tuitrain: {message}", file=sys.stderr, flush=True)
+
+
+def sweep_files(directory: Path) -> tuple[list[Path], list[str]]:
+    """The sweep's existing run files in variant order, and one ``name (status)`` per missing variant."""
+    manifest = load(directory)
+    files, missing = [], []
+    for v in manifest.variants:
+        p = variant_path(v, directory)
+        if p.is_file():
+            files.append(p)
+        else:
+            why = f"{v.status}: {v.error}" if v.error else v.status
+            missing.append(f"{v.name} ({why})")
+    return files, missing
+
+
+def expand_sweeps(
+    paths: Sequence[Path],
+    *,
+    follow: bool = False,
+    poll: float = 1.0,
+) -> list[Path]:
+    """``paths`` with every sweep folder replaced by its run files. A folder that is not a sweep, a broken
+    manifest or a sweep without any file yet (unless ``follow``) is bad input
+    (exit 2, one paragraph)."""
+    out: list[Path] = []
+    for path in paths:
+        if not path.is_dir():
+            out.append(path)
+            continue
+        if not is_sweep_dir(path):
+            raise fail(
+                f"{path}: a folder, but not a sweep folder (no sweep.json); give run files (.h5), "
+                "or a folder `tuitrain sweep` made."
+            )
+        try:
+            files, missing = sweep_files(path)
+            waited = False
+            while follow and not files:
+                if not waited:
+                    _say(f"{path}: no run file yet ({len(missing)} variants); waiting for the first one")
+                    waited = True
+                time.sleep(poll)
+                files, missing = sweep_files(path)
+        except ManifestError as e:
+            raise fail(str(e)) from None
+        if not files:
+            raise fail(
+                f"{path}: no variant has written its run file yet ({', '.join(missing)}); "
+                "nothing to show. Use --follow to wait for them."
+            )
+        if missing:
+            _say(f"{path}: not yet written: {', '.join(missing)}")
+        if follow:
+            _wait_readable(path, files)
+        out.extend(files)
+    return out
+
+
+def _wait_readable(directory: Path, files: list[Path]) -> None:
+    """Give files a child has just created (not readable yet) a few seconds to get their first flush."""
+    variants = {variant_path(v, directory): v for v in load(directory).variants}
+    end = time.monotonic() + OPEN_GRACE_S
+    for f in files:
+        while status_of(variants[f], directory) == STARTING and time.monotonic() < end:
+            time.sleep(0.2)

@@ -323,6 +323,82 @@ def watch(
 
 
 @app.command()
+def sweep(
+    presets: Annotated[
+        list[str] | None,
+        typer.Argument(
+            help="One or more presets (names or TOML files); every preset is run with every grid value.",
+            metavar="PRESET...",
+            show_default=False,
+        ),
+    ] = None,
+    grid: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--grid",
+            "-g",
+            help="Values of a config key to try: KEY=V1,V2,... or KEY=[TOML array], repeatable "
+            "(the cartesian product).",
+            metavar="KEY=V1,V2",
+        ),
+    ] = None,
+    sets: SetOpt = None,
+    data: DataOpt = None,
+    data_dir: DataDirOpt = None,
+    epochs: EpochsOpt = None,
+    max_steps: StepsOpt = None,
+    batch_size: BatchOpt = None,
+    device: DeviceOpt = None,
+    seed: SeedOpt = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out", "-o", help="The sweep folder (default runs/sweep-<preset>-<time>/).", metavar="DIR"
+        ),
+    ] = None,
+    parallel: Annotated[
+        str,
+        typer.Option(
+            "--parallel",
+            help="Variants at a time: auto (one per GPU on CUDA, else one per CPU core) or a number.",
+            metavar="N|auto",
+        ),
+    ] = "auto",
+    no_ui: Annotated[
+        bool, typer.Option("--no-ui", help="Headless: one progress row per variant, then the table.")
+    ] = False,
+    print_commands: Annotated[
+        bool,
+        typer.Option(
+            "--print-commands",
+            help="Start nothing: print one `tuitrain run` command per variant as a bash script (for a "
+            "scheduler) and write the sweep's manifest.",
+        ),
+    ] = False,
+    fmt: Annotated[
+        str | None,
+        typer.Option("--format", help="--print-commands as: shell (default) or slurm (a job array)."),
+    ] = None,
+    overwrite: Annotated[
+        bool,
+        typer.Option(
+            "--overwrite", help="Use a sweep folder that is not empty, replacing the variants' files."
+        ),
+    ] = False,
+) -> None:
+    """Run the variants of an experiment (presets x --grid values), each a run file in one sweep folder."""
+    from tuitrain.commands.sweep import sweep_command
+
+    options = {
+        "data": data, "data_dir": data_dir, "epochs": epochs, "max_steps": max_steps,
+        "batch_size": batch_size, "device": device, "seed": seed,
+    }  # fmt: skip
+    sweep_command(
+        presets or [], grid or [], sets or [], options, out, parallel, no_ui, print_commands, fmt, overwrite
+    )
+
+
+@app.command()
 def presets(
     directory: Annotated[
         Path | None,

@@ -15,6 +15,12 @@ Exit codes, the one table every command uses (scripts and CI read them, so each 
 ====  =====================================================================================
 
 A stopped run's file is closed as ``stopped`` either way; the code says who stopped it.
+
+``tuitrain sweep`` runs many runs and answers for all of them with the same codes: 0 every variant
+completed; 1 any variant failed (the others still ran to their end); 2 bad input, found before any
+variant started (a bad ``--grid``, preset, key or value, or two variants with the same config); 130 or
+143 the sweep was stopped by SIGINT or SIGTERM (every running variant closed as ``stopped``, the queued
+ones never started).
 """
 
 from __future__ import annotations

@@ -47,6 +47,7 @@ NOT_HERE = {
 
 
 OWN_LOOP = "tuitrain run examples/own_loop.py --no-ui"  # the block of "Your own training loop"
+SWEEP = "--out runs/sweep-toy2d"  # the block of "Sweeps"
 
 
 def bash_blocks() -> list[str]:
@@ -106,6 +107,7 @@ def test_every_readme_command_is_run_or_says_why_not() -> None:
     covered.update(block_with(OWN_LOOP))
     covered.update(block_with("tuitrain export runs/vgg38.h5 --csv"))
     covered.update(block_with("tuitrain report runs/vgg08.h5"))
+    covered.update(block_with(SWEEP))
     setup = [c for b in bash_blocks() for c in commands(b) if c.startswith("python3 -m venv")]
     assert len(setup) == 2
     found = {c for b in bash_blocks() for c in commands(b) if not c.startswith("python3 -m venv")}
@@ -357,3 +359,34 @@ def test_own_loop_commands_as_written(tmp_path: Path) -> None:
     with h5py.File(cwd / "runs" / "lit.h5", "r") as f:
         assert f.attrs["status"] == "completed" and f.attrs["source"] == "lightning"
         assert f["epochs/val_acc"].shape == (1,) and np.isfinite(f["test"].attrs["loss"])
+
+
+def test_sweep_as_written(tmp_path: Path) -> None:
+    """The Sweeps block: a 2 x 2 grid run headless, replayed and reported from its folder, and the
+    SLURM script it prints, whose array task 1 run by bash writes that variant's file."""
+    cwd = user_dir(tmp_path)
+    out = {}
+    for cmd in block_with(SWEEP):
+        p = sh(cmd, cwd)
+        assert p.returncode == 0, f"{cmd}\n{p.stdout}\n{p.stderr}"
+        out[cmd.split()[1]] = out.get(cmd.split()[1], []) + [p]
+    names = [f"lr={lr},batch_norm={bn}" for lr in ("1e-2", "1e-3") for bn in ("true", "false")]
+    sweep = cwd / "runs" / "sweep-toy2d"
+    assert json.loads((sweep / "sweep.json").read_text())["format"] == "tuitrain-sweep"
+    for name in names:
+        with open_run(sweep / f"{name}.h5") as rf:
+            assert rf.status == "completed", name
+    table = out["replay"][0].stdout
+    assert [n for n in names if n in table] == names
+    assert sorted(table.index(n) for n in names) == [table.index(n) for n in names]  # variant order
+    assert all(n in (cwd / "report-sweep" / "README.md").read_text() for n in names)
+    script = (cwd / "sweep.sbatch").read_text()
+    assert "#SBATCH --array=0-1" in script
+    env = dict(cli_env(), SLURM_ARRAY_TASK_ID="1", PATH=f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}")
+    p = subprocess.run(
+        ["bash", "sweep.sbatch"], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert p.returncode == 0, p.stdout + p.stderr
+    with open_run(cwd / "runs" / "sweep-slurm" / "lr=1e-3.h5") as rf:
+        assert rf.status == "completed"
+    assert not (cwd / "runs" / "sweep-slurm" / "lr=1e-2.h5").exists()

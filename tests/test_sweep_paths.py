@@ -3,6 +3,7 @@ the variants' files into it, next to a manifest saved here (as the runner or --p
 
 from __future__ import annotations
 
+import json
 import subprocess
 import time
 from pathlib import Path
@@ -122,3 +123,22 @@ def test_follow_waits_for_the_first_file_and_then_follows_it(tmp_path: Path) -> 
     assert "Final metrics" in out and "toy2d_mlp" in out  # one run: named by its run name
     with open_run(d / "lr=1e-2.h5") as rf:
         assert rf.status == "completed"
+
+
+def test_info_of_a_sweep_folder_lists_each_variant_with_its_file_status(sweep: Path) -> None:
+    p = tt("info", str(sweep))
+    assert p.returncode == 0, p.stdout + p.stderr
+    rows = {
+        line.split()[0]: line.split()[1:3] for line in p.stdout.splitlines() if line.strip().startswith("lr=")
+    }
+    assert rows == {
+        "lr=1e-1": ["completed", "lr=1e-1.h5"],
+        "lr=1e-2": ["completed", "lr=1e-2.h5"],
+        "lr=1e-3": ["queued", "(not"],
+    }
+    p = tt("info", str(sweep), "--json")
+    data = json.loads(p.stdout)
+    assert [(v["name"], v["status"], v["exists"]) for v in data["variants"]] == [
+        ("lr=1e-1", "completed", True), ("lr=1e-2", "completed", True), ("lr=1e-3", "queued", False)
+    ]  # fmt: skip
+    assert_clean_error(tt("info", str(sweep.parent)), "not a sweep folder")

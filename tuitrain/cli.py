@@ -417,11 +417,23 @@ def presets(
 
 @app.command()
 def info(
-    run_file: Annotated[Path, typer.Argument(help="A run file (.h5) written by tuitrain.")],
+    run_file: Annotated[
+        Path, typer.Argument(help="A run file (.h5) written by tuitrain, or a sweep folder.")
+    ],
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
-    """Show a run file: config, model summary, status and final metrics."""
+    """Show a run file: config, model summary, status and final metrics (a sweep folder: its variants)."""
     from tuitrain.runfile.reader import RunFileError, open_run
+
+    if run_file.is_dir():
+        from tuitrain.sweep.paths import print_sweep_summary, sweep_summary
+
+        sweep = sweep_summary(run_file)
+        if as_json:
+            typer.echo(json.dumps(sweep, indent=2))
+        else:
+            print_sweep_summary(sweep)
+        return
 
     try:
         with open_run(run_file) as rf:
@@ -471,7 +483,8 @@ def export(
 @app.command()
 def report(
     run_files: Annotated[
-        list[Path], typer.Argument(help="Run files (.h5) written by tuitrain.", metavar="RUN.h5...")
+        list[Path],
+        typer.Argument(help="Run files (.h5) written by tuitrain, or sweep folders.", metavar="RUN.h5..."),
     ],
     out: Annotated[
         Path, typer.Option("--out", help="The report folder (created if missing).", metavar="DIR")
@@ -504,7 +517,8 @@ def replay(
     run_files: Annotated[
         list[Path],
         typer.Argument(
-            help="Run files (.h5) written by tuitrain; several are compared.", metavar="RUN.h5..."
+            help="Run files (.h5) written by tuitrain, or sweep folders; several are compared.",
+            metavar="RUN.h5...",
         ),
     ],
     follow: Annotated[

@@ -95,3 +95,37 @@ def _wait_readable(directory: Path, files: list[Path]) -> None:
     for f in files:
         while status_of(variants[f], directory) == STARTING and time.monotonic() < end:
             time.sleep(0.2)
+
+
+def sweep_summary(directory: Path) -> dict[str, object]:
+    """``tuitrain info DIR`` of a sweep folder: the manifest's facts and each variant's status (its run
+    file's when there is one), file and error. Bad input (not a sweep, broken manifest): exit 2."""
+    try:
+        manifest = load(directory)
+    except ManifestError as e:
+        raise fail(str(e)) from None
+    variants = []
+    for v in manifest.variants:
+        path = variant_path(v, directory)
+        variants.append(
+            {"name": v.name, "status": status_of(v, directory), "file": str(path),
+             "exists": path.is_file(), "exit_code": v.exit_code, "error": v.error}
+        )  # fmt: skip
+    return {"sweep": manifest.name, "folder": str(directory), "created": manifest.created,
+            "command": manifest.command, "parallel": manifest.parallel, "variants": variants}  # fmt: skip
+
+
+def print_sweep_summary(s: dict[str, object]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    variants: list[dict[str, object]] = s["variants"]  # type: ignore[assignment]
+    console = Console()
+    console.print(
+        f"sweep {s['sweep']}: {len(variants)} variants, {s['parallel']} at a time, in {s['folder']}"
+    )
+    table = Table("Variant", "Status", "File", "Error", box=None, header_style="bold")
+    for v in variants:
+        file = Path(str(v["file"])).name if v["exists"] else "(not yet written)"
+        table.add_row(str(v["name"]), str(v["status"]), file, str(v["error"]))
+    console.print(table)

@@ -54,6 +54,9 @@ class Variant:
     started: float | None = None
     ended: float | None = None
     error: str = ""
+    # The child's process id while the runner runs it (None before and after): what
+    # :class:`tuitrain.sweep.control.SweepControl` signals, after checking it is still that child.
+    pid: int | None = None
 
 
 @dataclass
@@ -65,6 +68,10 @@ class Manifest:
     command: list[str] = field(default_factory=list)
     parallel: int = 1
     variants: list[Variant] = field(default_factory=list)
+    # The runner's process id while it runs (None before and after), and the GPUs it spreads the
+    # variants over: a detached runner (``sweep --_run-folder DIR``) reads them from here.
+    runner_pid: int | None = None
+    gpus: list[int] = field(default_factory=list)
     format: str = FORMAT
     version: int = VERSION
 
@@ -159,9 +166,15 @@ def _from_json(path: Path, data: Any) -> Manifest:
             command=list(data.get("command", [])),
             parallel=int(data.get("parallel", 1)),
             variants=out,
+            runner_pid=_pid(data.get("runner_pid")),
+            gpus=[int(g) for g in data.get("gpus", [])],
         )
     except (TypeError, ValueError) as e:
         raise broken(str(e)) from None
+
+
+def _pid(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
 
 
 def variant_path(variant: Variant, directory: str | os.PathLike[str]) -> Path:

@@ -94,8 +94,8 @@ async def test_cursor_keys_leave_dialogs_and_the_palette_alone():
 # -- help and palette list what applies ----------------------------------------------------------------
 
 
-REPLAY_ONLY = [k for k in KEYS if getattr(k, "scope", "") in ("replay", "runs")]
-TRAINING = [k for k in KEYS if getattr(k, "scope", "") == "training"]
+REPLAY_ONLY = [k for k in KEYS if getattr(k, "scope", "") in ("replay", "runs", "sweep")]
+TRAINING = [k for k in KEYS if getattr(k, "scope", "") in ("training", "sweep")]  # sweep: its dashboard only
 
 
 def listed(text: str, k) -> bool:

@@ -28,7 +28,8 @@ class Key:
     group: str  # help-screen section
     footer: bool = False  # shown in the footer
     display: str | None = None  # how the key is written (footer and help)
-    scope: str = ""  # "": always; "training": a process to control; "replay": replay only; "runs": 2+ runs
+    scope: str = ""  # "": always; "training": a process to control; "replay": replay only; "runs": 2+ runs;
+    # "sweep": a sweep dashboard with its runner to control
     priority: bool = False  # bound on the data screens ahead of any focused panel (the time cursor)
 
     @property
@@ -39,6 +40,8 @@ class Key:
 KEYS: tuple[Key, ...] = (
     Key("p", "toggle_pause", "Pause", "pause / resume training", "Training", footer=True, scope="training"),
     Key("s", "stop", "Stop", "stop training (asks first)", "Training", footer=True, scope="training"),
+    Key("P", "pause_all", "Pause all", "sweep: pause / resume every variant", "Training", scope="sweep"),
+    Key("S", "stop_all", "Stop all", "sweep: stop every variant (asks first)", "Training", scope="sweep"),
     Key("q", "request_quit", "Quit", "quit: stop / leave running", "Training", footer=True),
     Key("e", "show_error", "Error", "error and traceback", "Training"),
     Key("h", "show_view('heatmap')", "Heatmap", "gradient-flow heatmap", "Views", footer=True),
@@ -186,6 +189,8 @@ def applies(key: Key, app: object) -> bool:
     """Whether ``key`` does something on ``app``'s dashboard (help and palette list only these)."""
     if key.scope == "training":
         return getattr(app, "control", None) is not None
+    if key.scope == "sweep":
+        return getattr(app, "sweep", None) is not None and getattr(app, "control", None) is not None
     if key.scope == "replay":
         return bool(getattr(app, "replay", False))
     if key.scope == "runs":

@@ -41,6 +41,13 @@ class RunSet:
     def __getitem__(self, i: int) -> RunSlot:
         return self.slots[i]
 
+    def attach(self, i: int, source: Source, history: History) -> RunSlot:
+        """Give slot ``i`` a new source and history (a sweep variant whose run file appeared); its name,
+        colour and place stay. The caller starts the source."""
+        s = self.slots[i]
+        s.source, s.history = source, history
+        return s
+
     @property
     def histories(self) -> list[History]:
         return [s.history for s in self.slots]

@@ -40,7 +40,8 @@ class CompareScreen(DataScreen):
             self.header.update_data(history, view)
         deferred = False
         if self.due(self.table, TABLE_SECONDS * pace, force):
-            self.table.update_data(runs, view)
+            extras = getattr(self.app, "final_table_extras", None)  # a sweep: statuses, findings
+            self.table.update_data(runs, view, **(extras() if extras else {}))
         else:
             deferred = True
         deferred |= self.loss.update_data(history, view, force=force, pace=pace, runs=runs)

@@ -15,7 +15,7 @@ down to a floor; numbers are never cut; what still does not fit scrolls sideways
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from rich.text import Text
 from textual.app import ComposeResult
@@ -97,13 +97,23 @@ class FinalTable(Vertical):
     def on_resize(self) -> None:
         self._key = None  # the widths depend on the panel's width
 
-    def update_data(self, runs: Sequence[tuple[str, str, History]], view: ViewState) -> None:
+    def update_data(
+        self,
+        runs: Sequence[tuple[str, str, History]],
+        view: ViewState,
+        statuses: Sequence[str] | None = None,
+        columns: Mapping[str, Sequence[str]] | None = None,
+    ) -> None:
+        """``statuses`` replace the histories' (a sweep's queued variants have none of their own);
+        ``columns`` are extra text columns after the config keys (a sweep's worst finding)."""
         available = max(0, self.content_size.width - 1)  # one cell spare: a vertical scrollbar's edge
         key = (
             tuple((id(h), h.version) for _, _, h in runs),
             tuple(n for n, _, _ in runs),
             view.selected,
             available,
+            tuple(statuses or ()),
+            tuple((k, tuple(v)) for k, v in (columns or {}).items()),
         )
         if key == self._key:
             return
@@ -111,6 +121,13 @@ class FinalTable(Vertical):
         rows, keys = rows_from_histories(
             [h for _, _, h in runs], [n for n, _, _ in runs], [c for _, c, _ in runs]
         )
+        n_diff = len(keys)
+        for i, r in enumerate(rows):
+            if statuses is not None and i < len(statuses):
+                r.status = statuses[i]
+            for name, values in (columns or {}).items():
+                r.config[name] = values[i] if i < len(values) else ""
+        keys = [*keys, *(columns or {})]
         header = table_header(rows, keys)
         styled = styled_cells(rows, keys)
         cells = [[c.text for c in row] for row in styled]
@@ -136,7 +153,7 @@ class FinalTable(Vertical):
                 t.add_row(*out)
         if self.table.row_count:
             self.table.move_cursor(row=min(view.selected, self.table.row_count - 1), animate=False)
-        diff = f"{len(keys)} config key{'s differ' if len(keys) != 1 else ' differs'}" if keys else ""
+        diff = f"{n_diff} config key{'s differ' if n_diff != 1 else ' differs'}" if n_diff else ""
         set_titles(
             self,
             title=f"Final metrics · {len(runs)} run{'s' if len(runs) != 1 else ''}",

@@ -52,7 +52,8 @@ def test_round_trip_keeps_every_field_and_the_json_format(tmp_path: Path) -> Non
     assert list(data)[:2] == ["format", "version"]
     assert data["format"] == "tuitrain-sweep" and data["version"] == 1
     assert set(data["variants"][0]) == {
-        "name", "preset", "sets", "args", "file", "command", "status", "exit_code", "started", "ended", "error"
+        "name", "preset", "sets", "args", "file", "command", "status", "exit_code", "started", "ended", "error",
+        "pid",
     }  # fmt: skip
     assert M.load(tmp_path / "sw") == m
     # atomic: nothing but the manifest is left in the folder

@@ -385,10 +385,25 @@ def sweep(
             "--overwrite", help="Use a sweep folder that is not empty, replacing the variants' files."
         ),
     ] = False,
+    attach: Annotated[
+        Path | None,
+        typer.Option(
+            "--attach",
+            help="Open the dashboard on a sweep folder (running or finished) instead of starting a sweep.",
+            metavar="DIR",
+        ),
+    ] = None,
+    run_folder: Annotated[
+        Path | None, typer.Option("--_run-folder", hidden=True, help="The detached runner of DIR's sweep.")
+    ] = None,
 ) -> None:
     """Run the variants of an experiment (presets x --grid values), each a run file in one sweep folder."""
-    from tuitrain.commands.sweep import sweep_command
+    from tuitrain.commands.sweep import attach_command, run_folder_command, sweep_command
 
+    if run_folder is not None:
+        run_folder_command(run_folder)
+    if attach is not None:
+        attach_command(attach, bool(presets or grid or sets))
     options = {
         "data": data, "data_dir": data_dir, "epochs": epochs, "max_steps": max_steps,
         "batch_size": batch_size, "device": device, "seed": seed,

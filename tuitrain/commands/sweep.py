@@ -115,28 +115,159 @@ def sweep_command(
         sys.stdout.write(script([v.command for v in variants], manifest.name, fmt))
         typer.echo(f"tuitrain: wrote {directory / 'sweep.json'} ({len(variants)} variants, queued)", err=True)
         return
-    raise typer.Exit(run_here(manifest, directory, n, gpus, no_ui))
-
-
-def run_here(manifest: Any, directory: Path, parallel: int, gpus: list[int], no_ui: bool) -> int:
-    """Run the variants on this machine with the headless display; the final table; the exit code."""
     from tuitrain.commands.training import terminal_missing
-    from tuitrain.sweep.display import SweepDisplay, print_final
-    from tuitrain.sweep.runner import Runner
 
+    if no_ui or terminal_missing() is not None:
+        raise typer.Exit(run_here(manifest, directory, n, gpus))
+    manifest.gpus = gpus
+    save(manifest, directory)
+    raise typer.Exit(detach(manifest, directory, n, gpus))
+
+
+def announce(manifest: Any, directory: Path, parallel: int, gpus: list[int]) -> None:
     where = f" over GPUs {','.join(map(str, gpus))}" if gpus else ""
     typer.echo(
         f"tuitrain: sweep {manifest.name}: {len(manifest.variants)} variants, {parallel} at a time{where}; "
         f"files and logs in {directory}/",
         err=True,
     )
-    if not no_ui and terminal_missing() is None:
-        typer.echo(
-            "tuitrain: the live compare dashboard for sweeps is not there yet: showing the headless rows "
-            f"(compare the files with `tuitrain replay {directory}`)",
-            err=True,
-        )
+
+
+def run_here(manifest: Any, directory: Path, parallel: int, gpus: list[int]) -> int:
+    """Run the variants in this process (``--no-ui``, no terminal, or the detached runner) with the
+    headless display; the final table; the exit code."""
+    from tuitrain.sweep.display import SweepDisplay, print_final
+    from tuitrain.sweep.runner import Runner
+
+    announce(manifest, directory, parallel, gpus)
     with SweepDisplay(manifest, directory) as display:
         code = Runner(manifest, directory, parallel, gpus, display.changed, display.tick).run()
     print_final(manifest, directory)
     return code
+
+
+def run_folder_command(directory: Path) -> None:
+    """The hidden ``sweep --_run-folder DIR``: the detached runner of the sweep whose manifest is in DIR
+    (its own session, its output in ``DIR/sweep.log``)."""
+    from tuitrain.sweep.manifest import ManifestError, load
+
+    try:
+        manifest = load(directory)
+    except ManifestError as e:
+        raise fail(str(e)) from None
+    raise typer.Exit(run_here(manifest, directory, manifest.parallel, manifest.gpus))
+
+
+def detach(manifest: Any, directory: Path, parallel: int, gpus: list[int]) -> int:
+    """Start the runner as a process of its own (its own session: closing this terminal or quitting the
+    dashboard does not end it), then open the dashboard on the folder."""
+    import subprocess
+
+    from tuitrain.sweep.control import SweepControl
+    from tuitrain.sweep.runner import last_paragraph
+
+    announce(manifest, directory, parallel, gpus)
+    log_path = directory / "sweep.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "tuitrain", "sweep", "--_run-folder", str(directory)],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+    control = SweepControl(directory)
+    deadline = time.monotonic() + 30
+    while not control.runner_alive() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if proc.poll() is not None and not control.runner_alive() and proc.returncode != 0:
+        why = last_paragraph(log_path) or f"it exited with code {proc.returncode}"
+        typer.echo(f"tuitrain: error: the sweep's runner did not start: {why} (see {log_path})", err=True)
+        return proc.returncode
+    typer.echo(f"tuitrain: the sweep runs detached (pid {proc.pid}, its output in {log_path})", err=True)
+    return open_dashboard(directory, control, started_here=True)
+
+
+def attach_command(directory: Path, extra: bool) -> None:
+    """``tuitrain sweep --attach DIR``: the dashboard on a running or finished sweep folder."""
+    from tuitrain.sweep.control import SweepControl
+    from tuitrain.sweep.manifest import ManifestError
+
+    if extra:
+        raise fail(f"--attach {directory}: opens an existing sweep; it takes no presets, --grid or --set.")
+    try:
+        control = SweepControl(directory)
+    except ManifestError as e:
+        raise fail(str(e)) from None
+    raise typer.Exit(open_dashboard(directory, control, started_here=False))
+
+
+def dashboard_function() -> Any:
+    """The live sweep dashboard's entry point (``run_sweep_dashboard(folder, control)``), or None when
+    this install has none; imported only here, when a terminal is there to show it."""
+    import importlib
+
+    for module in ("tuitrain.ui.sweep", "tuitrain.ui.replay.sweep"):
+        try:
+            found = importlib.import_module(module)
+        except ModuleNotFoundError as e:
+            if e.name is not None and module.startswith(e.name):
+                continue
+            raise
+        if callable(fn := getattr(found, "run_sweep_dashboard", None)):
+            return fn
+    return None
+
+
+def open_dashboard(directory: Path, control: Any, started_here: bool) -> int:
+    """The dashboard (or, without one, the headless rows followed from the files) until the user quits
+    it: "detach" leaves the runner going, "stop" stops every variant and waits (exit 130), "done" (the
+    sweep is over) exits with the sweep's code."""
+    import signal
+
+    from tuitrain.commands.training import terminal_missing
+    from tuitrain.sweep.display import print_final
+    from tuitrain.sweep.manifest import load
+    from tuitrain.sweep.runner import exit_code
+
+    fn = dashboard_function() if terminal_missing() is None else None
+    choice = fn(directory, control) if fn is not None else follow(directory, control, started_here)
+    if choice == "stop":
+        if control.runner_alive():
+            typer.echo("tuitrain: stopping every variant...", err=True)
+            control.stop_all()
+            control.wait()
+        print_final(load(directory), directory)
+        return exit_code(load(directory), signal.SIGINT)
+    if control.runner_alive():
+        typer.echo(f"still running: tuitrain sweep --attach {directory}", err=True)
+        return 0
+    manifest = load(directory)
+    if fn is not None:
+        print_final(manifest, directory)
+    return exit_code(manifest, None)
+
+
+def follow(directory: Path, control: Any, started_here: bool) -> str:
+    """The headless rows of a sweep another process runs, from its manifest and files, until the runner
+    ends ("done"); Ctrl-C: "stop" for a sweep started here (as Ctrl-C of a foreground sweep), "detach"
+    when attached."""
+    from tuitrain.sweep.display import SweepDisplay, print_final
+    from tuitrain.sweep.manifest import load
+
+    manifest = load(directory)
+    seen = {v.name: v.status for v in manifest.variants}
+    try:
+        with SweepDisplay(manifest, directory) as display:
+            while True:
+                alive = control.runner_alive()
+                display.manifest = manifest = load(directory)
+                for v in manifest.variants:
+                    if seen.get(v.name) != v.status:
+                        seen[v.name] = v.status
+                        display.changed(v)
+                display.tick()
+                if not alive:
+                    break
+                time.sleep(0.5)
+    except KeyboardInterrupt:
+        return "stop" if started_here else "detach"
+    print_final(manifest, directory)
+    return "done"

@@ -27,14 +27,20 @@ class SignalControl:
     """Ctrl-C (or SIGTERM) asks the loop to stop at the next step, so the run file is closed cleanly
     as ``stopped``; a second Ctrl-C interrupts at once. ``signum`` keeps which signal asked first, for
     the exit code (130 or 143). ``announce``: say so on stderr (only rank 0 of a data-parallel run
-    does, not every rank)."""
+    does, not every rank). ``pause_signals``: SIGUSR1 pauses and SIGUSR2 resumes (the run file says
+    ``paused``, then ``running``): how a sweep's dashboard pauses one variant, a ``tuitrain run
+    --no-ui`` child in another process (tuitrain.sweep.control); ``kill -USR1 PID`` works the same."""
 
-    def __init__(self, announce: bool = True) -> None:
+    def __init__(self, announce: bool = True, pause_signals: bool = False) -> None:
         self.requested = False
         self.signum: int | None = None
         self.announce = announce
+        self.pending: list[str] = []  # "pause"/"resume" in the order the signals came
         signal.signal(signal.SIGINT, self._handler)
         signal.signal(signal.SIGTERM, self._handler)
+        if pause_signals:
+            signal.signal(signal.SIGUSR1, self._pause_handler)
+            signal.signal(signal.SIGUSR2, self._pause_handler)
 
     def _handler(self, signum: int, frame: Any) -> None:
         if self.requested:
@@ -44,11 +50,20 @@ class SignalControl:
         if self.announce:
             print("\nstopping after this step (Ctrl-C again to interrupt at once)", file=sys.stderr)
 
+    def _pause_handler(self, signum: int, frame: Any) -> None:
+        self.pending.append("pause" if signum == signal.SIGUSR1 else "resume")
+
     def poll(self, timeout: float = 0.0) -> str | None:
         if self.requested:
             return "stop"
+        if self.pending:
+            return self.pending.pop(0)
         if timeout:
             time.sleep(timeout)
+            if self.requested:
+                return "stop"
+            if self.pending:
+                return self.pending.pop(0)
         return None
 
 
@@ -334,7 +349,8 @@ def run_headless(cfg: RunConfig, out_path: Path) -> None:
         if rank == 0
         else contextlib.nullcontext()
     ):
-        control = SignalControl(announce=rank == 0)
+        alone = int(os.environ.get("WORLD_SIZE", "1") or 1) == 1  # a pause must reach every rank: not here
+        control = SignalControl(announce=rank == 0, pause_signals=alone)
         from tuitrain.runfile.writer import RunFileWriter
         from tuitrain.train.engine import train
         from tuitrain.train.sinks import ConsoleSink

@@ -133,6 +133,8 @@ class Runner:
         self.running: list[Child] = []
         self.signals: list[int] = []
         self._handled = 0
+        self.stopping: set[str] = set()  # variants stopped on request before their file existed
+        self.queue: list[Variant] = []
 
     def _signal(self, signum: int, frame: Any) -> None:
         self.signals.append(signum)
@@ -172,18 +174,21 @@ class Runner:
             v.error = f"could not start {v.command[0]}: {e.strerror or e}"
             self._set(v, "failed")
             return
-        v.started = time.time()
+        v.started, v.pid = time.time(), proc.pid
         self.running.append(Child(v, proc, log, gpu))
         self._set(v, STARTING)
 
     def _finish(self, c: Child, code: int) -> None:
         c.log.close()
         v = c.variant
-        v.exit_code, v.ended = code, time.time()
+        v.exit_code, v.ended, v.pid = code, time.time(), None
         path = variant_path(v, self.directory)
         status = status_of(v, self.directory) if path.is_file() else None
         if status in FINAL:
             v.error = _file_error(path) if status == "failed" else ""
+        elif v.name in self.stopping and (status is None or status == STARTING):
+            status = "stopped"
+            v.error = "stopped on request before it started training"
         elif status is None:  # no file: bad input (exit 2) or a child that died at start
             status = "failed"
             v.error = last_paragraph(path.with_suffix(".log")) or f"the child {how_it_ended(code)}"
@@ -205,15 +210,38 @@ class Runner:
                     self._set(v, "stopped")
         self._handled += 1
 
+    def _requests(self) -> None:
+        """Stop requests from :class:`tuitrain.sweep.control.SweepControl` (``DIR/.requests``): a queued
+        variant is marked stopped without starting, a running one gets SIGINT."""
+        from tuitrain.sweep.control import read_requests
+
+        for cmd, names in read_requests(self.directory):
+            if cmd != "stop":
+                continue
+            for v in [q for q in self.queue if q.name in names]:
+                self.queue.remove(v)
+                v.ended, v.error = time.time(), "not started: stopped on request"
+                self._set(v, "stopped")
+            for c in self.running:
+                if c.variant.name in names:
+                    self.stopping.add(c.variant.name)
+                    with contextlib.suppress(OSError):
+                        os.kill(c.proc.pid, signal.SIGINT)
+
     def run(self) -> int:
         """Run to the end (or the stop); returns the sweep's exit code (:func:`exit_code`)."""
         old = {s: signal.signal(s, self._signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        from tuitrain.sweep.control import read_requests
+
+        read_requests(self.directory)  # requests left from an earlier sweep in this folder are not ours
+        self.manifest.runner_pid = os.getpid()
         try:
             self._save()
-            queue = [v for v in self.manifest.variants if v.status == QUEUED]
+            queue = self.queue = [v for v in self.manifest.variants if v.status == QUEUED]
             while True:
                 while len(self.signals) > self._handled:
                     self._stop_all(self.signals[self._handled])
+                self._requests()
                 while queue and not self.signals and len(self.running) < self.parallel:
                     self._start(queue.pop(0))
                 for c in list(self.running):
@@ -228,6 +256,9 @@ class Runner:
         finally:
             for s, h in old.items():
                 signal.signal(s, h)
+            self.manifest.runner_pid = None
+            with contextlib.suppress(OSError):
+                self._save()
         return exit_code(self.manifest, self.signals[0] if self.signals else None)
 
 

@@ -141,9 +141,15 @@ def rows_from_histories(
     histories: Sequence[History], names: Sequence[str], colors: Sequence[str] = ()
 ) -> tuple[list[FinalRow], list[str]]:
     """Final-table rows of the runs the dashboard holds, and the differing config keys."""
-    keys, configs = run_config_diff(
-        [(h.run.config_toml, h.run.config_json) if h.run else ("", "") for h in histories]
+    # A run without its RunStarted yet (a sweep's queued variant) has no config: it takes no part in
+    # the diff (an empty config would "differ" in every key) and shows no values.
+    started = [i for i, h in enumerate(histories) if h.run is not None]
+    keys, known = run_config_diff(
+        [(histories[i].run.config_toml, histories[i].run.config_json) for i in started]  # type: ignore[union-attr]
     )
+    configs: list[dict[str, str]] = [{} for _ in histories]
+    for i, cfg in zip(started, known, strict=True):
+        configs[i] = cfg
     rows = [
         FinalRow(
             name,

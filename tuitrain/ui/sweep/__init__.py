@@ -19,7 +19,8 @@ if TYPE_CHECKING:
 
 def run_sweep_dashboard(folder: Path, control: Control | None = None) -> str | None:
     """Show the sweep in ``folder`` until the user quits. Returns "detach" (the sweep keeps running),
-    "stop" (stop_all was sent: the caller waits for the runner) or "done" (the sweep was over, or
+    "stop" (the user chose to stop every variant: the caller calls stop_all and waits; the dashboard
+    has not sent it, so that no child gets a second SIGINT) or "done" (the sweep was over, or
     there was nothing to control). Raises :class:`tuitrain.sweep.manifest.ManifestError` for a folder
     that is not a sweep."""
     from tuitrain.ui.sweep.app import sweep_app

@@ -10,7 +10,8 @@ open diagnosis finding.
 Control goes through :class:`tuitrain.sweep.control.SweepControl` (signals to the children): ``p`` /
 ``s`` pause-resume / stop the selected variant, ``P`` / ``S`` every variant. Quitting while the runner
 is alive asks: detach (the sweep keeps running; ``--attach`` comes back to it), stop all, or cancel.
-Exit result: "detach", "stop" or "done" (the sweep was over, or nothing to control)."""
+Exit result: "detach", "stop" (the caller stops every variant: SweepControl.stop_all, then waits) or
+"done" (the sweep was over, or nothing to control)."""
 
 from __future__ import annotations
 
@@ -221,8 +222,8 @@ class SweepApp(TuitrainApp):
             return
 
         def chosen(choice: str | None) -> None:
-            if choice == "stop":
-                self._stop_everything()
+            # "stop" is the caller's to do (stop_all, then wait): a second SIGINT would make the
+            # children interrupt at once instead of closing their files as stopped.
             if choice in ("stop", "detach"):
                 self.exit(choice)
 

@@ -178,6 +178,14 @@ class SnapshotStore:
         self.specs = {s.name: s for s in declared}
         recorded = in_file if same_specs(in_file, declared) else ()
         self.groups = {s.name: f[group(s.name)] for s in recorded}
+        # Every dataset stays open for the writer's life, as the columns do: a dataset object dropped
+        # after each write is closed by HDF5 there and then, which writes its cached chunk from a
+        # destructor; on a full disk that error is swallowed ("Exception ignored in __dealloc__") and
+        # the library is left broken (SIGSEGV at exit, seen in tests/faults/test_exit_codes.py).
+        self.datasets = {
+            s.name: {leaf: self.groups[s.name][leaf] for leaf in (p.rpartition("/")[2] for p in columns(s))}
+            for s in recorded
+        }
         self.rows = {name: int(g["epoch"].shape[0]) for name, g in self.groups.items()}
         self.cap = {  # the declared cap (files of the first day of issue 12 also had it as their maxshape)
             s.name: min(s.max_rows, g["epoch"].maxshape[0] or s.max_rows)
@@ -209,7 +217,7 @@ class SnapshotStore:
         if not keep:
             return 0
         for leaf, a in data.items():
-            ds = g[S.escape(leaf)]
+            ds = self.datasets[ev.name][S.escape(leaf)]
             ds.resize(n + keep, axis=0)
             ds[n : n + keep] = a[:keep]
         self.rows[ev.name] = n + keep

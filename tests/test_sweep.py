@@ -16,6 +16,7 @@ import pytest
 
 from tests.clirun import assert_clean_error, tt
 from tests.conftest import REPO, cli_env, tuitrain_cmd
+from tests.sweeps import reap
 from tuitrain.config import ConfigError, from_toml
 from tuitrain.runfile.reader import open_run
 from tuitrain.sweep.variants import expand, parse_grid, safe_name, variant_names
@@ -116,6 +117,7 @@ def test_ctrl_c_stops_every_variant(tmp_path: Path) -> None:
     finally:
         if proc.poll() is None:
             proc.kill()
+        reap(d)  # the children run in sessions of their own
     assert proc.returncode == 130, out + err
     assert "Traceback" not in out + err
     variants = manifest(d)["variants"]

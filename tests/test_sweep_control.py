@@ -14,6 +14,7 @@ from pathlib import Path
 
 from tests.clirun import assert_clean_error, tt
 from tests.conftest import REPO, cli_env, tuitrain_cmd
+from tests.sweeps import reap
 from tuitrain.runfile.reader import open_run
 from tuitrain.sweep.control import SweepControl
 from tuitrain.sweep.manifest import Manifest, Variant, load, save, status_of
@@ -77,6 +78,7 @@ def test_pause_resume_stop_queued_and_stop_all(tmp_path: Path) -> None:
         out, _ = p.communicate(timeout=90)
     finally:
         p.kill()
+        reap(d)  # its children run in sessions of their own
     assert p.returncode == 130, out
     m = load(d)
     assert [v.status for v in m.variants] == ["stopped"] * 4, out
@@ -98,6 +100,7 @@ def test_stop_one_variant_the_other_completes(tmp_path: Path) -> None:
         out, _ = p.communicate(timeout=120)
     finally:
         p.kill()
+        reap(d)  # its children run in sessions of their own
     assert p.returncode == 130, out  # a variant was stopped (docs/sweeps.md, exit codes)
     statuses = {v.name: v.status for v in load(d).variants}
     assert statuses == {long: "stopped", "epochs=3": "completed"}, out
@@ -146,7 +149,10 @@ def test_detached_runner_outlives_its_starter_and_attach_follows_it(tmp_path: Pa
     assert s.returncode == 0  # the starter is gone now
     control = SweepControl(d)
     until(control.runner_alive, timeout=30, what="the detached runner")
-    a = tt("sweep", "--attach", str(d), timeout=180)  # no terminal: the headless rows, followed
+    try:
+        a = tt("sweep", "--attach", str(d), timeout=180)  # no terminal: the headless rows, followed
+    finally:
+        reap(d)
     assert a.returncode == 0, a.stdout + a.stderr
     assert [v.status for v in load(d).variants] == ["completed", "completed"]
     assert "Final metrics" in a.stdout and "lr=0.001" in a.stdout, a.stdout

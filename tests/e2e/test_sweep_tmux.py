@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from tests.e2e.tmux import Tmux, needs_tmux
+from tests.sweeps import reap
 from tuitrain.runfile import open_run
 from tuitrain.sweep.control import SweepControl
 from tuitrain.sweep.manifest import load
@@ -44,6 +45,9 @@ def test_three_presets_live_then_detach_attach_and_stop(tmp_path: Path) -> None:
         t.keys("d")
         t.wait_for(lambda s: "still running: tuitrain sweep --attach" in s and "EXIT=0" in s, 30, "detach")
         assert SweepControl(d).runner_alive()
+    except BaseException:
+        reap(d)
+        raise
     finally:
         t.kill()
     t = Tmux(sweep_cmd(f"--attach {d}"), 140, 40)
@@ -55,6 +59,8 @@ def test_three_presets_live_then_detach_attach_and_stop(tmp_path: Path) -> None:
         t.wait_for(lambda s: "EXIT=130" in s, 120, "stopped, exit 130")
     finally:
         t.kill()
+        left = reap(d)  # a failure above must not leave the detached sweep training
+    assert not left, f"sweep processes left running: {left}"
     m = load(d)
     assert not SweepControl(d).runner_alive()
     assert all(v.status == "stopped" for v in m.variants), [(v.name, v.status, v.error) for v in m.variants]

@@ -15,6 +15,7 @@ from pathlib import Path
 from pilot_helpers import screen_text
 
 from tests.conftest import REPO, cli_env, tuitrain_cmd
+from tests.sweeps import reap
 from tests.test_replay import synthetic_events
 from tuitrain.events import Event, Finding, StepBatch
 from tuitrain.runfile.writer import RunFileWriter
@@ -182,3 +183,4 @@ async def test_a_real_sweep_pause_resume_and_stop_of_the_selected_variant_reach_
         if runner.poll() is None:
             runner.kill()
             runner.wait()
+        reap(d)  # its children run in sessions of their own

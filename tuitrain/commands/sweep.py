@@ -102,7 +102,7 @@ def sweep_command(
             p.sets,
             p.args,
             f"{p.name}.h5",
-            child_command(p.name, p.preset, p.sets, p.args, directory / f"{p.name}.h5"),
+            child_command(p.name, p.preset, p.sets, p.args, directory / f"{p.name}.h5", overwrite),
         )  # fmt: skip
         for p in planned
     ]

@@ -22,6 +22,8 @@ from tuitrain.commands import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_STOPPED, fail, s
 from tuitrain.config import ConfigError, RunConfig, is_bad_input
 from tuitrain.launch import Launch
 
+PAUSE_SIGNALS_ENV = "TUITRAIN_PAUSE_SIGNALS"  # "1": SIGUSR1 pauses and SIGUSR2 resumes a headless run
+
 
 class SignalControl:
     """Ctrl-C (or SIGTERM) asks the loop to stop at the next step, so the run file is closed cleanly
@@ -350,7 +352,11 @@ def run_headless(cfg: RunConfig, out_path: Path) -> None:
         else contextlib.nullcontext()
     ):
         alone = int(os.environ.get("WORLD_SIZE", "1") or 1) == 1  # a pause must reach every rank: not here
-        control = SignalControl(announce=rank == 0, pause_signals=alone)
+        # SIGUSR1/2 pause and resume only a sweep's children (the runner sets PAUSE_SIGNALS_ENV): a
+        # scheduler's own use of SIGUSR1 (SLURM's --signal, a warning before the time limit) must not
+        # pause a plain run, which keeps its default reaction.
+        asked = os.environ.get(PAUSE_SIGNALS_ENV) == "1"
+        control = SignalControl(announce=rank == 0, pause_signals=alone and asked)
         from tuitrain.runfile.writer import RunFileWriter
         from tuitrain.train.engine import train
         from tuitrain.train.sinks import ConsoleSink

@@ -109,6 +109,7 @@ class SweepControl:
     def __init__(self, folder: Path) -> None:
         self.folder = Path(folder)
         load(self.folder)  # a clear ManifestError now for a folder that is not a sweep
+        self.stop_sent = False  # stop_all reached the runner: a second SIGINT would interrupt the children
 
     def manifest(self) -> Manifest:
         return load(self.folder)
@@ -159,11 +160,16 @@ class SweepControl:
 
     def stop_all(self) -> None:
         """SIGINT to the runner: it stops every child and the queue. Without a live runner (it died, or
-        a scheduler runs the commands), SIGINT to every live child directly."""
+        a scheduler runs the commands), SIGINT to every live child directly. Once only: the runner
+        forwards a second SIGINT, which makes the children stop at once instead of closing their files
+        as ``stopped`` (the dashboard's "stop all" key, then its quit dialog's "stop", ask twice)."""
+        if self.stop_sent:
+            return
         m = self.manifest()
         if is_process(m.runner_pid, "sweep"):
             with contextlib.suppress(OSError):
                 os.kill(m.runner_pid, signal.SIGINT)  # type: ignore[arg-type]
+                self.stop_sent = True
             return
         for v in m.variants:
             if v.pid is not None and is_process(v.pid, out_arg(v)):

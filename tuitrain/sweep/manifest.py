@@ -120,8 +120,9 @@ def load(directory: str | os.PathLike[str]) -> Manifest:
         raise ManifestError(f"{d}: no such folder; a sweep folder is what `tuitrain sweep --out DIR` makes.")
     if not path.is_file():
         raise ManifestError(
-            f"{d}: not a sweep folder (no {MANIFEST_NAME}); `tuitrain sweep` (or its --print-commands) "
-            "writes one. For single runs, give their .h5 files instead."
+            f"{d}: is a directory, not a run file (expected an .h5 file), and not a sweep folder (no "
+            f"{MANIFEST_NAME}): `tuitrain sweep` or its --print-commands writes one. For single runs, give "
+            "their .h5 files instead."
         )
     try:
         data = json.loads(path.read_text(encoding="utf-8"))

@@ -61,8 +61,8 @@ def expand_sweeps(
             continue
         if not is_sweep_dir(path):
             raise fail(
-                f"{path}: a folder, but not a sweep folder (no sweep.json); give run files (.h5), "
-                "or a folder `tuitrain sweep` made."
+                f"{path}: is a directory, not a run file (expected an .h5 file), and not a sweep folder "
+                "(no sweep.json); give run files (.h5), or a folder `tuitrain sweep` made."
             )
         try:
             files, missing = sweep_files(path)

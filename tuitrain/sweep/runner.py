@@ -1,5 +1,5 @@
 """The sweep's runner: every variant a ``tuitrain run ... --no-ui`` child process (its output in
-``DIR/<name>.log``, never the terminal), at most ``parallel`` at a time, the rest queued; the manifest
+``DIR/<name>.out``, never the terminal), at most ``parallel`` at a time, the rest queued; the manifest
 rewritten on every change (the runner is its only writer). One child failing never stops the others.
 
 Ctrl-C or SIGTERM: SIGINT to every running child (each closes its file as ``stopped``), the queued ones
@@ -41,15 +41,24 @@ def program() -> list[str]:
     return [sys.executable, "-m", "tuitrain"]
 
 
-def child_command(name: str, preset: str, sets: list[str], args: list[str], file: Path) -> list[str]:
+def child_command(
+    name: str, preset: str, sets: list[str], args: list[str], file: Path, overwrite: bool = False
+) -> list[str]:
     """The one ``tuitrain run`` command of a variant: the runner runs it and ``--print-commands`` prints
-    it. ``--overwrite``: the sweep already decided about its folder, and a child's own log (the runner's
-    redirect, ``<name>.log``) exists before the child checks its ``--out``."""
+    it. ``--overwrite`` only when the sweep was given it: a printed script run twice is then refused
+    per variant (exit 2) instead of replacing the runs it made, as ``run`` refuses an existing
+    ``--out``. (The runner's own record of a child's output is ``<name>.out``, not the run's
+    ``<name>.log``, so it never stands in the child's way.)"""
     sets_args = [a for s in sets for a in ("--set", s)]
     return [
         *program(), "run", preset, "--no-ui", *sets_args, *args,
-        "--name", name, "--out", str(file), "--overwrite",
+        "--name", name, "--out", str(file), *(["--overwrite"] if overwrite else []),
     ]  # fmt: skip
+
+
+def console_path(v: Variant, directory: Path) -> Path:
+    """Where the runner keeps a child's stdout and stderr: ``DIR/<name>.out``."""
+    return variant_path(v, directory).with_suffix(".out")
 
 
 def _cuda_possible() -> bool:
@@ -157,8 +166,8 @@ class Runner:
         return min(self.gpus, key=lambda g: (load[g], g))
 
     def _start(self, v: Variant) -> None:
-        log_path = variant_path(v, self.directory).with_suffix(".log")
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        log_path = console_path(v, self.directory)
+        env = dict(os.environ, PYTHONUNBUFFERED="1", TUITRAIN_PAUSE_SIGNALS="1")  # SweepControl's pause
         gpu = self._free_gpu()
         if gpu is not None:
             env["CUDA_VISIBLE_DEVICES"] = str(gpu)
@@ -191,7 +200,7 @@ class Runner:
             v.error = "stopped on request before it started training"
         elif status is None:  # no file: bad input (exit 2) or a child that died at start
             status = "failed"
-            v.error = last_paragraph(path.with_suffix(".log")) or f"the child {how_it_ended(code)}"
+            v.error = last_paragraph(console_path(v, self.directory)) or f"the child {how_it_ended(code)}"
         else:  # a file its writer never finished: the child died
             status = "failed"
             v.error = f"the training process {how_it_ended(code)} before it closed {v.file}"

@@ -33,13 +33,25 @@ def processes_of(folder: Path) -> list[int]:
     return out
 
 
+def _comm(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
+
+
 def reap(folder: Path, timeout: float = 10.0) -> list[int]:
-    """SIGKILL every process of the sweep at ``folder``; returns the pids that were still alive."""
+    """SIGKILL every process of the sweep at ``folder``; returns the pids of tuitrain's own processes
+    (runner, children) that were still alive: a test's tmux shell, whose command line names the folder
+    too, is killed but not counted."""
     found = processes_of(folder)
+    ours = [
+        pid for pid in found if _comm(pid) not in ("bash", "sh", "dash", "sleep") and "tmux" not in _comm(pid)
+    ]
     for pid in found:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
     end = time.monotonic() + timeout
     while time.monotonic() < end and processes_of(folder):
         time.sleep(0.1)
-    return found
+    return ours

@@ -57,6 +57,7 @@ def test_three_presets_live_then_detach_attach_and_stop(tmp_path: Path) -> None:
         t.wait_for(lambda s: "Stop all" in s, 15, "the quit dialog")
         t.keys("s")
         t.wait_for(lambda s: "EXIT=130" in s, 120, "stopped, exit 130")
+        assert SweepControl(d).wait(timeout=30), "the runner outlived the stop"
     finally:
         t.kill()
         left = reap(d)  # a failure above must not leave the detached sweep training

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import fnmatch
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -93,14 +94,25 @@ def save(fig: Any, out: Path, stem: str, opts: Options) -> list[Path]:
     return paths
 
 
-def per_run(
-    name: str, title: str, runs: list[ReportRun], out: Path, opts: Options, draw: Any, key: str
+def skipped_why(skipped: dict[str, str]) -> str:
+    """Why a figure drew no run: the one reason they share, or each run's."""
+    whys = sorted(set(skipped.values()))
+    return whys[0] if len(whys) == 1 else "; ".join(f"{k}: {v}" for k, v in skipped.items())
+
+
+def per_run_facts(
+    name: str,
+    title: str,
+    runs: list[ReportRun],
+    out: Path,
+    opts: Options,
+    draw: Callable[[ReportRun, Options], tuple[Any, dict[str, Any]] | str],
 ) -> Made | Skipped:
-    """Draw one figure per run with ``draw(run, opts) -> (figure, fact) | str`` (a str: why this run
-    has none). Facts: ``{key: fact}`` for one run, ``{key: {run name: fact}}`` for several, and
-    ``skipped`` naming the runs left out and why; Skipped when no run could be drawn."""
+    """One file per run, ``<name>-<run>.png``: ``draw(run, opts) -> (figure, facts) | why``. Facts as
+    the draw says them for one run; for several, each fact by run name (``{"tiles": {"a": 64}}``), and
+    ``skipped`` naming the runs left out and why. Skipped when no run could be drawn."""
     paths: list[Path] = []
-    facts: dict[str, Any] = {}
+    got: dict[str, dict[str, Any]] = {}
     skipped: dict[str, str] = {}
     used: set[str] = set()
     for r in runs:
@@ -108,23 +120,37 @@ def per_run(
         if isinstance(res, str):
             skipped[r.name] = res
             continue
-        fig, fact = res
+        fig, facts = res
         stem = f"{name}-{safe_stem(r.name)}"
         while stem in used:
             stem += "_"
         used.add(stem)
         paths += save(fig, out, stem, opts)
-        facts[r.name] = fact
-    if not facts:
-        whys = sorted(set(skipped.values()))
-        return Skipped(
-            name, whys[0] if len(whys) == 1 else "; ".join(f"{k}: {v}" for k, v in skipped.items())
-        )
+        got[r.name] = facts
+    if not got:
+        return Skipped(name, skipped_why(skipped))
     paths.sort(key=lambda p: p.suffix != ".png")
-    made: dict[str, Any] = {key: next(iter(facts.values())) if len(runs) == 1 else facts}
+    if len(runs) == 1:
+        facts = dict(next(iter(got.values())))
+    else:
+        keys = dict.fromkeys(k for f in got.values() for k in f)
+        facts = {k: {run: f[k] for run, f in got.items() if k in f} for k in keys}
     if skipped:
-        made["skipped"] = skipped
-    return Made(name, paths, title, made)
+        facts["skipped"] = skipped
+    return Made(name, paths, title, facts)
+
+
+def per_run(
+    name: str, title: str, runs: list[ReportRun], out: Path, opts: Options, draw: Any, key: str
+) -> Made | Skipped:
+    """:func:`per_run_facts` for a draw that gives one fact, ``(figure, fact) | why``, named ``key``:
+    ``{key: fact}`` for one run, ``{key: {run name: fact}}`` for several."""
+
+    def one(r: ReportRun, o: Options) -> tuple[Any, dict[str, Any]] | str:
+        res = draw(r, o)
+        return res if isinstance(res, str) else (res[0], {key: res[1]})
+
+    return per_run_facts(name, title, runs, out, opts, one)
 
 
 def label_ticks(ax: Any, axis: str, labels: list[str], most: int = 60) -> None:

@@ -10,7 +10,6 @@ empty."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,7 @@ import numpy as np
 
 from tuitrain.events import BOUNDARY, FIRST_LAYER, MISCLASSIFIED, POINTS, TOKEN_MIXING
 from tuitrain.report.figure import Made, Options, ReportRun, Skipped, register
-from tuitrain.report.layers_util import new_figure, safe_stem, save
+from tuitrain.report.layers_util import new_figure, per_run_facts, save, skipped_why
 from tuitrain.view.images import BACKGROUND, CLASS_COLORS, kernel_grid, sample_grid, snapshot_at, token_grid
 
 MAX_SAMPLES = 25  # misclassified tiles per run: a 5x5 grid stays readable with a label under each
@@ -70,51 +69,6 @@ def none_chosen(rows: Any) -> str:
     ep = [int(e) for e in rows.epoch]
     have = ", ".join("init" if e < 0 else str(e) for e in ep)
     return f"no snapshot row at or before the chosen epochs/steps (rows: {have})"
-
-
-def per_run_facts(
-    name: str,
-    title: str,
-    runs: list[ReportRun],
-    out: Path,
-    opts: Options,
-    draw: Callable[[ReportRun, Options], tuple[Any, dict[str, Any]] | str],
-) -> Made | Skipped:
-    """One file per run, ``<name>-<run>.png``: ``draw(run, opts) -> (figure, facts) | why``. Facts as
-    the draw says them for one run; for several, each fact by run name (``{"tiles": {"a": 64}}``), and
-    ``skipped`` naming the runs left out and why. Skipped when no run could be drawn."""
-    paths: list[Path] = []
-    got: dict[str, dict[str, Any]] = {}
-    skipped: dict[str, str] = {}
-    used: set[str] = set()
-    for r in runs:
-        res = draw(r, opts)
-        if isinstance(res, str):
-            skipped[r.name] = res
-            continue
-        fig, facts = res
-        stem = f"{name}-{safe_stem(r.name)}"
-        while stem in used:
-            stem += "_"
-        used.add(stem)
-        paths += save(fig, out, stem, opts)
-        got[r.name] = facts
-    if not got:
-        return Skipped(name, _whys(skipped))
-    paths.sort(key=lambda p: p.suffix != ".png")
-    if len(runs) == 1:
-        facts = dict(next(iter(got.values())))
-    else:
-        keys = dict.fromkeys(k for f in got.values() for k in f)
-        facts = {k: {run: f[k] for run, f in got.items() if k in f} for k in keys}
-    if skipped:
-        facts["skipped"] = skipped
-    return Made(name, paths, title, facts)
-
-
-def _whys(skipped: dict[str, str]) -> str:
-    whys = sorted(set(skipped.values()))
-    return whys[0] if len(whys) == 1 else "; ".join(f"{k}: {v}" for k, v in skipped.items())
 
 
 def _panels(pictures: list[tuple[Any, str]], suptitle: str) -> Any:
@@ -208,7 +162,7 @@ def boundary(runs: list[ReportRun], out: Path, opts: Options) -> Made | Skipped:
             continue
         drawn.append((r, rows, picks))
     if not drawn:
-        return Skipped("boundary", _whys(skipped))
+        return Skipped("boundary", skipped_why(skipped))
     ncol = max(len(p) for _, _, p in drawn)
     fig = new_figure(max(5.2, 4.4 * ncol), 0.5 + 3.9 * len(drawn))
     axes = fig.subplots(len(drawn), ncol, squeeze=False)

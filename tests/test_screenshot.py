@@ -10,11 +10,11 @@ from __future__ import annotations
 import asyncio
 import html
 import re
-import time
 from pathlib import Path
 
 import pytest
 
+from tests.ui.pilot_helpers import until
 from tuitrain.runfile import open_run
 from tuitrain.ui.replay.launch import replay_app
 
@@ -22,12 +22,7 @@ RUN = Path(__file__).parent / "data" / "run_v1.h5"
 
 
 async def _wait(pilot, cond, timeout: float = 10.0) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if cond():
-            return True
-        await pilot.pause(0.05)
-    return cond()
+    return await until(pilot, cond, timeout)
 
 
 def _notes(app) -> list[str]:
